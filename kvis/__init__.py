@@ -1,0 +1,52 @@
+"""kvis: see what a convolutional network sees.
+
+Public names load on first use, so `import kvis` (and `kvis --help`) stays quick until
+TensorFlow is really needed.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "KvisError": "kvis.errors",
+    "load_model": "kvis.models",
+    "class_names": "kvis.models",
+    "imagenet_class_names": "kvis.models",
+    "load_image": "kvis.images",
+    "read_image": "kvis.images",
+    "preprocessing_for": "kvis.images",
+    "Preprocessing": "kvis.images",
+    "ModelImage": "kvis.images",
+    "PREPROCESSING": "kvis.images",
+    "graph": "kvis.graph",
+    "layer_paths": "kvis.graph",
+    "probe": "kvis.graph",
+    "ReceptiveField": "kvis.receptive",
+    "receptive_fields": "kvis.receptive",
+    "LayerInfo": "kvis.inventory",
+    "layer_table": "kvis.inventory",
+    "format_layer_table": "kvis.inventory",
+    "conv_kernel": "kvis.filters",
+    "conv_layers": "kvis.filters",
+    "plot_filters": "kvis.filters",
+    "feature_maps": "kvis.features",
+    "spatial_layers": "kvis.features",
+    "stage_layers": "kvis.features",
+    "rank_channels": "kvis.features",
+    "plot_feature_maps": "kvis.features",
+    "plot_layer_summary": "kvis.features",
+    "plot_feature_overview": "kvis.features",
+    "demo_images": "kvis.demo",
+    "save_figure": "kvis.io",
+}
+__all__ = sorted(_EXPORTS)
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'kvis' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,215 @@
+"""The `kvis` command: thin wrappers that parse options, call one public function and save."""
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import click
+
+MODEL_HELP = "MODEL is vgg16, resnet50, demo, or a .keras/.h5 model file."
+PREPROCESS_CHOICES = ("auto", "caffe", "tf", "torch", "unit", "none")
+
+
+class _Group(click.Group):
+    """Turns user mistakes into one line on stderr and warnings into 'warning:' lines."""
+
+    def invoke(self, ctx):
+        from kvis.errors import KvisError
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _echo_warning
+            try:
+                return super().invoke(ctx)
+            except KvisError as error:
+                raise click.ClickException(str(error)) from None
+            except OSError as error:
+                raise click.ClickException(f"{error.strerror}: {error.filename}") from None
+
+
+def _echo_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {message}", err=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kvis")
+def main():
+    """See what a convolutional network sees: layers, filters and feature maps.
+
+    MODEL is vgg16, resnet50, demo (a small Fashion-MNIST CNN that ships with kvis), or the
+    path of a .keras or .h5 model file, fine-tuned models with a nested base included.
+    Layers inside a nested model are named by path: resnet50/conv5_block3_out.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _model_options(command):
+    command = click.option("--weights", default="imagenet", show_default=True,
+                           help="For vgg16/resnet50: imagenet (Keras cache), none, or a "
+                                "weights file.")(command)
+    return click.argument("model")(command)
+
+
+def _load(model, weights):
+    from kvis.models import load_model
+
+    return load_model(model, weights=None if weights.lower() == "none" else weights)
+
+
+def _figure_path(path):
+    from kvis.io import FIGURE_SUFFIXES
+
+    if Path(path).suffix.lower() not in FIGURE_SUFFIXES:
+        raise click.BadParameter(f"{path}: a figure file ends in {', '.join(FIGURE_SUFFIXES)}",
+                                 param_hint="--out")
+    return Path(path)
+
+
+@main.command()
+@click.argument("model")
+def layers(model):
+    """List every layer of MODEL: type, output shape, parameters, receptive field.
+
+    The receptive field of a spatial layer is the size of the input patch one unit sees, the
+    stride between neighbouring units, and the centre of unit (0, 0), all in input pixels.
+    Weights are not loaded: the inventory needs only the architecture.
+    """
+    from kvis.inventory import format_layer_table, layer_table
+
+    click.echo(format_layer_table(layer_table(_load(model, "none"))))
+
+
+@main.command()
+@_model_options
+@click.option("--layer", "-l", required=True, help="A conv layer's name or path.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Figure file (.png, .pdf, .svg, .jpg).")
+@click.option("--mode", type=click.Choice(["auto", "grid", "channels", "summary"]),
+              default="auto", show_default=True,
+              help="grid: one tile per filter (1 or 3 input channels); channels: a tile per "
+                   "input channel; summary: kernel norms and the strongest filters.")
+@click.option("--max-filters", default=64, show_default=True, type=click.IntRange(1),
+              help="Show at most this many filters.")
+def filters(model, weights, layer, out, mode, max_filters):
+    """Draw the filters (kernels) of a conv LAYER of MODEL.
+
+    \b
+    kvis filters vgg16 --layer block1_conv1 --out filters.png
+    kvis filters demo --layer block2_conv1 --mode summary --out block2.png
+    """
+    from kvis.filters import conv_kernel, plot_filters
+    from kvis.images import preprocessing_for
+    from kvis.io import save_figure
+
+    out = _figure_path(out)
+    net = _load(model, weights)
+    kernel = conv_kernel(net, layer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bgr = preprocessing_for(net).bgr
+    figure = plot_filters(kernel, mode=mode, max_filters=max_filters, bgr=bgr,
+                          title=f"{net.name} {layer} {kernel.shape}")
+    save_figure(figure, out)
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@_model_options
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--layer", "-l", "layer_names", multiple=True,
+              help="A layer's name or path; repeat for several layers.")
+@click.option("--all", "all_layers", is_flag=True, help="Every layer with spatial output.")
+@click.option("--out", "-o", required=True, type=click.Path(),
+              help="Figure file for one layer; a folder for several layers or --all.")
+@click.option("--top", default=16, show_default=True, type=click.IntRange(1),
+              help="Show the N strongest maps of each layer.")
+@click.option("--channels", help="Show these channels instead, e.g. 3,17,40-47.")
+@click.option("--rank-by", type=click.Choice(["mean", "max"]), default="mean",
+              show_default=True, help="Score that ranks the maps.")
+@click.option("--summary", is_flag=True, help="Summarise each layer instead of showing maps.")
+@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
+              show_default=True, help="How pixels become model input.")
+def features(model, weights, image, layer_names, all_layers, out, top, channels, rank_by,
+             summary, preprocess):
+    """Draw the feature maps IMAGE produces in MODEL, strongest first.
+
+    With one --layer, OUT is a figure file. With several --layer options or --all, OUT is a
+    folder that receives one figure per layer and overview.png, which shows every stage of
+    the network (the last layer at each resolution).
+
+    \b
+    kvis features demo boot.png --layer block2_conv1 --out maps.png
+    kvis features vgg16 cat.jpg --all --out cat_maps/
+    """
+    from tqdm.auto import tqdm
+
+    from kvis.features import (feature_maps, plot_feature_maps, plot_feature_overview,
+                               plot_layer_summary, spatial_layers, stage_layers)
+    from kvis.images import load_image
+    from kvis.io import save_figure
+
+    if all_layers == bool(layer_names):
+        raise click.UsageError("give either --layer (one or more) or --all")
+    net = _load(model, weights)
+    picture = load_image(image, net, preprocessing=preprocess)
+    paths = spatial_layers(net) if all_layers else list(layer_names)
+    maps = {path: m[0] for path, m in feature_maps(net, picture.x, paths).items()}
+
+    def draw(path):
+        title = f"{picture.name} at {path}"
+        if summary:
+            return plot_layer_summary(maps[path], title=title)
+        return plot_feature_maps(maps[path], top=top, channels=_channel_list(channels),
+                                 rank_by=rank_by, title=title)
+
+    if len(paths) == 1:
+        save_figure(draw(paths[0]), _figure_path(out))
+        click.echo(f"wrote {out}")
+        return
+    folder = Path(out)
+    for i, path in enumerate(tqdm(paths, desc="layers", unit="layer", disable=None)):
+        save_figure(draw(path), folder / f"{i:03d}_{path.replace('/', '__')}.png")
+    stages = [p for p in stage_layers(net) if p in maps] if all_layers else paths
+    save_figure(plot_feature_overview({p: maps[p] for p in stages}), folder / "overview.png")
+    click.echo(f"wrote {len(paths)} layer figures and overview.png to {folder}")
+
+
+@main.command("demo-images")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--per-class", default=1, show_default=True, type=click.IntRange(1, 40),
+              help="Images of each of the 10 classes.")
+def demo_images_command(folder, per_class):
+    """Write real Fashion-MNIST test images that ship with kvis into FOLDER, as PNG files.
+
+    They are the demo model's inputs: kvis features demo FOLDER/0_ankle_boot.png ...
+    """
+    import cv2
+    import numpy as np
+
+    from kvis.demo import CLASS_NAMES, demo_images
+    from kvis.io import write_atomically
+
+    images, labels = demo_images()
+    written = 0
+    for label, name in enumerate(CLASS_NAMES):
+        slug = re.sub(r"[^a-z0-9]+", "_", name)
+        for i, index in enumerate(np.flatnonzero(labels == label)[:per_class]):
+            write_atomically(Path(folder) / f"{i}_{slug}.png",
+                             lambda temporary: cv2.imwrite(temporary, images[index]))
+            written += 1
+    click.echo(f"wrote {written} images to {folder}")
+
+
+def _channel_list(text):
+    """'3,17,40-47' -> [3, 17, 40, ..., 47]; None stays None."""
+    if text is None:
+        return None
+    channels = []
+    for part in text.split(","):
+        if not re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", part):
+            raise click.BadParameter(f"{text!r}: use indices and ranges like 3,17,40-47",
+                                     param_hint="--channels")
+        low, _, high = part.partition("-")
+        channels += range(int(low), int(high or low) + 1)
+    return channels

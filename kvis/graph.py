@@ -1,0 +1,155 @@
+"""Layers by path, nested models opened up, and probes: sub-models that expose layer outputs.
+
+Keras cannot build a sub-model from the inner layers of a nested model ("Graph disconnected"),
+because the inner layers were called on the nested model's own input. kvis replays the model
+instead: every layer, down through nested Functional and Sequential models, is called again
+on one fresh input, so the replayed graph reaches every layer output, shares every weight,
+and leaves the caller's model as it was. Inner layers are addressed by path,
+`resnet50/conv5_block3_out`. Subclassed models have no graph to replay: as the top model they
+are refused, nested inside another model they stay one opaque layer.
+"""
+
+import difflib
+import weakref
+from dataclasses import dataclass
+
+import keras
+
+from kvis.errors import KvisError
+
+_graphs = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Node:
+    """One layer call in the replayed graph.
+
+    Attributes:
+        path: the layer's name, prefixed by the names of the models that contain it.
+        layer: the caller's own layer object (weights are shared, never copied).
+        inputs: the symbolic tensors the layer was called on.
+        output: the symbolic tensor (or structure of tensors) the call returned.
+    """
+
+    path: str
+    layer: keras.layers.Layer
+    inputs: tuple
+    output: object
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A model replayed on one fresh input, with every layer output reachable.
+
+    Attributes:
+        model: the caller's model.
+        input: the fresh symbolic input, shape `model.input_shape`.
+        nodes: the layer calls in topological order, keyed by path.
+    """
+
+    model: keras.Model
+    input: object
+    nodes: dict
+
+    def node(self, path):
+        """The node at `path`; a unique suffix also works (`conv5_block3_out`).
+
+        Raises:
+            KvisError: no layer has that path; the message lists the closest paths.
+        """
+        if path in self.nodes:
+            return self.nodes[path]
+        matches = [p for p in self.nodes if p.endswith("/" + path)]
+        if len(matches) == 1:
+            return self.nodes[matches[0]]
+        if matches:
+            raise KvisError(f"layer name {path!r} is ambiguous: {', '.join(matches)}")
+        close = difflib.get_close_matches(path, list(self.nodes), n=5, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise KvisError(f"no layer {path!r} in model {self.model.name!r}{hint}")
+
+
+def graph(model):
+    """Replay `model` into a `Graph`; cached per model.
+
+    Args:
+        model: a Functional or Sequential Keras model with one image input; nested
+            Functional and Sequential models inside it are opened up.
+
+    Raises:
+        KvisError: the model is subclassed, or has several inputs.
+    """
+    if model not in _graphs:
+        _graphs[model] = _replay_model(model)
+    return _graphs[model]
+
+
+def layer_paths(model):
+    """Paths of all layers of `model`, nested ones included, in topological order."""
+    return list(graph(model).nodes)
+
+
+def probe(model, paths):
+    """A functional sub-model from the model's input to the outputs of the layers at `paths`.
+
+    One forward pass of the probe yields all the requested outputs; it shares the model's
+    weights and leaves the model unchanged.
+
+    Args:
+        model: a Keras model (see `graph`).
+        paths: layer paths, e.g. `["block1_conv1", "resnet50/conv5_block3_out"]`.
+
+    Returns:
+        A `keras.Model` whose output is a dict `{path: tensor}` in the order of `paths`.
+
+    Raises:
+        KvisError: a path names no layer (the closest ones are listed).
+    """
+    g = graph(model)
+    outputs = {path: g.node(path).output for path in paths}
+    return keras.Model(g.input, outputs, name=f"{model.name}_probe")
+
+
+def _replay_model(model):
+    if not isinstance(model, keras.Model) or not _has_graph(model):
+        raise KvisError(
+            f"model {getattr(model, 'name', model)!r} is a subclassed model with no layer "
+            "graph; kvis needs a Functional or Sequential model"
+        )
+    if len(model.inputs) != 1:
+        raise KvisError(f"model {model.name!r} has {len(model.inputs)} inputs; kvis needs one")
+    fresh = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype,
+                        name=model.inputs[0].name)
+    nodes = {}
+    _replay(model, fresh, "", nodes)
+    return Graph(model, fresh, nodes)
+
+
+def _has_graph(model):
+    return isinstance(model, keras.Sequential) or hasattr(model, "_run_through_graph")
+
+
+def _replay(model, inputs, prefix, nodes):
+    """Call every layer of `model` again on `inputs`, recording each call under its path."""
+    if isinstance(model, keras.Sequential):
+        x = inputs
+        for layer in model.layers:
+            x = _call(layer, prefix, nodes)(x)
+        return x
+    return model._run_through_graph(inputs, operation_fn=lambda op: _call(op, prefix, nodes))
+
+
+def _call(layer, prefix, nodes):
+    """A stand-in for `layer` that opens nested models and records every call."""
+
+    def call(*args, **kwargs):
+        path = prefix + layer.name
+        if isinstance(layer, keras.Model) and _has_graph(layer):
+            output = _replay(layer, args[0], path + "/", nodes)
+        else:
+            output = layer(*args, **kwargs)
+        tensors = tuple(t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor))
+        nodes.setdefault(path, Node(path, layer, tensors, output))
+        return output
+
+    return call

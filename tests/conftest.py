@@ -1,0 +1,72 @@
+"""Tiny models for fast tests, and the real VGG16/ResNet50 graphs (random weights) once a session."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def tiny_cnn(name="tiny"):
+    """16x16 RGB -> conv(4) -> maxpool -> conv(6) -> GAP -> dense(3) softmax, seeded weights."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def tiny_base():
+    """A small functional feature extractor, to be nested inside a classifier."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
+    return keras.Model(inputs, x, name="base")
+
+
+def nested_sequential(base):
+    """The fine-tuning pattern Sequential([base, pooling, head])."""
+    return keras.Sequential([keras.Input((16, 16, 3)), base,
+                             keras.layers.GlobalAveragePooling2D(name="gap"),
+                             keras.layers.Dense(5, name="head")], name="finetuned_seq")
+
+
+def nested_functional(base):
+    """The same fine-tuning pattern with the functional API."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(base(inputs))
+    return keras.Model(inputs, keras.layers.Dense(5, name="head")(x), name="finetuned_fn")
+
+
+@pytest.fixture
+def tiny():
+    return tiny_cnn()
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def demo():
+    from kvis.models import load_model
+
+    return load_model("demo")
+
+
+@pytest.fixture(scope="session")
+def vgg16():
+    return keras.applications.VGG16(weights=None)
+
+
+@pytest.fixture(scope="session")
+def resnet50():
+    return keras.applications.ResNet50(weights=None)

@@ -1,0 +1,109 @@
+import keras
+import numpy as np
+import pytest
+from conftest import nested_functional, nested_sequential, tiny_base
+
+from kvis.errors import KvisError
+from kvis.graph import graph, layer_paths, probe
+
+
+@pytest.mark.parametrize("wrap", [nested_sequential, nested_functional])
+def test_nested_layers_are_reachable_by_path(wrap, images):
+    base = tiny_base()
+    model = wrap(base)
+    outputs = probe(model, ["base/conv2", "base/pool1", "head"])(images)
+    inner_alone = keras.Model(base.input, base.get_layer("conv2").output)(images)
+    np.testing.assert_allclose(outputs["base/conv2"], inner_alone, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(outputs["head"], model(images), rtol=1e-6, atol=1e-6)
+    assert outputs["base/pool1"].shape == (2, 8, 8, 4)
+
+
+@pytest.mark.parametrize("wrap", [nested_sequential, nested_functional])
+def test_paths_list_inner_layers_in_order(wrap):
+    model = wrap(tiny_base())
+    assert layer_paths(model) == ["base/conv1", "base/pool1", "base/conv2", "base", "gap", "head"]
+
+
+def test_unique_suffix_resolves_to_the_nested_layer():
+    model = nested_sequential(tiny_base())
+    assert graph(model).node("conv2").path == "base/conv2"
+
+
+def test_probe_leaves_the_callers_model_unchanged(tmp_path, images):
+    model = nested_functional(tiny_base())
+    before = model(images)
+    weights = [w.copy() for w in model.get_weights()]
+    layers_before = list(model.layers)
+    probe(model, ["base/conv1", "gap"])(images)
+    assert model.layers == layers_before
+    for old, new in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    np.testing.assert_array_equal(before, model(images))
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded(images), before, rtol=1e-6)
+
+
+def test_probe_shares_weights_with_the_model(tiny, images):
+    probed = probe(tiny, ["conv1"])
+    kernel = tiny.get_layer("conv1").kernel
+    kernel.assign(kernel * 2.0)
+    np.testing.assert_allclose(probed(images)["conv1"],
+                               keras.Model(tiny.input, tiny.get_layer("conv1").output)(images),
+                               rtol=1e-6)
+
+
+def test_unknown_layer_lists_the_closest_names(tiny):
+    with pytest.raises(KvisError, match=r"no layer 'conv3'.*closest: conv2, conv1"):
+        graph(tiny).node("conv3")
+
+
+def test_ambiguous_suffix_is_refused():
+    inputs = keras.Input((8, 8, 1))
+    a = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(1, 1, name="c")], name="a")
+    b = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(1, 1, name="c")], name="b")
+    model = keras.Model(inputs, keras.layers.Add()([a(inputs), b(inputs)]))
+    with pytest.raises(KvisError, match="ambiguous: a/c, b/c"):
+        graph(model).node("c")
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(name="subclassed")
+        self.conv = keras.layers.Conv2D(2, 3)
+
+    def call(self, x):
+        return self.conv(x)
+
+
+def test_subclassed_top_model_is_refused():
+    model = Subclassed()
+    model(np.zeros((1, 8, 8, 1), np.float32))
+    with pytest.raises(KvisError, match="subclassed model with no layer graph"):
+        graph(model)
+
+
+def test_nested_subclassed_model_stays_one_opaque_layer(images):
+    inner = Subclassed()
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.ReLU(name="relu")(inner(inputs)))
+    assert layer_paths(model) == ["subclassed", "relu"]
+    np.testing.assert_allclose(probe(model, ["relu"])(images)["relu"], model(images), rtol=1e-6)
+
+
+def test_several_inputs_are_refused():
+    a, b = keras.Input((4, 4, 1)), keras.Input((4, 4, 1))
+    with pytest.raises(KvisError, match="2 inputs"):
+        graph(keras.Model([a, b], keras.layers.Add()([a, b])))
+
+
+@pytest.mark.integration
+def test_real_resnet50_base_inside_a_classifier(resnet50):
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+    model = keras.Sequential([keras.Input((64, 64, 3)), base,
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5)])
+    x = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype(np.float32)
+    out = probe(model, ["resnet50/conv5_block3_out", "resnet50/conv3_block4_out"])(x)
+    alone = keras.Model(base.input, base.get_layer("conv5_block3_out").output)(x)
+    np.testing.assert_allclose(out["resnet50/conv5_block3_out"], alone, rtol=1e-5, atol=1e-5)
+    assert out["resnet50/conv3_block4_out"].shape == (1, 8, 8, 512)

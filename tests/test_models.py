@@ -1,0 +1,73 @@
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from conftest import nested_sequential, tiny_base
+
+from kvis.demo import CLASS_NAMES, demo_images
+from kvis.errors import KvisError
+from kvis.images import preprocessing_for
+from kvis.models import class_names, imagenet_class_names, load_model
+
+
+def test_demo_model_classifies_its_shipped_images(demo):
+    images, labels = demo_images()
+    assert images.dtype == np.uint8 and images.shape[1:] == (28, 28, 1)
+    assert set(labels.tolist()) == set(range(10))
+    predictions = demo.predict(preprocessing_for(demo)(images), verbose=0).argmax(axis=1)
+    assert np.mean(predictions == labels) >= 0.9
+    assert class_names(demo) == list(CLASS_NAMES)
+
+
+def test_model_files_load_including_legacy_h5(tmp_path, images):
+    model = nested_sequential(tiny_base())
+    for name in ("m.keras", "m.h5"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras warns that .h5 is a legacy format
+            model.save(tmp_path / name)
+        loaded = load_model(tmp_path / name)
+        np.testing.assert_allclose(loaded(images), model(images), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_model_files_give_one_clear_error(tmp_path):
+    with pytest.raises(KvisError, match="model file not found: .*vgg17.*vgg16, resnet50"):
+        load_model("vgg17")
+    (tmp_path / "model.txt").write_text("x")
+    with pytest.raises(KvisError, match="must end in .keras"):
+        load_model(tmp_path / "model.txt")
+    (tmp_path / "broken.keras").write_text("not a zip")
+    with pytest.raises(KvisError, match="could not load model"):
+        load_model(tmp_path / "broken.keras")
+
+
+def test_imagenet_weights_without_network_or_cache(monkeypatch):
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://example: None -- [Errno -3] no network")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(KvisError, match=r"not in the Keras cache .*--weights none"):
+        load_model("vgg16", weights="imagenet")
+    with pytest.raises(KvisError, match="weights file not found"):
+        load_model("resnet50", weights="nowhere.weights.h5")
+
+
+def test_imagenet_class_names_ship_with_kvis():
+    names = imagenet_class_names()
+    assert len(names) == 1000 and len(set(names)) == 998  # crane and maillot appear twice
+    assert (names[0], names[281], names[999]) == ("tench", "tabby", "toilet_tissue")
+
+
+@pytest.mark.integration
+def test_applications_load_with_random_or_file_weights(tmp_path):
+    model = load_model("resnet50", weights=None)
+    assert model.name == "resnet50" and model.output_shape == (None, 1000)
+    assert class_names(model)[1] == "goldfish"
+    model.save_weights(tmp_path / "r.weights.h5")
+    again = load_model("resnet50", weights=str(tmp_path / "r.weights.h5"))
+    np.testing.assert_array_equal(again.get_layer("conv1_conv").kernel,
+                                  model.get_layer("conv1_conv").kernel)
+    x = np.zeros((1, 224, 224, 3), np.float32)
+    assert keras.ops.convert_to_numpy(again(x)).shape == (1, 1000)

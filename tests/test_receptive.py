@@ -1,0 +1,93 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kvis.receptive import ReceptiveField, receptive_fields
+
+
+def _geometry_model():
+    """Linear layers with all-ones kernels: every unit depends on its whole receptive field."""
+    ones = dict(kernel_initializer="ones", use_bias=False)
+    inputs = keras.Input((21, 21, 1))
+    x = keras.layers.ZeroPadding2D(((2, 0), (1, 1)), name="pad")(inputs)
+    x = keras.layers.Conv2D(1, 3, name="valid3", **ones)(x)
+    x = keras.layers.Conv2D(1, 3, strides=2, padding="same", name="same3s2", **ones)(x)
+    wide = keras.layers.Conv2D(1, 5, padding="same", name="wide5", **ones)(x)
+    point = keras.layers.Conv2D(1, 1, name="point1", **ones)(x)
+    x = keras.layers.Add(name="add")([wide, point])
+    x = keras.layers.AveragePooling2D(2, name="avg")(x)
+    x = keras.layers.Conv2D(1, (3, 2), strides=(1, 2), padding="same", name="rect", **ones)(x)
+    return keras.Model(inputs, x)
+
+
+def _support_box(model, layer, row, col):
+    """Bounding box of the input pixels with a non-zero gradient for one unit (independent)."""
+    sub = keras.Model(model.input, model.get_layer(layer).output)
+
+    @tf.function
+    def gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            unit = sub(x)[0, row, col, 0]
+        return tape.gradient(unit, x)
+
+    grad = gradient(tf.ones((1, 21, 21, 1)))[0, ..., 0].numpy()
+    rows, cols = np.nonzero(grad)
+    return rows.min(), cols.min(), rows.max(), cols.max()
+
+
+@pytest.mark.parametrize("layer", ["valid3", "same3s2", "wide5", "point1", "add", "avg", "rect"])
+def test_boxes_match_the_gradient_support(layer):
+    model = _geometry_model()
+    field = receptive_fields(model)[layer]
+    height, width = model.get_layer(layer).output.shape[1:3]
+    for row, col in [(0, 0), (height - 1, width - 1), (height // 2, width // 3)]:
+        top, left, bottom, right = field.box(row, col)
+        clipped = (max(top, 0), max(left, 0), min(bottom, 20), min(right, 20))
+        assert clipped == _support_box(model, layer, row, col), (layer, row, col)
+
+
+def test_hand_computed_fields_of_a_small_chain():
+    fields = receptive_fields(_geometry_model())
+    assert fields["pad"] == ReceptiveField((1, 1), (1, 1), (-2.0, -1.0))
+    assert fields["valid3"] == ReceptiveField((3, 3), (1, 1), (-1.0, 0.0))
+    assert fields["same3s2"] == ReceptiveField((5, 5), (2, 2), (-1.0, 0.0))
+    assert fields["add"] == ReceptiveField((13, 13), (2, 2), (-1.0, 0.0))
+
+
+def test_non_spatial_layers_have_no_field(tiny):
+    fields = receptive_fields(tiny)
+    assert fields["gap"] is None and fields["predictions"] is None
+    assert fields["conv2"] == ReceptiveField((8, 8), (2, 2), (2.5, 2.5))
+
+
+@pytest.mark.integration
+def test_vgg16_fields(vgg16):
+    fields = receptive_fields(vgg16)
+    # conv 3x3 adds 2 strides, pool 2x2 adds 1 stride and doubles it (hand-computed).
+    expected = {
+        "block1_conv1": (3, 1, 0.0), "block1_conv2": (5, 1, 0.0), "block1_pool": (6, 2, 0.5),
+        "block2_conv2": (14, 2, 0.5), "block2_pool": (16, 4, 1.5), "block3_pool": (44, 8, 3.5),
+        "block4_conv1": (60, 8, 3.5), "block4_pool": (100, 16, 7.5),
+        "block5_conv3": (196, 16, 7.5), "block5_pool": (212, 32, 15.5),
+    }
+    for layer, (size, stride, offset) in expected.items():
+        assert fields[layer] == ReceptiveField((size,) * 2, (stride,) * 2, (offset,) * 2), layer
+    assert fields["fc1"] is None
+
+
+@pytest.mark.integration
+def test_resnet50_fields(resnet50):
+    fields = receptive_fields(resnet50)
+    # conv1 7x7/2 after 3 px padding; pool 3x3/2; each bottleneck's 3x3 adds 2 strides and
+    # the stride-2 1x1 convs of conv3..conv5 double the stride (hand-computed).
+    expected = {
+        "conv1_conv": (7, 2), "pool1_pool": (11, 4), "conv2_block1_out": (19, 4),
+        "conv2_block3_out": (35, 4), "conv3_block1_out": (51, 8), "conv3_block4_out": (99, 8),
+        "conv4_block1_out": (131, 16), "conv4_block6_out": (291, 16),
+        "conv5_block1_out": (355, 32), "conv5_block3_out": (483, 32),
+    }
+    for layer, (size, stride) in expected.items():
+        assert fields[layer] == ReceptiveField((size,) * 2, (stride,) * 2, (0.0, 0.0)), layer
+    assert fields["conv1_pad"].offset == (-3.0, -3.0)
