@@ -41,7 +41,22 @@ def main():
     path of a .keras or .h5 model file, fine-tuned models with a nested base included.
     Layers inside a nested model are named by path: resnet50/conv5_block3_out.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        _import_tensorflow_quietly()
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow with the process's stderr closed: its C++ start-up lines (oneDNN,
+    CUDA probing) bypass every logging setting. Set TF_CPP_MIN_LOG_LEVEL to see them."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _model_options(command):

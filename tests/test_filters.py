@@ -1,0 +1,62 @@
+import keras
+import numpy as np
+import pytest
+
+from kvis.errors import KvisError
+from kvis.filters import conv_kernel, conv_layers, plot_filters
+
+
+def test_conv_kernel_is_the_layer_kernel(tiny):
+    np.testing.assert_array_equal(conv_kernel(tiny, "conv2"), tiny.get_layer("conv2").get_weights()[0])
+    assert conv_layers(tiny) == ["conv1", "conv2"]
+
+
+def test_depthwise_kernel_becomes_one_filter_per_channel():
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(inputs))
+    kernel = conv_kernel(model, "dw")
+    assert kernel.shape == (3, 3, 1, 6)
+    np.testing.assert_array_equal(kernel[:, :, 0, 5], model.get_layer("dw").kernel.numpy()[:, :, 2, 1])
+
+
+def test_non_conv_layers_are_refused_with_the_conv_layers_listed(tiny):
+    with pytest.raises(KvisError, match=r"'gap' .* no 2-D convolution kernel; conv layers: conv1, conv2"):
+        conv_kernel(tiny, "gap")
+    inputs = keras.Input((4,))
+    dense = keras.Model(inputs, keras.layers.Dense(2, name="d")(inputs))
+    with pytest.raises(KvisError, match="the model has no conv layers"):
+        conv_kernel(dense, "d")
+
+
+def test_colour_grid_shows_each_filter_on_one_symmetric_scale():
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 3, 5)).astype(np.float32)
+    scale = np.abs(kernel).max()
+    fig = plot_filters(kernel, bgr=True)
+    shown = fig.axes[4].images[0].get_array()
+    np.testing.assert_allclose(shown, kernel[:, :, ::-1, 4] / (2 * scale) + 0.5, rtol=1e-6)
+
+
+def test_channels_view_lays_out_filters_by_input_channel():
+    kernel = np.random.default_rng(1).normal(size=(3, 3, 4, 2)).astype(np.float32)
+    fig = plot_filters(kernel, mode="channels", max_channels=3)
+    tiles = [ax for ax in fig.axes if ax.images]
+    assert len(tiles) == 6 and tiles[4].get_title() == "#1 in 1"
+    np.testing.assert_array_equal(tiles[4].images[0].get_array(), kernel[:, :, 1, 1])
+
+
+def test_summary_shows_kernel_norms_strongest_filter_first():
+    kernel = np.ones((3, 3, 4, 3), np.float32)
+    kernel[..., 2] *= 3.0
+    kernel[:, :, 1, 0] = 0.0
+    fig = plot_filters(kernel)  # auto: 4 input channels -> summary
+    norms = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(norms[:, 0], np.full(4, 9.0))  # filter 2 first: 3 * sqrt(9)
+    np.testing.assert_allclose(norms[:, 2], [3.0, 0.0, 3.0, 3.0])  # filter 0 last
+    assert [ax.get_title() for ax in fig.axes if ax.get_title().startswith("#")][0] == "#2 in 0"
+
+
+def test_bad_views_are_refused():
+    with pytest.raises(KvisError, match="use the channels or summary view"):
+        plot_filters(np.zeros((3, 3, 8, 2)), mode="grid")
+    with pytest.raises(KvisError, match=r"\(kh, kw, in, out\)"):
+        plot_filters(np.zeros((3, 3, 8)))

@@ -1,0 +1,28 @@
+from conftest import nested_sequential, tiny_base
+
+from kvis.inventory import format_layer_table, layer_table
+from kvis.receptive import ReceptiveField
+
+
+def test_inventory_rows_hold_the_layer_facts(tiny):
+    rows = {row.path: row for row in layer_table(tiny)}
+    assert list(rows) == ["conv1", "pool1", "conv2", "gap", "predictions"]
+    assert rows["conv1"].params == 3 * 3 * 3 * 4 + 4
+    assert rows["conv2"].output_shape == (None, 6, 6, 6) and rows["conv2"].type == "Conv2D"
+    assert rows["pool1"].receptive_field == ReceptiveField((4, 4), (2, 2), (0.5, 0.5))
+    assert rows["gap"].receptive_field is None
+
+
+def test_inventory_opens_nested_models():
+    rows = layer_table(nested_sequential(tiny_base()))
+    assert [row.path for row in rows][:4] == ["base/conv1", "base/pool1", "base/conv2", "base"]
+    assert rows[3].params == sum(row.params for row in rows[:3])
+
+
+def test_table_text_is_aligned(tiny):
+    lines = format_layer_table(layer_table(tiny)).splitlines()
+    assert lines[0].split() == ["layer", "type", "output", "shape", "params", "RF", "size",
+                                "RF", "stride", "RF", "offset"]
+    assert lines[3].split() == ["conv2", "Conv2D", "(None,", "6,", "6,", "6)", "222", "8x8",
+                                "2x2", "2.5,2.5"]
+    assert len({line.index("Conv2D") for line in lines if "Conv2D" in line}) == 1
