@@ -159,8 +159,14 @@ def features(model, weights, image, layer_names, all_layers, out, top, channels,
     """
     from tqdm.auto import tqdm
 
-    from kvis.features import (feature_maps, plot_feature_maps, plot_feature_overview,
-                               plot_layer_summary, spatial_layers, stage_layers)
+    from kvis.features import (
+        feature_maps,
+        plot_feature_maps,
+        plot_feature_overview,
+        plot_layer_summary,
+        spatial_layers,
+        stage_layers,
+    )
     from kvis.images import load_image
     from kvis.io import save_figure
 
@@ -210,8 +216,9 @@ def demo_images_command(folder, per_class):
     for label, name in enumerate(CLASS_NAMES):
         slug = re.sub(r"[^a-z0-9]+", "_", name)
         for i, index in enumerate(np.flatnonzero(labels == label)[:per_class]):
+            image = images[index]
             write_atomically(Path(folder) / f"{i}_{slug}.png",
-                             lambda temporary: cv2.imwrite(temporary, images[index]))
+                             lambda temporary, image=image: cv2.imwrite(temporary, image))
             written += 1
     click.echo(f"wrote {written} images to {folder}")
 

@@ -148,7 +148,8 @@ def _call(layer, prefix, nodes):
             output = _replay(layer, args[0], path + "/", nodes)
         else:
             output = layer(*args, **kwargs)
-        tensors = tuple(t for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor))
+        tensors = tuple(t for t in keras.tree.flatten((args, kwargs))
+                        if isinstance(t, keras.KerasTensor))
         nodes.setdefault(path, Node(path, layer, tensors, output))
         return output
 

@@ -81,7 +81,8 @@ def preprocessing_for(model, name="auto"):
     """
     if name != "auto":
         if name not in PREPROCESSING:
-            raise KvisError(f"unknown preprocessing {name!r}; choose from {', '.join(PREPROCESSING)}")
+            choices = ", ".join(PREPROCESSING)
+            raise KvisError(f"unknown preprocessing {name!r}; choose from {choices}")
         return PREPROCESSING[name]
     names = [model.name] + [layer.name for layer in model.layers]
     for known, preset in _KNOWN_MODELS.items():

@@ -77,7 +77,9 @@ def _load_application(name, weights):
                 f"could not be downloaded ({_first_line(error)}); use weights=None "
                 "(--weights none) or a weights file"
             ) from error
-        raise KvisError(f"could not load weights {weights} into {name}: {_first_line(error)}")
+        raise KvisError(
+            f"could not load weights {weights} into {name}: {_first_line(error)}"
+        ) from error
 
 
 def _load_file(path):

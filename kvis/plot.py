@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 from matplotlib.figure import Figure
 
 

@@ -83,7 +83,8 @@ def _windowed(layer, field, input_size):
     strides = layer.strides or kernel
     dilation = getattr(layer, "dilation_rate", (1, 1))
     size, stride, offset = [], [], []
-    for r, j, c, k, s, d, n in zip(field.size, field.stride, field.offset, kernel, strides, dilation, input_size):
+    axes = zip(field.size, field.stride, field.offset, kernel, strides, dilation, input_size)
+    for r, j, c, k, s, d, n in axes:
         extent = d * (k - 1) + 1
         pad = _padding_before(layer.padding, extent, s, n)
         size.append(r + (extent - 1) * j)

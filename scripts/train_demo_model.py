@@ -64,7 +64,8 @@ def main():
     inference_copy(model).save(data_path(MODEL_FILE))
     images, labels = sample_per_class(x_test, y_test, SAMPLES_PER_CLASS)
     np.savez_compressed(data_path(IMAGES_FILE), images=images, labels=labels)
-    print(f"wrote {data_path(MODEL_FILE)} and {len(labels)} test images to {data_path(IMAGES_FILE)}")
+    print(f"wrote {data_path(MODEL_FILE)}, and {len(labels)} test images to "
+          f"{data_path(IMAGES_FILE)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Tiny models for fast tests, and the real VGG16/ResNet50 graphs (random weights) once a session."""
+"""Tiny models for fast tests; the real VGG16/ResNet50 graphs (random weights) once a session."""
 
 import os
 

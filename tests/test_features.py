@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 
 from kvis.errors import KvisError
-from kvis.features import (feature_maps, plot_feature_maps, plot_feature_overview,
-                           plot_layer_summary, rank_channels, spatial_layers, stage_layers)
+from kvis.features import (
+    feature_maps,
+    plot_feature_maps,
+    plot_feature_overview,
+    plot_layer_summary,
+    rank_channels,
+    spatial_layers,
+    stage_layers,
+)
 
 
 def _conv_same(x, kernel, bias):

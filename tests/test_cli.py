@@ -1,0 +1,152 @@
+import cv2
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import nested_functional, tiny_base
+
+from kvis.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def boot(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo_images")
+    result = run("demo-images", folder)
+    assert result.exit_code == 0, result.output
+    return folder / "0_ankle_boot.png"
+
+
+def _read(path):
+    image = cv2.imread(str(path))
+    assert image is not None and image.std() > 0, f"{path} is not a drawn figure"
+    return image
+
+
+def test_help_reads_well():
+    result = run("--help")
+    assert result.exit_code == 0 and "vgg16, resnet50, demo" in result.output
+    for command in ("layers", "filters", "features", "demo-images"):
+        assert run(command, "--help").exit_code == 0
+
+
+def test_demo_images_are_the_shipped_test_images(tmp_path):
+    from kvis.demo import demo_images
+
+    assert run("demo-images", tmp_path, "--per-class", 2).exit_code == 0
+    assert len(list(tmp_path.glob("*.png"))) == 20
+    images, labels = demo_images()
+    first_bag = images[np.flatnonzero(labels == 8)[0], ..., 0]
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "0_bag.png"), 0), first_bag)
+
+
+def test_layers_prints_the_inventory():
+    result = run("layers", "demo")
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines()}
+    assert rows["block2_pool"][-3:] == ["16x16", "4x4", "1.5,1.5"]
+    assert rows["predictions"][1:] == ["Dense", "(None,", "10)", "1,290"]
+
+
+def test_filters_and_features_write_figures(tmp_path, boot):
+    result = run("filters", "demo", "--layer", "block1_conv1", "--out", tmp_path / "f.png")
+    assert result.exit_code == 0, result.output
+    _read(tmp_path / "f.png")
+    result = run("features", "demo", boot, "--layer", "block2_conv1", "--out", tmp_path / "m.png")
+    assert result.exit_code == 0, result.output
+    _read(tmp_path / "m.png")
+    result = run("features", "demo", boot, "--layer", "block3_conv1", "--summary",
+                 "--channels", "1,4-6", "--out", tmp_path / "s.png")
+    assert result.exit_code == 0, result.output
+
+
+def test_features_all_writes_one_figure_per_layer_and_an_overview(tmp_path, boot):
+    result = run("features", "demo", boot, "--all", "--out", tmp_path / "all")
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "all").iterdir())
+    assert names == ["000_block1_conv1.png", "001_block1_conv2.png", "002_block1_pool.png",
+                     "003_block2_conv1.png", "004_block2_conv2.png", "005_block2_pool.png",
+                     "006_block3_conv1.png", "007_block3_pool.png", "overview.png"]
+
+
+def test_rgb_image_for_the_grayscale_demo_is_converted_and_said(tmp_path):
+    cv2.imwrite(str(tmp_path / "rgb.png"), np.full((40, 30, 3), 120, np.uint8))
+    result = run("features", "demo", tmp_path / "rgb.png", "--layer", "block1_conv1",
+                 "--out", tmp_path / "m.png")
+    assert result.exit_code == 0
+    assert "warning: rgb.png: converted to grayscale" in result.stderr
+    assert "warning: rgb.png: resized from 40x30 to 28x28" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["features", "demo", "missing.png", "--layer", "block1_conv1", "--out", "m.png"],
+     "Error: image not found: missing.png"),
+    (["features", "demo", "{boot}", "--layer", "block9_conv1", "--out", "m.png"],
+     "Error: no layer 'block9_conv1' in model 'kvis_demo'; closest: block3_conv1"),
+    (["features", "demo", "{boot}", "--layer", "fc1", "--out", "m.png"],
+     "Error: layer 'fc1' (Dense) has output shape (None, 128): no spatial feature maps"),
+    (["features", "demo", "{boot}", "--out", "m.png"],
+     "give either --layer (one or more) or --all"),
+    (["filters", "demo", "--layer", "predictions", "--out", "f.png"],
+     "Error: layer 'predictions' (Dense) has no 2-D convolution kernel; conv layers: block1_conv1"),
+    (["filters", "demo", "--layer", "block1_conv1", "--out", "f.txt"], "a figure file ends in"),
+    (["layers", "nosuch.keras"], "Error: model file not found: nosuch.keras"),
+    (["features", "demo", "{boot}", "--layer", "block1_conv1", "--channels", "x",
+      "--out", "m.png"],
+     "use indices and ranges like 3,17,40-47"),
+])
+def test_user_mistakes_get_one_line_and_no_traceback(args, message, boot, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(*[a.format(boot=boot) for a in args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+def test_nested_model_file_through_the_cli(tmp_path):
+    nested_functional(tiny_base()).save(tmp_path / "finetuned.keras")
+    result = run("layers", tmp_path / "finetuned.keras")
+    assert result.exit_code == 0 and "base/conv2" in result.output
+    cv2.imwrite(str(tmp_path / "x.png"), np.random.default_rng(0).integers(0, 255, (16, 16, 3)))
+    result = run("features", tmp_path / "finetuned.keras", tmp_path / "x.png", "--layer",
+                 "base/conv2", "--preprocess", "unit", "--out", tmp_path / "m.png")
+    assert result.exit_code == 0, result.output
+    _read(tmp_path / "m.png")
+
+
+@pytest.mark.integration
+def test_vgg16_and_resnet50_through_the_cli(tmp_path):
+    cv2.imwrite(str(tmp_path / "x.png"), np.random.default_rng(0).integers(0, 255, (224, 224, 3)))
+    for model, layer in (("vgg16", "block1_conv1"), ("resnet50", "conv1_conv")):
+        result = run("filters", model, "--weights", "none", "--layer", layer,
+                     "--out", tmp_path / f"{model}_f.png")
+        assert result.exit_code == 0, result.output
+        result = run("features", model, tmp_path / "x.png", "--weights", "none", "--layer",
+                     layer, "--layer", "block5_pool" if model == "vgg16" else "conv5_block3_out",
+                     "--out", tmp_path / model)
+        assert result.exit_code == 0, result.output
+        assert len(list((tmp_path / model).glob("*.png"))) == 3
+
+
+@pytest.mark.integration
+def test_fine_tuned_resnet50_saved_to_keras(tmp_path):
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+    model = keras.Sequential([keras.Input((64, 64, 3)), base,
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(5)])
+    model.save(tmp_path / "simpsons.keras")
+    result = run("layers", tmp_path / "simpsons.keras")
+    assert result.exit_code == 0
+    row = next(line for line in result.output.splitlines()
+               if line.startswith("resnet50/conv5_block3_out "))
+    assert row.split()[-3:] == ["483x483", "32x32", "0,0"]
+    cv2.imwrite(str(tmp_path / "x.png"), np.random.default_rng(0).integers(0, 255, (64, 64, 3)))
+    for args in (["filters", tmp_path / "simpsons.keras", "--layer", "resnet50/conv1_conv",
+                  "--out", tmp_path / "f.png"],
+                 ["features", tmp_path / "simpsons.keras", tmp_path / "x.png", "--layer",
+                  "resnet50/conv5_block3_out", "--out", tmp_path / "m.png"]):
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+    assert "preprocessing" not in result.stderr  # recognised as a ResNet50: caffe-style
