@@ -2,11 +2,10 @@
 
 import keras
 import numpy as np
-from matplotlib.figure import Figure
 
 from kvis.errors import KvisError
 from kvis.graph import graph
-from kvis.plot import image_grid
+from kvis.plot import NotebookFigure, image_grid
 
 MODES = ("auto", "grid", "channels", "summary")
 
@@ -103,7 +102,7 @@ def _channels(kernel, shown, max_channels, scale, title):
 def _summary(kernel, max_filters, scale, title):
     norms = np.sqrt((kernel ** 2).sum(axis=(0, 1)))  # (in, out)
     by_norm = np.argsort(-norms.sum(axis=0), kind="stable")
-    fig = Figure(figsize=(11, 5), layout="constrained")
+    fig = NotebookFigure(figsize=(11, 5), layout="constrained")
     left, right = fig.subfigures(1, 2, width_ratios=(1.0, 1.1))
     ax = left.subplots()
     image = ax.imshow(norms[:, by_norm], aspect="auto", cmap="magma", interpolation="nearest")

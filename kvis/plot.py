@@ -1,8 +1,18 @@
 """Figure helpers shared by every family of views. They draw and return Figures, never show."""
 
+import io
 import math
 
 from matplotlib.figure import Figure
+
+
+class NotebookFigure(Figure):
+    """A matplotlib Figure that shows itself in Jupyter even when pyplot is never imported."""
+
+    def _repr_png_(self):
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
 
 
 def image_grid(tiles, *, titles=None, cols=None, cmap="viridis", vmin=None, vmax=None,
@@ -25,7 +35,7 @@ def image_grid(tiles, *, titles=None, cols=None, cmap="viridis", vmin=None, vmax
     cols = cols or max(1, math.ceil(math.sqrt(count)))
     rows = max(1, math.ceil(count / cols))
     if fig is None:
-        fig = Figure(figsize=(cols * tile_inches + (0.8 if colorbar else 0.2),
+        fig = NotebookFigure(figsize=(cols * tile_inches + (0.8 if colorbar else 0.2),
                               rows * tile_inches + (0.6 if title else 0.2)), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     image = None

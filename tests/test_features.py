@@ -102,3 +102,8 @@ def test_vgg16_feature_maps_match_the_layer_output(vgg16):
     alone = keras.Model(vgg16.input, vgg16.get_layer("block3_conv2").output)(x)
     np.testing.assert_allclose(maps["block3_conv2"], alone, rtol=1e-4, atol=1e-3)
     assert maps["block5_pool"].shape == (1, 7, 7, 512)
+
+
+def test_figures_render_in_a_notebook_without_pyplot():
+    fig = plot_layer_summary(np.ones((3, 3, 2), np.float32))
+    assert fig._repr_png_().startswith(b"\x89PNG")

@@ -1,0 +1,41 @@
+"""Draw the README's figures from the demo model that ships with kvis.
+
+Usage: python scripts/make_readme_figures.py [--out docs/figures]
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+import kvis
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("docs/figures"))
+    args = parser.parse_args()
+
+    model = kvis.load_model("demo")
+    images, labels = kvis.demo_images()
+    boot = kvis.load_image(images[np.flatnonzero(labels == 9)[0]], model)
+    figures = {
+        "filters_block1_conv1.png": kvis.plot_filters(kvis.conv_kernel(model, "block1_conv1"),
+                                                      title="demo block1_conv1 filters"),
+        "filters_block2_conv1.png": kvis.plot_filters(kvis.conv_kernel(model, "block2_conv1"),
+                                                      title="demo block2_conv1 filters"),
+    }
+    maps = kvis.feature_maps(model, boot.x)
+    figures["features_block2_conv1.png"] = kvis.plot_feature_maps(
+        maps["block2_conv1"][0], top=16, title="ankle boot at block2_conv1, strongest maps")
+    figures["features_summary_block2_conv2.png"] = kvis.plot_layer_summary(
+        maps["block2_conv2"][0], title="ankle boot at block2_conv2")
+    figures["features_overview.png"] = kvis.plot_feature_overview(
+        {path: maps[path][0] for path in kvis.stage_layers(model)})
+    for name, figure in figures.items():
+        kvis.save_figure(figure, args.out / name, dpi=90)
+        print(f"wrote {args.out / name}")
+
+
+if __name__ == "__main__":
+    main()
