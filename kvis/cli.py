@@ -164,7 +164,6 @@ def features(model, weights, image, layer_names, all_layers, out, top, channels,
         plot_feature_maps,
         plot_feature_overview,
         plot_layer_summary,
-        spatial_layers,
         stage_layers,
     )
     from kvis.images import load_image
@@ -174,8 +173,9 @@ def features(model, weights, image, layer_names, all_layers, out, top, channels,
         raise click.UsageError("give either --layer (one or more) or --all")
     net = _load(model, weights)
     picture = load_image(image, net, preprocessing=preprocess)
-    paths = spatial_layers(net) if all_layers else list(layer_names)
-    maps = {path: m[0] for path, m in feature_maps(net, picture.x, paths).items()}
+    maps = {path: m[0] for path, m in
+            feature_maps(net, picture.x, None if all_layers else layer_names).items()}
+    paths = list(maps)
 
     def draw(path):
         title = f"{picture.name} at {path}"

@@ -31,6 +31,8 @@ def feature_maps(model, x, layers=None, *, batch_size=32):
     """
     paths = spatial_layers(model) if layers is None else (
         [layers] if isinstance(layers, str) else list(layers))
+    if not paths:
+        raise KvisError(f"model {model.name!r} has no layers with spatial feature maps")
     nodes = [graph(model).node(path) for path in paths]
     for node in nodes:
         if len(getattr(node.output, "shape", ())) != 4:

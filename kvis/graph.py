@@ -42,12 +42,12 @@ class Graph:
     """A model replayed on one fresh input, with every layer output reachable.
 
     Attributes:
-        model: the caller's model.
+        name: the model's name.
         input: the fresh symbolic input, shape `model.input_shape`.
         nodes: the layer calls in topological order, keyed by path.
     """
 
-    model: keras.Model
+    name: str
     input: object
     nodes: dict
 
@@ -66,7 +66,7 @@ class Graph:
             raise KvisError(f"layer name {path!r} is ambiguous: {', '.join(matches)}")
         close = difflib.get_close_matches(path, list(self.nodes), n=5, cutoff=0.5)
         hint = f"; closest: {', '.join(close)}" if close else ""
-        raise KvisError(f"no layer {path!r} in model {self.model.name!r}{hint}")
+        raise KvisError(f"no layer {path!r} in model {self.name!r}{hint}")
 
 
 def graph(model):
@@ -122,7 +122,7 @@ def _replay_model(model):
                         name=model.inputs[0].name)
     nodes = {}
     _replay(model, fresh, "", nodes)
-    return Graph(model, fresh, nodes)
+    return Graph(model.name, fresh, nodes)
 
 
 def _has_graph(model):

@@ -107,3 +107,12 @@ def test_vgg16_feature_maps_match_the_layer_output(vgg16):
 def test_figures_render_in_a_notebook_without_pyplot():
     fig = plot_layer_summary(np.ones((3, 3, 2), np.float32))
     assert fig._repr_png_().startswith(b"\x89PNG")
+
+
+def test_a_model_without_spatial_layers_is_refused():
+    import keras
+
+    inputs = keras.Input((4,))
+    dense = keras.Model(inputs, keras.layers.Dense(2)(inputs), name="mlp")
+    with pytest.raises(KvisError, match="'mlp' has no layers with spatial feature maps"):
+        feature_maps(dense, np.zeros((1, 4), np.float32))

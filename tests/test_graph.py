@@ -107,3 +107,15 @@ def test_real_resnet50_base_inside_a_classifier(resnet50):
     alone = keras.Model(base.input, base.get_layer("conv5_block3_out").output)(x)
     np.testing.assert_allclose(out["resnet50/conv5_block3_out"], alone, rtol=1e-5, atol=1e-5)
     assert out["resnet50/conv3_block4_out"].shape == (1, 8, 8, 512)
+
+
+def test_the_graph_cache_does_not_keep_models_alive():
+    import gc
+    import weakref
+
+    model = tiny_base()
+    graph(model)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
