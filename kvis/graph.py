@@ -68,6 +68,17 @@ class Graph:
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise KvisError(f"no layer {path!r} in model {self.name!r}{hint}")
 
+    def producer(self, tensor):
+        """Path of the first layer whose output is `tensor`.
+
+        Raises:
+            KvisError: `tensor` is the model input, not a layer output.
+        """
+        for path, node in self.nodes.items():
+            if node.output is tensor:
+                return path
+        raise KvisError(f"model {self.name!r}: {tensor.name} is not the output of a layer")
+
 
 def graph(model):
     """Replay `model` into a `Graph`; cached per model.

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import tensorflow as tf
 
 from kvis.errors import KvisError
 
@@ -27,11 +28,17 @@ class Preprocessing:
     bgr: bool = False
 
     def __call__(self, pixels):
-        """uint8 or float (..., H, W, C) RGB pixels in [0, 255] -> float32 model input."""
-        x = np.asarray(pixels, np.float32)
+        """(..., H, W, C) RGB pixels in [0, 255] -> float32 model input.
+
+        NumPy arrays (any dtype) give a NumPy array; a TensorFlow tensor gives a tensor, so
+        the map can sit inside a compiled, differentiated computation.
+        """
+        tensor = tf.is_tensor(pixels)
+        x = pixels if tensor else np.asarray(pixels, np.float32)
         if self.bgr:
             x = x[..., ::-1]
-        return ((x / self.scale - np.float32(self.mean)) / np.float32(self.std)).astype(np.float32)
+        x = (x / self.scale - np.float32(self.mean)) / np.float32(self.std)
+        return x if tensor else x.astype(np.float32)
 
     def invert(self, x):
         """Model input (..., H, W, C) -> uint8 RGB pixels, clipped to [0, 255]."""

@@ -1,0 +1,138 @@
+"""Activation maximization: the images that most excite a filter, a neuron, a class or a layer.
+
+Images are synthesized from noise by gradient ascent on the shared engine (`kvis.render`).
+Many units are optimized at once, one image per unit in the batch dimension, and an image
+depends only on its seed and its unit: batched results equal one-at-a-time results.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvis import objectives
+from kvis.errors import KvisError
+from kvis.graph import graph
+from kvis.models import class_names
+from kvis.plot import image_grid
+from kvis.render import render
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """Synthesized images, one per unit.
+
+    Attributes:
+        images: float32 (K, H, W, C) in [0, 1], RGB or grayscale.
+        units: a label per image, e.g. "#37" or "#281 tabby".
+        scores: float32 (K,) each unit's objective on its final image.
+        history: float32 (chunks, K) the objective during the optimization.
+        title: what was maximized, for figures.
+    """
+
+    images: np.ndarray
+    units: list
+    scores: np.ndarray
+    history: np.ndarray
+    title: str
+
+
+def maximize(model, objective, *, count=1, seed=0, labels=None, **options):
+    """Synthesize `count` images that maximize an objective (any, composed ones included).
+
+    Args:
+        model: a Keras model.
+        objective: a `kvis.objectives.Objective`; a unit given as a sequence assigns one unit
+            to each of the `count` images.
+        count: images to synthesize.
+        seed: image i starts from the noise of seed `(seed, i)`.
+        labels: a label per image.
+        **options: `settings`, `size`, `preprocessing`, `progress`, as for `kvis.render.render`.
+
+    Returns:
+        A `Synthesis`.
+    """
+    labels = labels or [f"#{i}" for i in range(count)]
+    result = render(model, objective, seeds=[(seed, i) for i in range(count)], labels=labels,
+                    **options)
+    return Synthesis(result.images, labels, result.scores, result.history, objective.name)
+
+
+def maximize_filters(model, layer, filters=None, *, seed=0, batch_size=64, **options):
+    """For each filter (channel) of a spatial layer, the image that most excites it.
+
+    Args:
+        model: a Keras model.
+        layer: layer path, e.g. "block4_conv1" or "resnet50/conv4_block6_out".
+        filters: channel indices (default: all of the layer's channels).
+        seed: the image of filter f starts from the noise of seed `(seed, f)`, whatever the
+            other filters in the batch.
+        batch_size: filters optimized together in one batch.
+        **options: `settings`, `size`, `preprocessing`, `progress`.
+
+    Returns:
+        A `Synthesis` with units labelled "#f".
+
+    Raises:
+        KvisError: the layer is not spatial, or a filter index is out of range.
+
+    Example:
+        >>> grid = kvis.maximize_filters(model, "block4_conv1", range(16))
+        >>> kvis.plot_synthesis(grid)
+    """
+    node = graph(model).node(layer)
+    filters = list(range(node.output.shape[-1])) if filters is None else [int(f) for f in filters]
+    return _maximize_units(model, lambda group: objectives.channel(node.path, group), filters,
+                           [f"#{f}" for f in filters], f"filters of {node.path}", seed,
+                           batch_size, options)
+
+
+def maximize_classes(model, classes, *, seed=0, batch_size=64, **options):
+    """For each class, the image that most raises its pre-softmax score.
+
+    Args:
+        model: a Keras classifier; a final softmax is bypassed, the model is not changed.
+        classes: class indices, or class names when kvis knows the model's classes.
+        seed, batch_size, **options: as for `maximize_filters`.
+
+    Returns:
+        A `Synthesis` with units labelled "#c name".
+    """
+    indices = [_class_index(model, c) for c in classes]
+    names = class_names(model)
+    labels = [f"#{c} {names[c]}" if names else f"#{c}" for c in indices]
+    return _maximize_units(model, objectives.class_logit, indices, labels, "classes", seed,
+                           batch_size, options)
+
+
+def plot_synthesis(result, *, cols=None, title=None):
+    """The synthesized images as a grid, each labelled with its unit and final score.
+
+    Returns:
+        A Figure.
+    """
+    images = result.images[..., 0] if result.images.shape[-1] == 1 else result.images
+    labels = [f"{unit}\n{score:.3g}" for unit, score in zip(result.units, result.scores)]
+    return image_grid(list(images), titles=labels, cols=cols, cmap="gray", vmin=0, vmax=1,
+                      title=title or result.title, tile_inches=1.4)
+
+
+def _maximize_units(model, objective_for, units, labels, title, seed, batch_size, options):
+    """Render `units` in batches; unit u's image starts from the noise of seed (seed, u)."""
+    parts = [
+        render(model, objective_for(units[i:i + batch_size]),
+               seeds=[(seed, u) for u in units[i:i + batch_size]],
+               labels=labels[i:i + batch_size], **options)
+        for i in range(0, len(units), batch_size)
+    ]
+    return Synthesis(np.concatenate([p.images for p in parts]), labels,
+                     np.concatenate([p.scores for p in parts]),
+                     np.concatenate([p.history for p in parts], axis=1), title)
+
+
+def _class_index(model, cls):
+    if isinstance(cls, str) and not cls.isdigit():
+        names = class_names(model) or []
+        if cls not in names:
+            raise KvisError(f"unknown class {cls!r} for model {model.name!r}")
+        return names.index(cls)
+    return int(cls)
