@@ -181,7 +181,7 @@ def features(model, weights, image, layer_names, all_layers, out, top, channels,
         title = f"{picture.name} at {path}"
         if summary:
             return plot_layer_summary(maps[path], title=title)
-        return plot_feature_maps(maps[path], top=top, channels=_channel_list(channels),
+        return plot_feature_maps(maps[path], top=top, channels=_index_list(channels, "--channels"),
                                  rank_by=rank_by, title=title)
 
     if len(paths) == 1:
@@ -194,6 +194,101 @@ def features(model, weights, image, layer_names, all_layers, out, top, channels,
     stages = [p for p in stage_layers(net) if p in maps] if all_layers else paths
     save_figure(plot_feature_overview({p: maps[p] for p in stages}), folder / "overview.png")
     click.echo(f"wrote {len(paths)} layer figures and overview.png to {folder}")
+
+
+@main.command()
+@_model_options
+@click.option("--layer", "-l", help="Layer whose filters to maximize.")
+@click.option("--filters", help="Filter indices and ranges, e.g. 0-15 (default: 0-15).")
+@click.option("--class", "classes",
+              help="Maximize classes instead: indices, ranges or names, e.g. 281,285 or tabby.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Figure file (.png, .pdf, .svg, .jpg).")
+@click.option("--steps", default=256, show_default=True, type=click.IntRange(1),
+              help="Gradient steps.")
+@click.option("--size", type=click.IntRange(8),
+              help="Image size in pixels (default: the model's input size).")
+@click.option("--param", "parameterization", type=click.Choice(["fft", "pixel"]),
+              default="fft", show_default=True,
+              help="Optimize Fourier coefficients in decorrelated colour, or raw pixels.")
+@click.option("--lr", "learning_rate", default=0.05, show_default=True, type=float,
+              help="Adam learning rate.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the starting noise.")
+@click.option("--xla", is_flag=True, help="Compile with XLA (jit_compile); fastest on a GPU.")
+@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
+              show_default=True, help="How pixels become model input.")
+def maximize(model, weights, layer, filters, classes, out, steps, size, parameterization,
+             learning_rate, seed, xla, preprocess):
+    """Synthesize the images that most excite filters of a LAYER, or classes, of MODEL.
+
+    Gradient ascent from noise, with jitter, scaling and rotation each step and a
+    Fourier-space image (Olah et al. 2017); all units are optimized as one batch.
+
+    \b
+    kvis maximize demo --layer block2_conv2 --filters 0-15 --out grid.png
+    kvis maximize vgg16 --layer block4_conv1 --filters 0-63 --steps 512 --out grid.png
+    kvis maximize vgg16 --class tabby,281 --out cats.png
+    """
+    from kvis.io import save_figure
+    from kvis.maximize import maximize_classes, maximize_filters, plot_synthesis
+    from kvis.render import default_settings
+
+    if (layer is None) == (classes is None):
+        raise click.UsageError("give --layer (with --filters) or --class")
+    out = _figure_path(out)
+    net = _load(model, weights)
+    image_size = None if size is None else (size, size)
+    settings = default_settings(net, image_size, steps=steps, learning_rate=learning_rate,
+                                parameterization=parameterization, jit_compile=xla)
+    options = dict(seed=seed, settings=settings, size=image_size, preprocessing=preprocess)
+    if classes is not None:
+        result = maximize_classes(net, _class_list(classes), **options)
+    else:
+        result = maximize_filters(net, layer, _index_list(filters or "0-15", "--filters"),
+                                  **options)
+    save_figure(plot_synthesis(result, title=f"{net.name}: {result.title}"), out)
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@_model_options
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--layers", "-l", required=True,
+              help="Comma-separated layer names, shallow to deep, e.g. block1_conv2,block3_conv1.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Figure file (.png, .pdf, .svg, .jpg).")
+@click.option("--steps", default=400, show_default=True, type=click.IntRange(1),
+              help="Gradient steps.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the starting noise.")
+@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
+              show_default=True, help="How pixels become model input.")
+def invert(model, weights, image, layers, out, steps, seed, preprocess):
+    """Reconstruct IMAGE from its representation at each of the given layers of MODEL.
+
+    Network inversion (Mahendran & Vedaldi 2015): an image is optimized until its
+    representation matches the original's, with alpha-norm and total-variation priors.
+    Each reconstruction is labelled with its normalized representation error and its pixel
+    RMSE to the original.
+
+    \b
+    kvis invert demo boot.png --layers block1_conv1,block2_conv2,block3_conv1,fc1 --out inv.png
+    """
+    from kvis.images import load_image
+    from kvis.invert import inversion_settings, plot_inversion
+    from kvis.invert import invert as invert_image
+    from kvis.io import save_figure
+
+    out = _figure_path(out)
+    net = _load(model, weights)
+    picture = load_image(image, net, preprocessing=preprocess)
+    result = invert_image(net, picture, [name.strip() for name in layers.split(",")],
+                          seed=seed, settings=inversion_settings(steps=steps),
+                          preprocessing=preprocess)
+    save_figure(plot_inversion(result, title=f"{picture.name} reconstructed from {net.name}"),
+                out)
+    for layer, error, pixels in zip(result.layers, result.errors, result.pixel_errors):
+        click.echo(f"{layer}: representation error {error:.4g}, pixel RMSE {pixels:.4f}")
+    click.echo(f"wrote {out}")
 
 
 @main.command("demo-images")
@@ -223,15 +318,24 @@ def demo_images_command(folder, per_class):
     click.echo(f"wrote {written} images to {folder}")
 
 
-def _channel_list(text):
+def _class_list(text):
+    """'281,tabby,5-7' -> [281, 'tabby', 5, 6, 7]."""
+    classes = []
+    for part in (part.strip() for part in text.split(",")):
+        numeric = re.fullmatch(r"\d+\s*(-\s*\d+)?", part)
+        classes += _index_list(part, "--class") if numeric else [part]
+    return classes
+
+
+def _index_list(text, option):
     """'3,17,40-47' -> [3, 17, 40, ..., 47]; None stays None."""
     if text is None:
         return None
-    channels = []
+    indices = []
     for part in text.split(","):
         if not re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", part):
             raise click.BadParameter(f"{text!r}: use indices and ranges like 3,17,40-47",
-                                     param_hint="--channels")
+                                     param_hint=option)
         low, _, high = part.partition("-")
-        channels += range(int(low), int(high or low) + 1)
-    return channels
+        indices += range(int(low), int(high or low) + 1)
+    return indices

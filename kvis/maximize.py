@@ -5,6 +5,7 @@ Many units are optimized at once, one image per unit in the batch dimension, and
 depends only on its seed and its unit: batched results equal one-at-a-time results.
 """
 
+import difflib
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,9 +131,15 @@ def _maximize_units(model, objective_for, units, labels, title, seed, batch_size
 
 
 def _class_index(model, cls):
+    """A class index from an index or a name, checked against the model's outputs."""
+    names = class_names(model) or []
     if isinstance(cls, str) and not cls.isdigit():
-        names = class_names(model) or []
         if cls not in names:
-            raise KvisError(f"unknown class {cls!r} for model {model.name!r}")
+            close = difflib.get_close_matches(cls, names, n=5)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise KvisError(f"unknown class {cls!r} for model {model.name!r}{hint}")
         return names.index(cls)
+    outputs = model.output_shape[-1]
+    if not 0 <= int(cls) < outputs:
+        raise KvisError(f"class index {cls} is out of range (0-{outputs - 1})")
     return int(cls)

@@ -54,7 +54,8 @@ class Objective:
     def __mul__(self, factor):
         def bind(graph):
             inner = self.bind(graph)
-            return Bound(inner.layers, lambda outputs, images: factor * inner.score(outputs, images))
+            return Bound(inner.layers,
+                         lambda outputs, images: factor * inner.score(outputs, images))
 
         return Objective(f"{factor:g} * {self.name}", bind)
 
@@ -77,7 +78,7 @@ def channel(layer, index):
 
     def bind(graph):
         node = _spatial(graph, layer, "a filter objective")
-        units = _units(index, node.output.shape[-1], f"filter of {node.path}")
+        units = _units(index, node.output.shape[-1], f"{node.path} filter")
         return Bound((node.path,), lambda outputs, images: _pick(
             tf.reduce_mean(outputs[node.path], axis=(1, 2)), units))
 
@@ -99,7 +100,7 @@ def neuron(layer, index, position=None):
         row, col = position if position is not None else (height // 2, width // 2)
         if not (0 <= row < height and 0 <= col < width):
             raise KvisError(f"position {(row, col)} is outside {node.path}'s {height}x{width} grid")
-        units = _units(index, node.output.shape[-1], f"filter of {node.path}")
+        units = _units(index, node.output.shape[-1], f"{node.path} filter")
         return Bound((node.path,), lambda outputs, images: _pick(
             outputs[node.path][:, row, col, :], units))
 
@@ -116,7 +117,8 @@ def class_logit(index):
 
     def bind(graph):
         path, logits = _logits(graph)
-        units = _units(index, graph.nodes[path].output.shape[-1], "class")
+        classes = next(reversed(graph.nodes.values())).output.shape[-1]
+        units = _units(index, classes, "class")
         return Bound((path,), lambda outputs, images: _pick(logits(outputs[path]), units))
 
     return Objective(f"class({_label(index)})", bind)
@@ -217,7 +219,7 @@ def _units(index, size, kind):
     if units.dtype.kind not in "iu" or units.ndim != 1:
         raise KvisError(f"a {kind} index must be an integer or a list of integers; got {index!r}")
     if bad := [int(u) for u in units if not 0 <= u < size]:
-        raise KvisError(f"{kind} index {bad[0]} is out of range: there are {size} (0-{size - 1})")
+        raise KvisError(f"{kind} index {bad[0]} is out of range (0-{size - 1})")
     return tf.constant(units, tf.int32)
 
 

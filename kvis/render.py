@@ -14,7 +14,6 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
@@ -298,18 +297,49 @@ def _moves(rngs, steps, size, settings):
 
 
 def _transform(images, moves):
-    """Shift, scale and rotate each image about its centre; borders reflect."""
+    """Shift, scale and rotate each image about its centre, sampling bilinearly.
+
+    Written with gathers rather than ImageProjectiveTransform, which XLA cannot compile.
+    Borders mirror, so no constant frame leaks into the image.
+    """
     height, width = images.shape[1:3]
-    dy, dx, zoom, degrees = tf.unstack(moves, axis=1)
+    dy, dx, zoom, degrees = (m[:, None, None] for m in tf.unstack(moves, axis=1))
     radians = degrees * (math.pi / 180.0)
     cos, sin = tf.cos(radians) / zoom, tf.sin(radians) / zoom
-    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
-    # The matrix maps each output pixel to where it is read from in the input.
-    matrices = tf.stack([cos, sin, cx - cos * (cx + dx) - sin * (cy + dy),
-                         -sin, cos, cy + sin * (cx + dx) - cos * (cy + dy),
-                         tf.zeros_like(cos), tf.zeros_like(cos)], axis=1)
-    return keras.ops.image.affine_transform(images, matrices, interpolation="bilinear",
-                                            fill_mode="reflect")
+    rows, cols = np.meshgrid(np.arange(height, dtype=np.float32),
+                             np.arange(width, dtype=np.float32), indexing="ij")
+    # Each output pixel reads from its position moved back by the shift, then rotated
+    # and scaled about the centre.
+    y = rows - (height - 1) / 2.0 - dy
+    x = cols - (width - 1) / 2.0 - dx
+    source_x = _mirror(cos * x + sin * y + (width - 1) / 2.0, width)
+    source_y = _mirror(-sin * x + cos * y + (height - 1) / 2.0, height)
+    return _bilinear(images, source_y, source_x)
+
+
+def _mirror(coordinate, size):
+    """Fold coordinates into [0, size - 1] by mirroring at the borders."""
+    if size == 1:
+        return tf.zeros_like(coordinate)
+    period = 2.0 * (size - 1)
+    folded = tf.math.floormod(coordinate, period)
+    return tf.where(folded > size - 1, period - folded, folded)
+
+
+def _bilinear(images, y, x):
+    """Sample images (B, H, W, C) at real-valued positions y, x (B, H', W')."""
+    height, width = images.shape[1:3]
+    y0, x0 = tf.floor(y), tf.floor(x)
+    wy, wx = (y - y0)[..., None], (x - x0)[..., None]
+
+    def at(row, col):
+        row = tf.clip_by_value(tf.cast(row, tf.int32), 0, height - 1)
+        col = tf.clip_by_value(tf.cast(col, tf.int32), 0, width - 1)
+        return tf.gather_nd(images, tf.stack([row, col], axis=-1), batch_dims=1)
+
+    top = (1 - wx) * at(y0, x0) + wx * at(y0, x0 + 1)
+    bottom = (1 - wx) * at(y0 + 1, x0) + wx * at(y0 + 1, x0 + 1)
+    return (1 - wy) * top + wy * bottom
 
 
 def _blur(images, sigma):

@@ -150,3 +150,37 @@ def test_fine_tuned_resnet50_saved_to_keras(tmp_path):
         result = run(*args)
         assert result.exit_code == 0, result.output
     assert "preprocessing" not in result.stderr  # recognised as a ResNet50: caffe-style
+
+
+def test_maximize_filters_and_classes(tmp_path):
+    result = run("maximize", "demo", "--layer", "block2_conv2", "--filters", "0-3",
+                 "--steps", "16", "--out", tmp_path / "f.png")
+    assert result.exit_code == 0, result.output
+    _read(tmp_path / "f.png")
+    result = run("maximize", "demo", "--class", "0-1,bag", "--steps", "16", "--param", "pixel",
+                 "--out", tmp_path / "c.png")
+    assert result.exit_code == 0, result.output
+
+
+def test_invert_prints_the_errors(tmp_path, boot):
+    result = run("invert", "demo", boot, "--layers", "block1_conv1,fc1", "--steps", "50",
+                 "--out", tmp_path / "inv.png")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("block1_conv1: representation error ")
+    assert lines[1].startswith("fc1: representation error ")
+    _read(tmp_path / "inv.png")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layer", "block2_conv2", "--filters", "60-64"],
+     "block2_conv2 filter index 64 is out of range (0-63)"),
+    (["--class", "10"], "class index 10 is out of range (0-9)"),
+    (["--layer", "fc1"], "a filter objective needs a spatial layer; 'fc1' (Dense)"),
+    (["--class", "boots"], "unknown class 'boots'"),
+    ([], "give --layer (with --filters) or --class"),
+])
+def test_maximize_mistakes_get_one_line(args, message, tmp_path):
+    result = run("maximize", "demo", *args, "--steps", "2", "--out", tmp_path / "m.png")
+    assert result.exit_code != 0 and message in result.output
+    assert isinstance(result.exception, SystemExit)

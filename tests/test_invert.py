@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from kvis.demo import demo_images
+from kvis.errors import KvisError
+from kvis.images import load_image
+from kvis.invert import invert, plot_inversion
+
+LAYERS = ["block1_conv1", "block2_conv2", "block3_conv1", "block3_pool"]
+
+
+@pytest.fixture(scope="module")
+def boot_inversion(demo):
+    images, labels = demo_images()
+    boot = load_image(images[np.flatnonzero(labels == 9)[0]], demo)
+    return invert(demo, boot, LAYERS, progress=False)
+
+
+def test_first_block_reconstructs_the_image_closely(boot_inversion):
+    assert boot_inversion.errors[0] < 0.005
+    assert boot_inversion.pixel_errors[0] < 0.01
+
+
+def test_the_reconstruction_drifts_from_the_image_with_depth(boot_inversion):
+    assert np.all(np.diff(boot_inversion.pixel_errors) > 0)
+    assert boot_inversion.pixel_errors[-1] > 0.2
+
+
+def test_errors_are_measured_independently(boot_inversion, demo):
+    from kvis.features import feature_maps
+    from kvis.images import preprocessing_for
+
+    x = preprocessing_for(demo)(boot_inversion.original[None] * 255)
+    target = feature_maps(demo, x, "block2_conv2")["block2_conv2"]
+    reached = feature_maps(demo, boot_inversion.images[1:2], "block2_conv2")["block2_conv2"]
+    expected = np.sum((reached - target) ** 2) / np.sum(target ** 2)
+    assert boot_inversion.errors[1] == pytest.approx(expected, rel=1e-3)
+
+
+def test_figure_labels_each_layer_with_its_errors(boot_inversion):
+    titles = [ax.get_title() for ax in plot_inversion(boot_inversion).axes]
+    assert titles[0] == "original" and titles[1].startswith("block1_conv1\nerror ")
+
+
+def test_unknown_layer_is_refused(demo):
+    images, _ = demo_images()
+    with pytest.raises(KvisError, match="no layer 'block4_conv1'"):
+        invert(demo, load_image(images[0], demo), ["block4_conv1"], progress=False)

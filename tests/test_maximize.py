@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from kvis.demo import demo_images
+from kvis.errors import KvisError
+from kvis.features import feature_maps
+from kvis.images import preprocessing_for
+from kvis.maximize import maximize, maximize_classes, maximize_filters, plot_synthesis
+from kvis.objectives import channel
+from kvis.render import default_settings
+
+
+def test_synthesized_images_beat_every_real_image_on_most_filters(demo):
+    """At least 90% of block2_conv2's filters respond more to their image than to any of
+    the 400 real test images that ship with kvis (measured independently)."""
+    result = maximize_filters(demo, "block2_conv2", progress=False)
+    images, _ = demo_images()
+    real = feature_maps(demo, preprocessing_for(demo)(images), "block2_conv2")["block2_conv2"]
+    best_real = real.mean(axis=(1, 2)).max(axis=0)
+    synthesized = feature_maps(demo, result.images, "block2_conv2")["block2_conv2"]
+    own = synthesized.mean(axis=(1, 2))[np.arange(64), np.arange(64)]
+    np.testing.assert_allclose(own, result.scores, rtol=1e-4, atol=1e-5)
+    assert np.mean(own > best_real) >= 0.9
+
+
+def test_batched_equals_one_at_a_time(demo):
+    settings = default_settings(demo, steps=48)
+    batch = maximize_filters(demo, "block2_conv2", [3, 7, 11, 30], settings=settings,
+                             progress=False, seed=5)
+    alone = maximize_filters(demo, "block2_conv2", [11], settings=settings, progress=False,
+                             seed=5)
+    assert batch.units == ["#3", "#7", "#11", "#30"] and alone.units == ["#11"]
+    np.testing.assert_allclose(batch.images[2], alone.images[0], atol=1e-3)
+    np.testing.assert_allclose(batch.scores[2], alone.scores[0], rtol=1e-3)
+
+
+def test_batches_split_large_layers(demo):
+    settings = default_settings(demo, steps=8)
+    result = maximize_filters(demo, "block1_conv1", range(5), batch_size=2, settings=settings,
+                              progress=False)
+    assert result.images.shape == (5, 28, 28, 1) and result.history.shape == (1, 5)
+
+
+def test_classes_by_index_or_name(demo):
+    settings = default_settings(demo, steps=32)
+    result = maximize_classes(demo, [5, "bag"], settings=settings, progress=False)
+    assert result.units == ["#5 sandal", "#8 bag"]
+    probabilities = demo.predict(preprocessing_for(demo)(result.images * 255), verbose=0)
+    assert probabilities[0].argmax() == 5 and probabilities[1].argmax() == 8
+    with pytest.raises(KvisError, match="unknown class 'sandals'.*closest: sandal"):
+        maximize_classes(demo, ["sandals"])
+    with pytest.raises(KvisError, match=r"class index 10 is out of range \(0-9\)"):
+        maximize_classes(demo, [10])
+
+
+def test_any_objective_and_the_grid_figure(tiny):
+    result = maximize(tiny, channel("conv2", [0, 1]), count=2,
+                      settings=default_settings(tiny, steps=8), progress=False)
+    figure = plot_synthesis(result)
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert titles[0] == f"#0\n{result.scores[0]:.3g}"
+    np.testing.assert_allclose(figure.axes[1].images[0].get_array(), result.images[1])
+
+
+@pytest.mark.integration
+def test_vgg16_middle_layer_and_nested_resnet50(vgg16):
+    import keras
+
+    settings = default_settings(vgg16, steps=4)
+    result = maximize_filters(vgg16, "block4_conv1", [0, 511], settings=settings,
+                              progress=False)
+    assert result.images.shape == (2, 224, 224, 3) and np.all(np.isfinite(result.scores))
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+    model = keras.Sequential([keras.Input((64, 64, 3)), base,
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(5, activation="softmax")])
+    result = maximize_classes(model, [4], settings=default_settings(model, steps=4),
+                              progress=False)
+    assert result.units == ["#4"] and np.isfinite(result.scores[0])

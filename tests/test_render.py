@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kvis import objectives
+from kvis.errors import KvisError
+from kvis.objectives import Bound, Objective
+from kvis.render import Settings, _blur, _Pixels, _Spectrum, _transform, default_settings, render
+
+QUICK = Settings(steps=24, jitter=1, scale=0.05, rotate=5.0, chunk=8)
+
+
+def test_the_objective_rises(tiny):
+    result = render(tiny, objectives.channel("conv2", [0, 1, 2]), seeds=[0, 1, 2],
+                    settings=QUICK, progress=False)
+    assert result.history.shape == (3, 3)
+    assert np.all(result.history[-1] > result.history[0] + 0.05)
+    assert result.images.shape == (3, 16, 16, 3)
+    assert result.images.min() >= 0 and result.images.max() <= 1
+
+
+@pytest.mark.parametrize("parameterization", ["fft", "pixel"])
+def test_same_seed_gives_the_same_image(tiny, parameterization):
+    settings = QUICK.replace(parameterization=parameterization)
+    first, second = (render(tiny, objectives.channel("conv2", 4), seeds=[(7, 4)],
+                            settings=settings, progress=False) for _ in range(2))
+    np.testing.assert_array_equal(first.images, second.images)
+
+
+def test_octaves_blur_and_gradient_normalization_still_climb(tiny):
+    settings = QUICK.replace(steps=32, octaves=2, blur_every=8, normalize_gradients=True,
+                             decay=0.01, tv=0.01)
+    result = render(tiny, objectives.channel("conv2", 1), seeds=[0], settings=settings,
+                    progress=False)
+    assert result.history[-1, 0] > result.history[0, 0]
+
+
+def test_identity_and_shift_transforms():
+    images = tf.constant(np.random.default_rng(0).uniform(size=(2, 6, 7, 1)), tf.float32)
+    identity = tf.constant([[0, 0, 1, 0], [0, 0, 1, 0]], tf.float32)
+    np.testing.assert_allclose(_transform(images, identity), images, atol=1e-6)
+    shifted = _transform(images, tf.constant([[1, 2, 1, 0], [0, -1, 1, 0]], tf.float32)).numpy()
+    np.testing.assert_allclose(shifted[0, 1:, 2:], images.numpy()[0, :-1, :-2], atol=1e-5)
+    np.testing.assert_allclose(shifted[1, :, :-1], images.numpy()[1, :, 1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("parameterization", [_Spectrum, _Pixels])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_parameterizations_take_back_an_image(parameterization, channels):
+    rng = np.random.default_rng(0)
+    target = rng.uniform(0.1, 0.9, (2, 10, 9, channels)).astype(np.float32)
+    param = parameterization([rng, rng], (10, 9, channels), 0.2)
+    param.assign_image(target)
+    np.testing.assert_allclose(param.image(), target, atol=1e-4)
+
+
+def test_blur_keeps_a_flat_image_and_smooths_a_spike():
+    flat = tf.fill((1, 9, 9, 1), 0.3)
+    np.testing.assert_allclose(_blur(flat, 1.0), flat, atol=1e-6)
+    spike = np.zeros((1, 9, 9, 1), np.float32)
+    spike[0, 4, 4] = 1.0
+    blurred = _blur(tf.constant(spike), 1.0).numpy()[0, ..., 0]
+    assert blurred.sum() == pytest.approx(1.0, abs=1e-5) and blurred[4, 4] < 0.2
+    assert blurred[4, 5] == pytest.approx(blurred[5, 4]) and blurred[4, 5] > blurred[4, 6]
+
+
+def test_divergence_names_the_unit(tiny):
+    exploding = Objective("exploding", lambda graph: Bound(
+        ("conv1",), lambda outputs, images: tf.math.log(tf.reduce_mean(images, (1, 2, 3)) - 2.0)))
+    with pytest.raises(KvisError, match="diverged .* for #5"):
+        render(tiny, exploding, seeds=[0], labels=["#5"], settings=QUICK, progress=False)
+
+
+def test_settings_scale_with_the_image_and_refuse_unknown_names(tiny, demo):
+    assert default_settings(demo).jitter == 1 and default_settings(demo).rotate == 5.0
+    assert default_settings(tiny, (224, 224)).jitter == 8
+    assert default_settings(tiny, (224, 224)).rotate == 10.0
+    with pytest.raises(KvisError, match="unknown settings: jiter"):
+        Settings().replace(jiter=3)
+
+
+def test_images_of_another_size_are_resized_for_a_fixed_input(tiny):
+    result = render(tiny, objectives.channel("conv2", 0), seeds=[0], size=(24, 24),
+                    settings=QUICK, progress=False)
+    assert result.images.shape == (1, 24, 24, 3)
+
+
+def test_xla_compiles_the_same_optimization(tiny):
+    plain, xla = (render(tiny, objectives.channel("conv2", 0), seeds=[0],
+                         settings=QUICK.replace(jit_compile=jit), progress=False)
+                  for jit in (False, True))
+    np.testing.assert_allclose(plain.images, xla.images, atol=2e-3)
