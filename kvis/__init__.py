@@ -17,7 +17,7 @@ _EXPORTS = {
     "Preprocessing": "kvis.images",
     "ModelImage": "kvis.images",
     "PREPROCESSING": "kvis.images",
-    "graph": "kvis.graph",
+    "model_graph": "kvis.graph",
     "layer_paths": "kvis.graph",
     "probe": "kvis.graph",
     "ReceptiveField": "kvis.receptive",
@@ -35,6 +35,20 @@ _EXPORTS = {
     "plot_feature_maps": "kvis.features",
     "plot_layer_summary": "kvis.features",
     "plot_feature_overview": "kvis.features",
+    "objectives": "kvis",
+    "Settings": "kvis.engine",
+    "Render": "kvis.engine",
+    "default_settings": "kvis.engine",
+    "render": "kvis.engine",
+    "Synthesis": "kvis.maximization",
+    "maximize": "kvis.maximization",
+    "maximize_filters": "kvis.maximization",
+    "maximize_classes": "kvis.maximization",
+    "plot_synthesis": "kvis.maximization",
+    "Inversion": "kvis.inversion",
+    "invert": "kvis.inversion",
+    "inversion_settings": "kvis.inversion",
+    "plot_inversion": "kvis.inversion",
     "demo_images": "kvis.demo",
     "save_figure": "kvis.io",
 }
@@ -45,6 +59,8 @@ __version__ = "0.1.0"
 def __getattr__(name):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'kvis' has no attribute {name!r}")
+    if _EXPORTS[name] == "kvis":
+        return importlib.import_module(f"kvis.{name}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 

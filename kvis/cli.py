@@ -229,9 +229,9 @@ def maximize(model, weights, layer, filters, classes, out, steps, size, paramete
     kvis maximize vgg16 --layer block4_conv1 --filters 0-63 --steps 512 --out grid.png
     kvis maximize vgg16 --class tabby,281 --out cats.png
     """
+    from kvis.engine import default_settings
     from kvis.io import save_figure
-    from kvis.maximize import maximize_classes, maximize_filters, plot_synthesis
-    from kvis.render import default_settings
+    from kvis.maximization import maximize_classes, maximize_filters, plot_synthesis
 
     if (layer is None) == (classes is None):
         raise click.UsageError("give --layer (with --filters) or --class")
@@ -274,8 +274,8 @@ def invert(model, weights, image, layers, out, steps, seed, preprocess):
     kvis invert demo boot.png --layers block1_conv1,block2_conv2,block3_conv1,fc1 --out inv.png
     """
     from kvis.images import load_image
-    from kvis.invert import inversion_settings, plot_inversion
-    from kvis.invert import invert as invert_image
+    from kvis.inversion import inversion_settings, plot_inversion
+    from kvis.inversion import invert as invert_image
     from kvis.io import save_figure
 
     out = _figure_path(out)

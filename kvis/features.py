@@ -3,7 +3,7 @@
 import numpy as np
 
 from kvis.errors import KvisError
-from kvis.graph import graph, probe
+from kvis.graph import model_graph, probe
 from kvis.plot import image_grid
 
 RANKINGS = ("mean", "max")
@@ -33,7 +33,7 @@ def feature_maps(model, x, layers=None, *, batch_size=32):
         [layers] if isinstance(layers, str) else list(layers))
     if not paths:
         raise KvisError(f"model {model.name!r} has no layers with spatial feature maps")
-    nodes = [graph(model).node(path) for path in paths]
+    nodes = [model_graph(model).node(path) for path in paths]
     for node in nodes:
         if len(getattr(node.output, "shape", ())) != 4:
             raise KvisError(f"layer {node.path!r} ({type(node.layer).__name__}) has output shape "
@@ -46,7 +46,7 @@ def feature_maps(model, x, layers=None, *, batch_size=32):
 
 def spatial_layers(model):
     """Paths of the layers whose output is a stack of 2-D maps (N, h, w, c)."""
-    return [path for path, node in graph(model).nodes.items()
+    return [path for path, node in model_graph(model).nodes.items()
             if len(getattr(node.output, "shape", ())) == 4]
 
 
@@ -58,7 +58,7 @@ def stage_layers(model):
     """
     last = {}
     for path in spatial_layers(model):
-        last[tuple(graph(model).node(path).output.shape[1:3])] = path
+        last[tuple(model_graph(model).node(path).output.shape[1:3])] = path
     order = {path: i for i, path in enumerate(spatial_layers(model))}
     return sorted(last.values(), key=order.get)
 

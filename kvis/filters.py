@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from kvis.errors import KvisError
-from kvis.graph import graph
+from kvis.graph import model_graph
 from kvis.plot import NotebookFigure, image_grid
 
 MODES = ("auto", "grid", "channels", "summary")
@@ -24,7 +24,7 @@ def conv_kernel(model, layer):
     Raises:
         KvisError: the layer is not a Conv2D or DepthwiseConv2D; the message lists conv layers.
     """
-    node = graph(model).node(layer)
+    node = model_graph(model).node(layer)
     if isinstance(node.layer, keras.layers.DepthwiseConv2D):
         kernel = np.asarray(node.layer.kernel)
         return kernel.reshape(*kernel.shape[:2], 1, -1)
@@ -40,7 +40,8 @@ def conv_kernel(model, layer):
 def conv_layers(model):
     """Paths of the model's Conv2D and DepthwiseConv2D layers."""
     kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
-    return [path for path, node in graph(model).nodes.items() if isinstance(node.layer, kinds)]
+    return [path for path, node in model_graph(model).nodes.items()
+            if isinstance(node.layer, kinds)]
 
 
 def plot_filters(kernel, *, mode="auto", max_filters=64, max_channels=8, bgr=False, title=None):

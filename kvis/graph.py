@@ -80,7 +80,7 @@ class Graph:
         raise KvisError(f"model {self.name!r}: {tensor.name} is not the output of a layer")
 
 
-def graph(model):
+def model_graph(model):
     """Replay `model` into a `Graph`; cached per model.
 
     Args:
@@ -97,7 +97,7 @@ def graph(model):
 
 def layer_paths(model):
     """Paths of all layers of `model`, nested ones included, in topological order."""
-    return list(graph(model).nodes)
+    return list(model_graph(model).nodes)
 
 
 def probe(model, paths):
@@ -116,7 +116,7 @@ def probe(model, paths):
     Raises:
         KvisError: a path names no layer (the closest ones are listed).
     """
-    g = graph(model)
+    g = model_graph(model)
     outputs = {path: g.node(path).output for path in paths}
     return keras.Model(g.input, outputs, name=f"{model.name}_probe")
 

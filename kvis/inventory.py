@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from kvis.graph import graph
+from kvis.graph import model_graph
 from kvis.receptive import receptive_fields
 
 
@@ -35,7 +35,7 @@ def layer_table(model):
     return [
         LayerInfo(path, type(node.layer).__name__, _shape(node.output),
                   node.layer.count_params(), fields[path])
-        for path, node in graph(model).nodes.items()
+        for path, node in model_graph(model).nodes.items()
     ]
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import keras
 
-from kvis.graph import graph
+from kvis.graph import model_graph
 
 _WINDOWED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
              keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
@@ -50,7 +50,7 @@ def receptive_fields(model):
         `{path: ReceptiveField or None}` for every layer path; None where the output is not
         spatial (Dense, Flatten, global pooling) or the layer type is not understood.
     """
-    g = graph(model)
+    g = model_graph(model)
     fields = {id(g.input): ReceptiveField((1, 1), (1, 1), (0.0, 0.0))}
     result = {}
     for path, node in g.nodes.items():

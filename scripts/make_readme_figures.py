@@ -32,6 +32,12 @@ def main():
         maps["block2_conv2"][0], title="ankle boot at block2_conv2")
     figures["features_overview.png"] = kvis.plot_feature_overview(
         {path: maps[path][0] for path in kvis.stage_layers(model)})
+    filters = kvis.maximize_filters(model, "block2_conv2", range(32), progress=False)
+    figures["maximize_block2_conv2.png"] = kvis.plot_synthesis(
+        filters, cols=8, title="demo block2_conv2: images that most excite filters 0-31")
+    inversion = kvis.invert(model, boot, ["block1_conv1", "block1_conv2", "block2_conv2",
+                                          "block3_conv1", "block3_pool", "fc1"], progress=False)
+    figures["invert_boot.png"] = kvis.plot_inversion(inversion)
     for name, figure in figures.items():
         kvis.save_figure(figure, args.out / name, dpi=90)
         print(f"wrote {args.out / name}")

@@ -4,7 +4,7 @@ import pytest
 from conftest import nested_functional, nested_sequential, tiny_base
 
 from kvis.errors import KvisError
-from kvis.graph import graph, layer_paths, probe
+from kvis.graph import layer_paths, model_graph, probe
 
 
 @pytest.mark.parametrize("wrap", [nested_sequential, nested_functional])
@@ -26,7 +26,7 @@ def test_paths_list_inner_layers_in_order(wrap):
 
 def test_unique_suffix_resolves_to_the_nested_layer():
     model = nested_sequential(tiny_base())
-    assert graph(model).node("conv2").path == "base/conv2"
+    assert model_graph(model).node("conv2").path == "base/conv2"
 
 
 def test_probe_leaves_the_callers_model_unchanged(tmp_path, images):
@@ -55,7 +55,7 @@ def test_probe_shares_weights_with_the_model(tiny, images):
 
 def test_unknown_layer_lists_the_closest_names(tiny):
     with pytest.raises(KvisError, match=r"no layer 'conv3'.*closest: conv2, conv1"):
-        graph(tiny).node("conv3")
+        model_graph(tiny).node("conv3")
 
 
 def test_ambiguous_suffix_is_refused():
@@ -64,7 +64,7 @@ def test_ambiguous_suffix_is_refused():
     b = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(1, 1, name="c")], name="b")
     model = keras.Model(inputs, keras.layers.Add()([a(inputs), b(inputs)]))
     with pytest.raises(KvisError, match="ambiguous: a/c, b/c"):
-        graph(model).node("c")
+        model_graph(model).node("c")
 
 
 class Subclassed(keras.Model):
@@ -80,7 +80,7 @@ def test_subclassed_top_model_is_refused():
     model = Subclassed()
     model(np.zeros((1, 8, 8, 1), np.float32))
     with pytest.raises(KvisError, match="subclassed model with no layer graph"):
-        graph(model)
+        model_graph(model)
 
 
 def test_nested_subclassed_model_stays_one_opaque_layer(images):
@@ -94,7 +94,7 @@ def test_nested_subclassed_model_stays_one_opaque_layer(images):
 def test_several_inputs_are_refused():
     a, b = keras.Input((4, 4, 1)), keras.Input((4, 4, 1))
     with pytest.raises(KvisError, match="2 inputs"):
-        graph(keras.Model([a, b], keras.layers.Add()([a, b])))
+        model_graph(keras.Model([a, b], keras.layers.Add()([a, b])))
 
 
 @pytest.mark.integration
@@ -114,7 +114,7 @@ def test_the_graph_cache_does_not_keep_models_alive():
     import weakref
 
     model = tiny_base()
-    graph(model)
+    model_graph(model)
     alive = weakref.ref(model)
     del model
     gc.collect()

@@ -5,11 +5,11 @@ import tensorflow as tf
 
 from kvis import objectives
 from kvis.errors import KvisError
-from kvis.graph import graph, probe
+from kvis.graph import model_graph, probe
 
 
 def _score(model, objective, x):
-    bound = objective.bind(graph(model))
+    bound = objective.bind(model_graph(model))
     outputs = probe(model, bound.layers)(x) if bound.layers else {}
     return bound.score(outputs, tf.constant(x)).numpy()
 
@@ -76,7 +76,7 @@ def test_objectives_compose(tiny, images):
 
 
 def test_bad_units_are_refused(tiny):
-    g = graph(tiny)
+    g = model_graph(tiny)
     with pytest.raises(KvisError, match=r"conv2 filter index 6 is out of range \(0-5\)"):
         objectives.channel("conv2", [0, 6]).bind(g)
     with pytest.raises(KvisError, match=r"class index 3 is out of range \(0-2\)"):

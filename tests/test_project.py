@@ -17,3 +17,16 @@ def test_code_is_ruff_clean():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", str(ROOT)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_public_name_resolves_to_itself_not_to_a_submodule():
+    import importlib
+    import types
+
+    import kvis
+
+    for module in (ROOT / "kvis").glob("*.py"):
+        importlib.import_module(f"kvis.{module.stem}")  # submodules become attributes
+    for name in kvis.__all__:
+        value = getattr(kvis, name)
+        assert isinstance(value, types.ModuleType) == (name == "objectives"), name

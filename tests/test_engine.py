@@ -3,9 +3,9 @@ import pytest
 import tensorflow as tf
 
 from kvis import objectives
+from kvis.engine import Settings, _blur, _Pixels, _Spectrum, _transform, default_settings, render
 from kvis.errors import KvisError
 from kvis.objectives import Bound, Objective
-from kvis.render import Settings, _blur, _Pixels, _Spectrum, _transform, default_settings, render
 
 QUICK = Settings(steps=24, jitter=1, scale=0.05, rotate=5.0, chunk=8)
 

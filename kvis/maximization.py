@@ -1,6 +1,6 @@
 """Activation maximization: the images that most excite a filter, a neuron, a class or a layer.
 
-Images are synthesized from noise by gradient ascent on the shared engine (`kvis.render`).
+Images are synthesized from noise by gradient ascent on the shared engine (`kvis.engine`).
 Many units are optimized at once, one image per unit in the batch dimension, and an image
 depends only on its seed and its unit: batched results equal one-at-a-time results.
 """
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvis import objectives
+from kvis.engine import render
 from kvis.errors import KvisError
-from kvis.graph import graph
+from kvis.graph import model_graph
 from kvis.models import class_names
 from kvis.plot import image_grid
-from kvis.render import render
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def maximize(model, objective, *, count=1, seed=0, labels=None, **options):
         count: images to synthesize.
         seed: image i starts from the noise of seed `(seed, i)`.
         labels: a label per image.
-        **options: `settings`, `size`, `preprocessing`, `progress`, as for `kvis.render.render`.
+        **options: `settings`, `size`, `preprocessing`, `progress`, as for `kvis.engine.render`.
 
     Returns:
         A `Synthesis`.
@@ -80,7 +80,7 @@ def maximize_filters(model, layer, filters=None, *, seed=0, batch_size=64, **opt
         >>> grid = kvis.maximize_filters(model, "block4_conv1", range(16))
         >>> kvis.plot_synthesis(grid)
     """
-    node = graph(model).node(layer)
+    node = model_graph(model).node(layer)
     filters = list(range(node.output.shape[-1])) if filters is None else [int(f) for f in filters]
     return _maximize_units(model, lambda group: objectives.channel(node.path, group), filters,
                            [f"#{f}" for f in filters], f"filters of {node.path}", seed,

@@ -3,7 +3,7 @@ Inverting Them", CVPR 2015): what does a layer's representation alone say about 
 
 From the representation phi0 of an image at a layer, find the image x minimizing
 ||phi(x) - phi0||^2 / ||phi0||^2 + lambda_alpha * ||x||_alpha^alpha + lambda_TV * TV_beta(x),
-with the image centred on mid-gray, on the shared engine (`kvis.render`). Inversions from
+with the image centred on mid-gray, on the shared engine (`kvis.engine`). Inversions from
 several layers run as one batch, one image per layer.
 """
 
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvis import objectives
-from kvis.graph import graph, probe
+from kvis.engine import Settings, render
+from kvis.graph import model_graph, probe
 from kvis.images import preprocessing_for
 from kvis.plot import image_grid
-from kvis.render import Settings, render
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def invert(model, image, layers, *, alpha=6.0, beta=2.0, alpha_weight=0.1, tv_we
     Example:
         >>> result = kvis.invert(model, kvis.load_image("cat.jpg", model), ["block1_conv2"])
     """
-    layers = [graph(model).node(layer).path for layer in layers]
+    layers = [model_graph(model).node(layer).path for layer in layers]
     preprocess = preprocessing_for(model, preprocessing)
     targets = _representations(model, layers, image.x)
     objective = (objectives.select([objectives.feature_match(layer, targets[layer])
@@ -99,7 +99,7 @@ def plot_inversion(result, *, title=None):
     tiles = [result.original] + list(result.images)
     tiles = [t[..., 0] if t.shape[-1] == 1 else t for t in tiles]
     labels = ["original"] + [
-        f"{layer}\nerror {error:.2g}, rmse {pixels:.2f}"
+        f"{layer}\nerror {error:.2g}, rmse {pixels:.2g}"
         for layer, error, pixels in zip(result.layers, result.errors, result.pixel_errors)]
     return image_grid(tiles, titles=labels, cols=len(tiles), cmap="gray", vmin=0, vmax=1,
                       title=title or "reconstructions from each layer", tile_inches=1.8)

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 
 from kvis.demo import demo_images
+from kvis.engine import default_settings
 from kvis.errors import KvisError
 from kvis.features import feature_maps
 from kvis.images import preprocessing_for
-from kvis.maximize import maximize, maximize_classes, maximize_filters, plot_synthesis
+from kvis.maximization import maximize, maximize_classes, maximize_filters, plot_synthesis
 from kvis.objectives import channel
-from kvis.render import default_settings
 
 
 def test_synthesized_images_beat_every_real_image_on_most_filters(demo):

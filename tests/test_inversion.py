@@ -4,7 +4,7 @@ import pytest
 from kvis.demo import demo_images
 from kvis.errors import KvisError
 from kvis.images import load_image
-from kvis.invert import invert, plot_inversion
+from kvis.inversion import invert, plot_inversion
 
 LAYERS = ["block1_conv1", "block2_conv2", "block3_conv1", "block3_pool"]
 
