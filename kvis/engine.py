@@ -10,9 +10,7 @@ colour-decorrelated: Olah et al. 2017), random jitter, scale and rotation each s
 regularizer objectives (Lp decay, total variation).
 """
 
-import contextlib
 import dataclasses
-import logging
 import math
 from dataclasses import dataclass
 
@@ -24,6 +22,7 @@ from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
 from kvis.images import preprocessing_for
 from kvis.objectives import lp_norm, total_variation
+from kvis.tracing import quiet_retracing
 
 PARAMETERIZATIONS = ("fft", "pixel")
 # Square root of the colour correlation of ImageNet images (Olah et al., Lucid): optimizing in
@@ -154,7 +153,7 @@ def render(model, objective, *, seeds, settings=None, size=None, preprocessing="
     labels = labels or [f"image {i}" for i in range(len(rngs))]
     history, images = [], None
     octave_steps = _split(settings.steps, settings.octaves)
-    with _quiet_retracing(), tqdm(total=settings.steps, desc="optimizing", unit="step",
+    with quiet_retracing(), tqdm(total=settings.steps, desc="optimizing", unit="step",
                                   disable=not progress or None) as bar:
         for octave, steps in enumerate(octave_steps):
             shape = _octave_size(image_size, settings.octave_scale,
@@ -357,24 +356,6 @@ def _blur(images, sigma):
 def _rms(gradient):
     return tf.sqrt(tf.reduce_mean(tf.square(gradient), axis=tf.range(1, tf.rank(gradient)),
                                   keepdims=True))
-
-
-@contextlib.contextmanager
-def _quiet_retracing():
-    """Each render compiles its own loop, by design; TensorFlow's warning that a function
-    'triggered tf.function retracing' would greet every repeated call in a notebook."""
-    logger = tf.get_logger()
-    quiet = _DropRetracingWarning()
-    logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        logger.removeFilter(quiet)
-
-
-class _DropRetracingWarning(logging.Filter):
-    def filter(self, record):
-        return "triggered tf.function retracing" not in record.getMessage()
 
 
 def _check_finite(scores, labels):

@@ -9,6 +9,7 @@ and leaves the caller's model as it was. Inner layers are addressed by path,
 are refused, nested inside another model they stay one opaque layer.
 """
 
+import dataclasses
 import difflib
 import weakref
 from dataclasses import dataclass
@@ -29,12 +30,20 @@ class Node:
         layer: the caller's own layer object (weights are shared, never copied).
         inputs: the symbolic tensors the layer was called on.
         output: the symbolic tensor (or structure of tensors) the call returned.
+        args, kwargs: the call's arguments, symbolic tensors included, to call it again.
     """
 
     path: str
     layer: keras.layers.Layer
     inputs: tuple
     output: object
+    args: tuple = ()
+    kwargs: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def is_container(self):
+        """A nested model: its own layers are separate nodes, and its output is theirs."""
+        return isinstance(self.layer, keras.Model) and _has_graph(self.layer)
 
 
 @dataclass(frozen=True)
@@ -161,7 +170,7 @@ def _call(layer, prefix, nodes):
             output = layer(*args, **kwargs)
         tensors = tuple(t for t in keras.tree.flatten((args, kwargs))
                         if isinstance(t, keras.KerasTensor))
-        nodes.setdefault(path, Node(path, layer, tensors, output))
+        nodes.setdefault(path, Node(path, layer, tensors, output, args, kwargs))
         return output
 
     return call

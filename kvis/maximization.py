@@ -5,16 +5,14 @@ Many units are optimized at once, one image per unit in the batch dimension, and
 depends only on its seed and its unit: batched results equal one-at-a-time results.
 """
 
-import difflib
 from dataclasses import dataclass
 
 import numpy as np
 
 from kvis import objectives
 from kvis.engine import render
-from kvis.errors import KvisError
 from kvis.graph import model_graph
-from kvis.models import class_names
+from kvis.models import class_index, class_names
 from kvis.plot import image_grid
 
 
@@ -98,7 +96,7 @@ def maximize_classes(model, classes, *, seed=0, batch_size=64, **options):
     Returns:
         A `Synthesis` with units labelled "#c name".
     """
-    indices = [_class_index(model, c) for c in classes]
+    indices = [class_index(model, c) for c in classes]
     names = class_names(model)
     labels = [f"#{c} {names[c]}" if names else f"#{c}" for c in indices]
     return _maximize_units(model, objectives.class_logit, indices, labels, "classes", seed,
@@ -128,18 +126,3 @@ def _maximize_units(model, objective_for, units, labels, title, seed, batch_size
     return Synthesis(np.concatenate([p.images for p in parts]), labels,
                      np.concatenate([p.scores for p in parts]),
                      np.concatenate([p.history for p in parts], axis=1), title)
-
-
-def _class_index(model, cls):
-    """A class index from an index or a name, checked against the model's outputs."""
-    names = class_names(model) or []
-    if isinstance(cls, str) and not cls.isdigit():
-        if cls not in names:
-            close = difflib.get_close_matches(cls, names, n=5)
-            hint = f"; closest: {', '.join(close)}" if close else ""
-            raise KvisError(f"unknown class {cls!r} for model {model.name!r}{hint}")
-        return names.index(cls)
-    outputs = model.output_shape[-1]
-    if not 0 <= int(cls) < outputs:
-        raise KvisError(f"class index {cls} is out of range (0-{outputs - 1})")
-    return int(cls)

@@ -1,10 +1,12 @@
 """Loading models: Keras applications, model files, the demo model; their class names."""
 
+import difflib
 import json
 from functools import cache
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from kvis import demo
 from kvis.errors import KvisError
@@ -55,6 +57,45 @@ def class_names(model):
     if outputs == 1000:
         return imagenet_class_names()
     return None
+
+
+def class_index(model, cls):
+    """A class index from an index or a name, checked against the model's outputs.
+
+    Raises:
+        KvisError: an unknown name (the closest names are listed) or an index out of range.
+    """
+    names = class_names(model) or []
+    if isinstance(cls, str) and not cls.isdigit():
+        if cls not in names:
+            close = difflib.get_close_matches(cls, names, n=5)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise KvisError(f"unknown class {cls!r} for model {model.name!r}{hint}")
+        return names.index(cls)
+    outputs = model.output_shape[-1]
+    if not 0 <= int(cls) < outputs:
+        raise KvisError(f"class index {cls} is out of range (0-{outputs - 1})")
+    return int(cls)
+
+
+def resolve_classes(model, x, classes=None):
+    """One class index per image: given, or each image's top prediction.
+
+    Args:
+        model: a Keras classifier.
+        x: float32 (N, H, W, C), preprocessed model input.
+        classes: None (top prediction), one class for all (index or name), or one per image.
+
+    Returns:
+        int64 (N,).
+    """
+    if classes is None:
+        return model.predict(x, verbose=0, batch_size=32).argmax(axis=-1).astype(np.int64)
+    if isinstance(classes, (str, int, np.integer)):
+        classes = [classes] * len(x)
+    if len(classes) != len(x):
+        raise KvisError(f"{len(classes)} classes given for {len(x)} images")
+    return np.array([class_index(model, c) for c in classes], np.int64)
 
 
 @cache

@@ -116,10 +116,10 @@ def class_logit(index):
     """
 
     def bind(graph):
-        path, logits = _logits(graph)
+        path, read_logits = logits(graph)
         classes = next(reversed(graph.nodes.values())).output.shape[-1]
         units = _units(index, classes, "class")
-        return Bound((path,), lambda outputs, images: _pick(logits(outputs[path]), units))
+        return Bound((path,), lambda outputs, images: _pick(read_logits(outputs[path]), units))
 
     return Objective(f"class({_label(index)})", bind)
 
@@ -229,21 +229,37 @@ def _pick(values, units):
     return tf.gather(values, units, axis=1, batch_dims=1)
 
 
-def _logits(graph):
-    """The path to read and a function turning its output into pre-softmax class scores."""
+def logits_start(graph):
+    """Where a model's pre-softmax class scores are.
+
+    Returns:
+        `(path, before_activation)`: the layer whose output holds the logits, or, when
+        `before_activation`, the final Dense layer whose softmax activation must be skipped.
+
+    Raises:
+        KvisError: a final softmax kvis cannot bypass (fused into a layer other than Dense).
+    """
     path, node = next(reversed(graph.nodes.items()))
     layer = node.layer
-    softmax_layer = isinstance(layer, keras.layers.Softmax) or (
-        isinstance(layer, keras.layers.Activation) and _is_softmax(layer.activation))
-    if softmax_layer:
-        return graph.producer(node.inputs[0]), lambda values: values
+    if isinstance(layer, keras.layers.Softmax) or (
+            isinstance(layer, keras.layers.Activation) and _is_softmax(layer.activation)):
+        return graph.producer(node.inputs[0]), False
     if not _is_softmax(getattr(layer, "activation", None)):
-        return path, lambda values: values
+        return path, False
     if not isinstance(layer, keras.layers.Dense):
         raise KvisError(f"cannot bypass the softmax of the final layer {path!r} "
                         f"({type(layer).__name__}); only a Dense layer's softmax is bypassed")
-    source = graph.producer(node.inputs[0])
-    return source, lambda values: tf.matmul(values, layer.kernel) + (
+    return path, True
+
+
+def logits(graph):
+    """The pre-softmax class scores: `(path, read)`, where `read(output of path)` gives them."""
+    path, before_activation = logits_start(graph)
+    if not before_activation:
+        return path, lambda values: values
+    node = graph.nodes[path]
+    layer = node.layer
+    return graph.producer(node.inputs[0]), lambda values: tf.matmul(values, layer.kernel) + (
         layer.bias if layer.use_bias else 0.0)
 
 
