@@ -4,6 +4,7 @@ import numpy as np
 
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
+from kvis.images import check_input
 from kvis.plot import image_grid
 
 RANKINGS = ("mean", "max")
@@ -38,7 +39,7 @@ def feature_maps(model, x, layers=None, *, batch_size=32):
         if len(getattr(node.output, "shape", ())) != 4:
             raise KvisError(f"layer {node.path!r} ({type(node.layer).__name__}) has output shape "
                             f"{tuple(node.output.shape)}: no spatial feature maps")
-    x = _check_input(model, x)
+    x = check_input(model, x)
     outputs = probe(model, [node.path for node in nodes]).predict(x, batch_size=batch_size,
                                                                  verbose=0)
     return {node.path: np.asarray(outputs[node.path]) for node in nodes}
@@ -174,13 +175,3 @@ def _one_image(maps):
     if maps.ndim != 3:
         raise KvisError(f"expected the maps of one image, (h, w, c); got shape {maps.shape}")
     return maps
-
-
-def _check_input(model, x):
-    x = np.asarray(x, np.float32)
-    expected = tuple(model.input_shape[1:])
-    if x.ndim != 4 or any(e not in (None, a) for e, a in zip(expected, x.shape[1:])):
-        raise KvisError(f"images of shape {x.shape} do not fit the model input "
-                        f"(N, {', '.join(str(e) for e in expected)}); load them with "
-                        "kvis.load_image")
-    return x

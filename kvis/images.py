@@ -77,6 +77,21 @@ class ModelImage:
     x: np.ndarray
 
 
+def check_input(model, x):
+    """Images as float32, checked against the model's input shape.
+
+    Raises:
+        KvisError: `x` is not a non-empty batch (N, H, W, C) that fits the model's input.
+    """
+    x = np.asarray(x, np.float32)
+    expected = tuple(model.input_shape[1:])
+    if x.ndim != 4 or not len(x) or any(e not in (None, a) for e, a in zip(expected, x.shape[1:])):
+        raise KvisError(f"images of shape {x.shape} do not fit the model input "
+                        f"(N, {', '.join(str(e) for e in expected)}); load them with "
+                        "kvis.load_image")
+    return x
+
+
 def preprocessing_for(model, name="auto"):
     """The `Preprocessing` a model expects.
 

@@ -67,11 +67,16 @@ def class_index(model, cls):
     """
     names = class_names(model) or []
     if isinstance(cls, str) and not cls.isdigit():
+        if not names:
+            raise KvisError(f"kvis does not know the class names of model {model.name!r}; "
+                            f"give class indices instead of {cls!r}")
         if cls not in names:
             close = difflib.get_close_matches(cls, names, n=5)
             hint = f"; closest: {', '.join(close)}" if close else ""
             raise KvisError(f"unknown class {cls!r} for model {model.name!r}{hint}")
         return names.index(cls)
+    if not isinstance(cls, (str, int, np.integer)):
+        raise KvisError(f"a class is an integer index or a name; got {cls!r}")
     outputs = model.output_shape[-1]
     if not 0 <= int(cls) < outputs:
         raise KvisError(f"class index {cls} is out of range (0-{outputs - 1})")

@@ -13,7 +13,7 @@ import numpy as np
 
 from kvis.backprop import input_gradients
 from kvis.errors import KvisError
-from kvis.images import preprocessing_for
+from kvis.images import check_input, preprocessing_for
 from kvis.models import resolve_classes
 
 
@@ -51,11 +51,11 @@ def saliency(model, x, *, classes=None, guided=False, batch_size=32):
     Returns:
         An `Attribution`.
     """
-    classes = resolve_classes(model, x, classes)
+    x, classes = _prepare(model, x, classes)
     values, scores = input_gradients(model, x, _one_hot(model, classes),
                                      rule="guided" if guided else "gradient",
                                      batch_size=batch_size)
-    return _attribution(values, classes, scores, "guided backprop" if guided else "saliency")
+    return attribution(values, classes, scores, "guided backprop" if guided else "saliency")
 
 
 def smoothgrad(model, x, *, classes=None, samples=50, noise=0.15, seed=0, batch_size=32):
@@ -70,8 +70,7 @@ def smoothgrad(model, x, *, classes=None, samples=50, noise=0.15, seed=0, batch_
     Returns:
         An `Attribution` (scores are those of the clean images).
     """
-    classes = resolve_classes(model, x, classes)
-    x = np.asarray(x, np.float32)
+    x, classes = _prepare(model, x, classes)
     rng = np.random.default_rng(seed)
     spread = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
     noisy = np.repeat(x, samples, axis=0) + rng.normal(size=(len(x) * samples,) + x.shape[1:]) \
@@ -80,7 +79,7 @@ def smoothgrad(model, x, *, classes=None, samples=50, noise=0.15, seed=0, batch_
                                 _one_hot(model, np.repeat(classes, samples)),
                                 batch_size=batch_size)
     values = values.reshape((len(x), samples) + x.shape[1:]).mean(axis=1)
-    return _attribution(values, classes, _scores(model, x, classes, batch_size), "smoothgrad")
+    return attribution(values, classes, _scores(model, x, classes, batch_size), "smoothgrad")
 
 
 def integrated_gradients(model, x, *, classes=None, baseline=None, steps=64, batch_size=32):
@@ -98,8 +97,7 @@ def integrated_gradients(model, x, *, classes=None, baseline=None, steps=64, bat
     Returns:
         An `Attribution`.
     """
-    classes = resolve_classes(model, x, classes)
-    x = np.asarray(x, np.float32)
+    x, classes = _prepare(model, x, classes)
     if baseline is None:
         baseline = preprocessing_for(model)(np.zeros(x.shape[1:], np.float32))
     baseline = np.broadcast_to(np.asarray(baseline, np.float32), x.shape)
@@ -109,13 +107,18 @@ def integrated_gradients(model, x, *, classes=None, baseline=None, steps=64, bat
                                    _one_hot(model, np.repeat(classes, steps)),
                                    batch_size=batch_size)
     mean_gradient = gradients.reshape((len(x), steps) + x.shape[1:]).mean(axis=1)
-    return _attribution((x - baseline) * mean_gradient, classes,
+    return attribution((x - baseline) * mean_gradient, classes,
                         _scores(model, x, classes, batch_size), "integrated gradients")
 
 
 def class_scores(model, x, classes, *, batch_size=32):
     """Pre-softmax scores of `classes` (one per image) on images x: float32 (N,)."""
     return _scores(model, np.asarray(x, np.float32), np.asarray(classes), batch_size)
+
+
+def _prepare(model, x, classes):
+    x = check_input(model, x)
+    return x, resolve_classes(model, x, classes)
 
 
 def _scores(model, x, classes, batch_size):
@@ -127,7 +130,8 @@ def _one_hot(model, classes):
     return np.eye(model.output_shape[-1], dtype=np.float32)[classes]
 
 
-def _attribution(values, classes, scores, method):
+def attribution(values, classes, scores, method):
+    """An `Attribution` from signed values (N, H, W, C), with display maps computed."""
     if not np.all(np.isfinite(values)):
         raise KvisError(f"{method}: the gradients are not finite")
     magnitude = np.abs(values).max(axis=-1)

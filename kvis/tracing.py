@@ -1,5 +1,5 @@
-"""Quiet tracing: kvis compiles a fresh `tf.function` per call on purpose (each call has its
-own variables and shapes), and TensorFlow would warn about retracing on every repeated call."""
+"""Quiet tracing: where kvis compiles a fresh `tf.function` per call (each optimization has
+its own variables), TensorFlow would warn about retracing on every repeated call."""
 
 import contextlib
 import logging

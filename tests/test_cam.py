@@ -1,0 +1,249 @@
+import gc
+import weakref
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import nested_sequential, tiny_base
+
+from kvis.cam import (
+    grad_cam,
+    grad_cam_plus_plus,
+    last_conv_layer,
+    overlay,
+    plot_attention,
+    score_cam,
+)
+from kvis.demo import CLASS_NAMES, demo_images
+from kvis.errors import KvisError
+
+TOLERANCE = dict(rtol=1e-5, atol=1e-6)
+
+
+def gap_model():
+    """12x12 RGB -> conv(5) relu -> GAP -> dense(4) softmax: the CAM architecture of Zhou 2016."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(5, 3, activation="relu", name="conv",
+                            kernel_initializer=keras.initializers.GlorotUniform(seed=3))(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(4, activation="softmax", name="predictions",
+                                 kernel_initializer=keras.initializers.GlorotUniform(seed=4),
+                                 bias_initializer=keras.initializers.RandomNormal(seed=5))(x)
+    return keras.Model(inputs, outputs, name="gap_model")
+
+
+def nested_softmax():
+    """Sequential([input, base, GAP, dense(5) softmax]) around the functional `tiny_base`."""
+    return keras.Sequential([keras.Input((16, 16, 3)), tiny_base(),
+                             keras.layers.GlobalAveragePooling2D(name="gap"),
+                             keras.layers.Dense(5, activation="softmax", name="head")])
+
+
+def zhou_cam(activations, dense, classes):
+    """CAM (Zhou et al. 2016): sum_k w_kc A_k, averaged like the global pooling."""
+    weights = dense.kernel.numpy()[:, classes].T  # (N, K)
+    height, width = activations.shape[1:3]
+    return np.einsum("nijk,nk->nij", activations, weights) / (height * width)
+
+
+def activations_and_gradients(model, layer, x, classes):
+    """A and d logit_c / d A by GradientTape on a plain Keras sub-model (compiled, not eager)."""
+    dense = model.layers[-1]
+    sub = keras.Model(model.input, [model.get_layer(layer).output, dense.input])
+
+    @tf.function
+    def run(images):
+        with tf.GradientTape() as tape:
+            activations, features = sub(images, training=False)
+            logits = tf.matmul(features, dense.kernel) + dense.bias
+            score = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
+        return activations, tape.gradient(score, activations)
+
+    activations, gradients = run(tf.constant(x))
+    return activations.numpy(), gradients.numpy()
+
+
+def plus_plus_cam(activations, gradients):
+    """Grad-CAM++ in NumPy, looping over images and channels (Chattopadhay et al. 2018, eq. 19)."""
+    raw = np.zeros(activations.shape[:3], np.float64)
+    for n in range(activations.shape[0]):
+        for k in range(activations.shape[-1]):
+            a, g = activations[n, ..., k].astype(np.float64), gradients[n, ..., k]
+            denominator = 2 * g ** 2 + a.sum() * g ** 3
+            alpha = np.zeros_like(a)
+            nonzero = denominator != 0
+            alpha[nonzero] = g[nonzero] ** 2 / denominator[nonzero]
+            raw[n] += (alpha * np.maximum(g, 0)).sum() * a
+    return raw
+
+
+def brute_force_score_cam(model, activations, x, classes, *, logits):
+    """Score-CAM one masked image at a time; the model outputs probabilities, or logits."""
+    raw = np.zeros(activations.shape[:3])
+    for n in range(len(x)):
+        for k in range(activations.shape[-1]):
+            mask = cv2.resize(activations[n, ..., k], x.shape[1:3][::-1],
+                              interpolation=cv2.INTER_LINEAR)
+            span = mask.max() - mask.min()
+            mask = (mask - mask.min()) / span if span > 0 else np.zeros_like(mask)
+            output = model(x[n:n + 1] * mask[None, ..., None]).numpy()[0]
+            if logits:
+                output = np.exp(output - output.max()) / np.exp(output - output.max()).sum()
+            raw[n] += output[classes[n]] * activations[n, ..., k]
+    return raw
+
+
+def test_grad_cam_on_a_gap_model_is_zhou_cam_and_follows_weight_changes(images):
+    model = gap_model()
+    x = images[:, :12, :12]
+    conv = keras.Model(model.input, model.get_layer("conv").output)(x).numpy()
+    dense = model.get_layer("predictions")
+    result = grad_cam(model, x, classes=[1, 3])
+    assert result.layer == "conv" and result.classes.tolist() == [1, 3]
+    assert result.raw.dtype == np.float32 and result.raw.shape == (2, 10, 10)
+    expected = zhou_cam(conv, dense, [1, 3])
+    assert expected.min() < 0 < expected.max()  # raw is before the ReLU
+    np.testing.assert_allclose(result.raw, expected, **TOLERANCE)
+    dense.kernel.assign(-2.0 * dense.kernel)  # the compiled function is cached: new weights?
+    np.testing.assert_allclose(grad_cam(model, x, classes=[1, 3]).raw,
+                               zhou_cam(conv, dense, [1, 3]), **TOLERANCE)
+
+
+def test_grad_cam_explains_the_top_prediction_and_matches_an_independent_tape(tiny, images):
+    top = tiny(images).numpy().argmax(axis=1)
+    assert grad_cam(tiny, images).classes.tolist() == top.tolist()
+    activations, gradients = activations_and_gradients(tiny, "conv1", images, [2, 2])
+    assert np.ptp(gradients[0, ..., 0]) > 0  # through max pooling: not a plain CAM
+    result = grad_cam(tiny, images, classes=2, layer="conv1")
+    expected = np.einsum("nijk,nk->nij", activations, gradients.mean(axis=(1, 2)))
+    np.testing.assert_allclose(result.raw, expected, **TOLERANCE)
+    one_by_one = grad_cam(tiny, images, classes=2, layer="conv1", batch_size=1)
+    np.testing.assert_allclose(one_by_one.raw, result.raw, **TOLERANCE)
+
+
+@pytest.mark.parametrize("case", ["gap", "tiny"])
+def test_grad_cam_plus_plus_matches_the_formula_in_numpy(case, tiny, images):
+    model, layer, x = ((gap_model(), "conv", images[:, :12, :12]) if case == "gap"
+                       else (tiny, "conv1", images))
+    activations, gradients = activations_and_gradients(model, layer, x, [0, 2])
+    result = grad_cam_plus_plus(model, x, classes=[0, 2], layer=layer)
+    assert result.method == "grad-cam++"
+    np.testing.assert_allclose(result.raw, plus_plus_cam(activations, gradients), **TOLERANCE)
+
+
+@pytest.mark.parametrize("build, classes", [("tiny", None), ("nested", [4, 1])])
+def test_score_cam_matches_a_brute_force_loop(build, classes, tiny, images):
+    if build == "tiny":
+        model, layer = tiny, "conv2"
+        activations = keras.Model(tiny.input, tiny.get_layer("conv2").output)(images).numpy()
+    else:  # a nested base model and a head without softmax (raw logits)
+        model, layer = nested_sequential(tiny_base()), "base/conv2"
+        activations = model.get_layer("base")(images).numpy()
+    expected_classes = model(images).numpy().argmax(axis=1) if classes is None else classes
+    result = score_cam(model, images, classes=classes, batch_size=5)
+    assert result.layer == layer and result.classes.tolist() == list(expected_classes)
+    expected = brute_force_score_cam(model, activations, images, expected_classes,
+                                     logits=build == "nested")
+    np.testing.assert_allclose(result.raw, expected, **TOLERANCE)
+    np.testing.assert_allclose(score_cam(model, images, classes=classes, batch_size=64).raw,
+                               result.raw, **TOLERANCE)
+
+
+def test_nested_base_model_layer_is_the_default_and_gives_zhou_cam(images):
+    model = nested_softmax()
+    assert last_conv_layer(model) == "base/conv2"
+    result = grad_cam(model, images)
+    assert result.layer == "base/conv2"
+    np.testing.assert_allclose(grad_cam(model, images, layer="base/conv2").raw, result.raw,
+                               **TOLERANCE)
+    conv2 = model.get_layer("base")(images).numpy()
+    np.testing.assert_allclose(result.raw, zhou_cam(conv2, model.get_layer("head"),
+                                                    result.classes), **TOLERANCE)
+    assert result.classes.tolist() == model(images).numpy().argmax(axis=1).tolist()
+
+
+def test_maps_are_the_rectified_upsampled_raw_map_scaled_to_one(images):
+    model = gap_model()
+    dense = model.get_layer("predictions")
+    kernel = dense.kernel.numpy()
+    kernel[:, 0] = -np.abs(kernel[:, 0])  # class 0: only negative weights on relu maps
+    dense.kernel.assign(kernel)
+    x = np.concatenate([images[:, :12, :12], images[:, 4:, 4:]])
+    result = grad_cam(model, x, classes=[0, 1, 2, 3])
+    assert result.maps.shape == (4, 12, 12) and result.maps.dtype == np.float32
+    assert result.raw[0].max() <= 0 and np.all(result.maps[0] == 0)  # nothing positive
+    for raw, heat in zip(result.raw[1:], result.maps[1:]):
+        assert raw.max() > 0 and heat.max() == 1.0 and heat.min() >= 0
+        upsampled = cv2.resize(np.maximum(raw, 0), (12, 12), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(heat, upsampled / upsampled.max(), rtol=1e-6, atol=1e-7)
+
+
+def test_class_names_resolve_on_the_demo_model(demo):
+    pixels, labels = demo_images()
+    x = pixels[:3].astype(np.float32) / 255.0
+    by_name = grad_cam(demo, x, classes="ankle boot")
+    by_index = grad_cam(demo, x, classes=9)
+    assert by_name.layer == "block3_conv1" and by_name.classes.tolist() == [9, 9, 9]
+    np.testing.assert_allclose(by_name.raw, by_index.raw, **TOLERANCE)
+    assert grad_cam(demo, x).classes.tolist() == demo(x).numpy().argmax(axis=1).tolist()
+    with pytest.raises(KvisError, match="unknown class 'ankle bot'.*closest: ankle boot"):
+        grad_cam(demo, x, classes="ankle bot")
+    fig = plot_attention(pixels[:3], by_name, class_names=CLASS_NAMES)
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["grad-cam #9 ankle boot"] * 3
+    np.testing.assert_allclose(fig.axes[1].images[0].get_array(),
+                               overlay(pixels[1], by_name.maps[1]) / 255.0)
+
+
+def test_overlay_blends_the_colormap_in_rgb():
+    image = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    zero_colour = cv2.applyColorMap(np.zeros((5, 7), np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    expected = np.round(0.6 * image + 0.4 * zero_colour.astype(np.float64)).astype(np.uint8)
+    np.testing.assert_array_equal(overlay(image, np.zeros((5, 7))), expected)
+    red = overlay(np.zeros((4, 4, 3), np.uint8), np.ones((2, 2)), alpha=1.0)
+    assert red.shape == (4, 4, 3) and np.all(red == [128, 0, 0])  # JET's top is dark red
+    gray = image[..., :1]
+    np.testing.assert_array_equal(overlay(gray, np.full((5, 7), 0.5)),
+                                  overlay(np.repeat(gray, 3, axis=-1), np.full((5, 7), 0.5)))
+    small = np.random.default_rng(2).uniform(0, 1, (3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(
+        overlay(image, small),
+        overlay(image, cv2.resize(small, (7, 5), interpolation=cv2.INTER_LINEAR)))
+    with pytest.raises(KvisError, match="uint8"):
+        overlay(image.astype(np.float32), np.zeros((5, 7)))
+
+
+def test_bad_input_is_refused_with_one_line(tiny, images):
+    with pytest.raises(KvisError, match="no layer 'conv3' in model 'tiny'; closest: conv"):
+        grad_cam(tiny, images, layer="conv3")
+    with pytest.raises(KvisError, match=r"grad-cam needs a spatial layer; 'gap'"):
+        grad_cam(tiny, images, layer="gap")
+    with pytest.raises(KvisError, match=r"score-cam needs a spatial layer; 'predictions'"):
+        score_cam(tiny, images, layer="predictions")
+    with pytest.raises(KvisError, match=r"class index 3 is out of range \(0-2\)"):
+        grad_cam_plus_plus(tiny, images, classes=3)
+    with pytest.raises(KvisError, match="1 classes given for 2 images"):
+        grad_cam(tiny, images, classes=[0])
+    with pytest.raises(KvisError, match="does not know the class names of model 'tiny'"):
+        grad_cam(tiny, images, classes="cat")
+    with pytest.raises(KvisError, match="do not fit the model input"):
+        grad_cam(tiny, images[:, :8])
+    with pytest.raises(KvisError, match="batch_size must be at least 1; got 0"):
+        score_cam(tiny, images, batch_size=0)
+    dense_only = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="flat")
+    with pytest.raises(KvisError, match="model 'flat' has no spatial layer to explain"):
+        last_conv_layer(dense_only)
+
+
+def test_the_model_is_unchanged_and_not_kept_alive(images):
+    model = nested_softmax()
+    before = model(images).numpy()
+    grad_cam(model, images)
+    score_cam(model, images)
+    np.testing.assert_array_equal(model(images).numpy(), before)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
