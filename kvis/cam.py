@@ -22,7 +22,6 @@ from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
 from kvis.images import check_input
 from kvis.models import class_index
-from kvis.plot import image_grid
 from kvis.tracing import quiet_retracing
 
 _compiled = weakref.WeakKeyDictionary()
@@ -139,68 +138,13 @@ def score_cam(model, x, *, classes=None, layer=None, batch_size=32):
     for start in _batches(count * channels, batch_size, "score-cam"):
         pairs = np.arange(start, min(start + batch_size, count * channels))
         image_of, channel_of = pairs // channels, pairs % channels
-        masks = np.stack([_unit_range(_upsample(activations[i, ..., k], size))
+        masks = np.stack([_unit_range(upsample(activations[i, ..., k], size))
                           for i, k in zip(image_of, channel_of)])
         logits = forward(x[image_of] * masks[..., None], explained[image_of])[2]
         probabilities = tf.nn.softmax(logits).numpy()
         weights[pairs] = probabilities[np.arange(len(pairs)), explained[image_of]]
     raw = np.einsum("nijk,nk->nij", activations, weights.reshape(count, channels))
     return _result(raw, size, explained, path, "score-cam")
-
-
-def overlay(pixels, heatmap, *, alpha=0.4, colormap=cv2.COLORMAP_JET):
-    """An image blended with a colour-mapped heatmap.
-
-    Args:
-        pixels: uint8 (H, W, C), C 1 (grayscale) or 3 (RGB).
-        heatmap: float (h, w) in [0, 1] (clipped); resized to (H, W) (bilinear) if needed.
-        alpha: weight of the heatmap colours, in [0, 1].
-        colormap: an OpenCV colormap, e.g. `cv2.COLORMAP_JET`.
-
-    Returns:
-        uint8 (H, W, 3) RGB: (1 - alpha) * image + alpha * colormap(heatmap), rounded.
-
-    Raises:
-        KvisError: pixels that are not uint8 (H, W, 1 or 3), or a heatmap that is not 2-D.
-    """
-    pixels, heatmap = np.asarray(pixels), np.asarray(heatmap, np.float32)
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] not in (1, 3):
-        raise KvisError(f"overlay needs uint8 pixels (H, W, 1 or 3); got {pixels.dtype} "
-                        f"{pixels.shape}")
-    if heatmap.ndim != 2:
-        raise KvisError(f"a heatmap must be (H, W); got shape {heatmap.shape}")
-    heatmap = _upsample(heatmap, pixels.shape[:2])
-    levels = np.round(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)
-    colours = cv2.cvtColor(cv2.applyColorMap(levels, colormap), cv2.COLOR_BGR2RGB)
-    image = np.broadcast_to(pixels, (*pixels.shape[:2], 3)).astype(np.float64)
-    blend = (1.0 - alpha) * image + alpha * colours.astype(np.float64)
-    return np.clip(np.round(blend), 0, 255).astype(np.uint8)
-
-
-def plot_attention(pixels, result, *, class_names=None, title=None):
-    """Each image with its attention map overlaid, titled "<method> #c name".
-
-    Args:
-        pixels: uint8 (N, H, W, C) or, for one image, (H, W, C); C 1 or 3.
-        result: an `AttentionMap` for those N images.
-        class_names: names indexed by class, for the tile titles.
-        title: the figure's title (default: the method and layer).
-
-    Returns:
-        A Figure.
-
-    Raises:
-        KvisError: the number of images and of maps differ.
-    """
-    pixels = np.asarray(pixels)
-    pixels = pixels[None] if pixels.ndim == 3 else pixels
-    if len(pixels) != len(result.maps):
-        raise KvisError(f"{len(pixels)} images for {len(result.maps)} attention maps")
-    tiles = [overlay(p, m) / 255.0 for p, m in zip(pixels, result.maps)]
-    labels = [f"{result.method} #{c}" + (f" {class_names[c]}" if class_names else "")
-              for c in result.classes]
-    return image_grid(tiles, titles=labels, tile_inches=2.0,
-                      title=title or f"{result.method} at {result.layer}")
 
 
 def _gradient_cam(model, x, classes, layer, batch_size, method, weigh):
@@ -288,13 +232,13 @@ def _prepare(model, x, classes, layer, batch_size, method):
 
 def _result(raw, size, classes, layer, method):
     raw = raw.astype(np.float32)
-    maps = np.stack([_upsample(np.maximum(r, 0), size) for r in raw])
+    maps = np.stack([upsample(np.maximum(r, 0), size) for r in raw])
     peaks = maps.max(axis=(1, 2), keepdims=True)
     maps = np.divide(maps, peaks, out=np.zeros_like(maps), where=peaks > 0)
     return AttentionMap(maps, raw, classes.astype(np.int64), layer, method)
 
 
-def _upsample(image, size):
+def upsample(image, size):
     """float32 (h, w) -> (H, W), bilinear (cv2.INTER_LINEAR)."""
     image = np.asarray(image, np.float32)
     if image.shape == tuple(size):

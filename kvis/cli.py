@@ -114,16 +114,13 @@ def filters(model, weights, layer, out, mode, max_filters):
     kvis filters demo --layer block2_conv1 --mode summary --out block2.png
     """
     from kvis.filters import conv_kernel, plot_filters
-    from kvis.images import preprocessing_for
     from kvis.io import save_figure
 
     out = _figure_path(out)
     net = _load(model, weights)
     kernel = conv_kernel(net, layer)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bgr = preprocessing_for(net).bgr
-    figure = plot_filters(kernel, mode=mode, max_filters=max_filters, bgr=bgr,
+    figure = plot_filters(kernel, mode=mode, max_filters=max_filters,
+                          bgr=_preprocessing(net, "auto").bgr,
                           title=f"{net.name} {layer} {kernel.shape}")
     save_figure(figure, out)
     click.echo(f"wrote {out}")
@@ -291,6 +288,152 @@ def invert(model, weights, image, layers, out, steps, seed, preprocess):
     click.echo(f"wrote {out}")
 
 
+@main.command()
+@_model_options
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--layer", "-l", help="Spatial layer to project from.")
+@click.option("--filter", "filters", help="Feature maps to project, e.g. 3,17 (default: --top).")
+@click.option("--top", default=9, show_default=True, type=click.IntRange(1),
+              help="Project the N strongest feature maps, each from its strongest activation.")
+@click.option("--map", "whole_map", is_flag=True,
+              help="Keep the whole feature map instead of its strongest activation.")
+@click.option("--class", "classes", help="Project from class scores instead of a layer.")
+@click.option("--guided", is_flag=True, help="Guided backpropagation (also gate by ReLU masks).")
+@click.option("--method", type=click.Choice(["explicit", "gradient"]), default="explicit",
+              show_default=True,
+              help="explicit: unpooling, rectification, transposed filters; gradient: the "
+                   "same as an input gradient, for any layer type.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Figure file (.png, .pdf, .svg, .jpg).")
+@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
+              show_default=True, help="How pixels become model input.")
+def deconv(model, weights, image, layer, filters, top, whole_map, classes, guided, method, out,
+           preprocess):
+    """Project activations of IMAGE in MODEL back to pixels (Zeiler & Fergus deconvnet).
+
+    Each projection is shown beside the image patch its activation sees (its receptive
+    field).
+
+    \b
+    kvis deconv demo boot.png --layer block2_conv2 --top 9 --out deconv.png
+    kvis deconv vgg16 cat.jpg --layer block5_conv3 --filter 12,40 --guided --out g.png
+    kvis deconv vgg16 cat.jpg --class tabby --out class.png
+    """
+    from kvis.images import load_image
+    from kvis.io import save_figure
+    from kvis.models import class_index
+    from kvis.projection import deconvnet, plot_projections
+
+    if (layer is None) == (classes is None):
+        raise click.UsageError("give --layer or --class")
+    out = _figure_path(out)
+    net = _load(model, weights)
+    picture = load_image(image, net, preprocessing=preprocess)
+    result = deconvnet(net, picture.x, layer, channels=_index_list(filters, "--filter"), top=top,
+                       whole_map=whole_map, guided=guided, method=method,
+                       classes=None if classes is None else [
+                           class_index(net, c) for c in _class_list(classes)])
+    bgr = _preprocessing(net, preprocess).bgr
+    save_figure(plot_projections(result, picture.pixels, model=net, bgr=bgr,
+                                 title=f"{picture.name}: {result.rule} from {result.layer}"), out)
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@_model_options
+@click.argument("image", type=click.Path())
+@click.option("--method", "-m", type=click.Choice(["gradcam", "gradcam++", "scorecam",
+                                                   "guided-gradcam", "saliency",
+                                                   "guided-backprop", "smoothgrad", "ig"]),
+              default="gradcam", show_default=True, help="Attention method.")
+@click.option("--class", "classes",
+              help="Class to explain, index or name (default: each image's top prediction).")
+@click.option("--layer", "-l", help="Conv layer for the CAM methods (default: the last one).")
+@click.option("--batch", is_flag=True,
+              help="IMAGE is a folder: explain every image in it, OUT is a folder.")
+@click.option("--out", "-o", required=True, type=click.Path(),
+              help="Figure file; a folder with --batch.")
+@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
+              show_default=True, help="How pixels become model input.")
+def attention(model, weights, image, method, classes, layer, batch, out, preprocess):
+    """Show which pixels drive MODEL's class score for IMAGE, overlaid on the image.
+
+    \b
+    kvis attention demo boot.png --method gradcam --out cam.png
+    kvis attention resnet50 cat.jpg --method scorecam --class tabby --out cam.png
+    kvis attention simpsons.keras photos/ --batch --method gradcam++ --out cams/
+    """
+    import numpy as np
+
+    from kvis.attention_maps import attention as explain
+    from kvis.attention_maps import overlay, plot_attention
+    from kvis.images import load_image
+    from kvis.io import save_figure, write_image
+    from kvis.models import class_names
+
+    net = _load(model, weights)
+    sources = _image_folder(image) if batch else [Path(image)]
+    pictures = [load_image(source, net, preprocessing=preprocess) for source in sources]
+    result = explain(net, np.concatenate([p.x for p in pictures]), method,
+                     classes=None if classes is None else _class_list(classes)[0], layer=layer)
+    names = class_names(net)
+    if not batch:
+        save_figure(plot_attention(pictures[0].pixels[None], result, class_names=names,
+                                   title=f"{pictures[0].name}: {result.method}"),
+                    _figure_path(out))
+        click.echo(f"wrote {out}")
+        return
+    for picture, heatmap, cls in zip(pictures, result.maps, result.classes):
+        target = Path(out) / f"{Path(picture.name).stem}_{method}.png"
+        write_image(target, overlay(picture.pixels, heatmap))
+        click.echo(f"{picture.name}: class #{cls}{' ' + names[cls] if names else ''} -> {target}")
+
+
+@main.command()
+@_model_options
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--methods", default="saliency,guided-backprop,gradcam,ig", show_default=True,
+              help="Comma-separated attention methods to check.")
+@click.option("--class", "classes", help="Class to explain (default: the top prediction).")
+@click.option("--layers", help="Randomize down to these layers only (default: every "
+                               "weighted layer), comma-separated.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Figure file (.png, .pdf, .svg, .jpg).")
+@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
+              show_default=True, help="How pixels become model input.")
+def sanity(model, weights, image, methods, classes, layers, out, preprocess):
+    """Check that attention maps depend on the model (Adebayo et al. 2018).
+
+    The weighted layers are re-initialized from the top down, one after another, and each
+    method's map is compared with its original (rank correlation). A faithful method's
+    correlation falls; the model's weights are restored afterwards.
+    """
+    from kvis.attention_maps import METHODS, method_functions
+    from kvis.images import load_image
+    from kvis.io import save_figure
+    from kvis.models import resolve_classes
+    from kvis.sanity import cascading_randomization, plot_sanity_check
+
+    out = _figure_path(out)
+    chosen = [m.strip() for m in methods.split(",")]
+    if unknown := [m for m in chosen if m not in METHODS]:
+        raise click.BadParameter(f"unknown method {unknown[0]!r}; choose from "
+                                 f"{', '.join(METHODS)}", param_hint="--methods")
+    net = _load(model, weights)
+    picture = load_image(image, net, preprocessing=preprocess)
+    wanted = resolve_classes(net, picture.x,
+                             None if classes is None else _class_list(classes)[0])
+    result = cascading_randomization(
+        net, picture.x, method_functions(chosen, classes=wanted),
+        layers=None if layers is None else [name.strip() for name in layers.split(",")])
+    save_figure(plot_sanity_check(result, title=f"{picture.name}: cascading randomization"),
+                out)
+    click.echo("rank correlation with the original map after randomizing down to each layer:")
+    for name, row in zip(result.methods, result.correlations):
+        click.echo(f"  {name:16} " + " ".join(f"{value:5.2f}" for value in row))
+    click.echo(f"wrote {out}")
+
+
 @main.command("demo-images")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--per-class", default=1, show_default=True, type=click.IntRange(1, 40),
@@ -300,22 +443,39 @@ def demo_images_command(folder, per_class):
 
     They are the demo model's inputs: kvis features demo FOLDER/0_ankle_boot.png ...
     """
-    import cv2
     import numpy as np
 
     from kvis.demo import CLASS_NAMES, demo_images
-    from kvis.io import write_atomically
+    from kvis.io import write_image
 
     images, labels = demo_images()
     written = 0
     for label, name in enumerate(CLASS_NAMES):
         slug = re.sub(r"[^a-z0-9]+", "_", name)
         for i, index in enumerate(np.flatnonzero(labels == label)[:per_class]):
-            image = images[index]
-            write_atomically(Path(folder) / f"{i}_{slug}.png",
-                             lambda temporary, image=image: cv2.imwrite(temporary, image))
+            write_image(Path(folder) / f"{i}_{slug}.png", images[index])
             written += 1
     click.echo(f"wrote {written} images to {folder}")
+
+
+def _preprocessing(net, name):
+    """The model's preprocessing, without repeating the 'cannot tell' warning."""
+    from kvis.images import preprocessing_for
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return preprocessing_for(net, name)
+
+
+def _image_folder(folder):
+    """The image files in a folder, sorted by name."""
+    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+    if not Path(folder).is_dir():
+        raise click.BadParameter(f"{folder} is not a folder", param_hint="IMAGE")
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes)
+    if not files:
+        raise click.BadParameter(f"no image files in {folder}", param_hint="IMAGE")
+    return files
 
 
 def _class_list(text):

@@ -4,6 +4,9 @@ import os
 import tempfile
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
 
 
@@ -23,6 +26,12 @@ def write_atomically(path, write):
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_image(path, pixels):
+    """Write uint8 pixels (H, W, 3) RGB or (H, W, 1) gray atomically; format by suffix."""
+    bgr = pixels[..., ::-1] if pixels.shape[-1] == 3 else pixels
+    write_atomically(path, lambda temporary: cv2.imwrite(temporary, np.ascontiguousarray(bgr)))
 
 
 def save_figure(figure, path, *, dpi=120):

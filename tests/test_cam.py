@@ -12,11 +12,9 @@ from kvis.cam import (
     grad_cam,
     grad_cam_plus_plus,
     last_conv_layer,
-    overlay,
-    plot_attention,
     score_cam,
 )
-from kvis.demo import CLASS_NAMES, demo_images
+from kvis.demo import demo_images
 from kvis.errors import KvisError
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
@@ -191,28 +189,6 @@ def test_class_names_resolve_on_the_demo_model(demo):
     assert grad_cam(demo, x).classes.tolist() == demo(x).numpy().argmax(axis=1).tolist()
     with pytest.raises(KvisError, match="unknown class 'ankle bot'.*closest: ankle boot"):
         grad_cam(demo, x, classes="ankle bot")
-    fig = plot_attention(pixels[:3], by_name, class_names=CLASS_NAMES)
-    assert [ax.get_title() for ax in fig.axes[:3]] == ["grad-cam #9 ankle boot"] * 3
-    np.testing.assert_allclose(fig.axes[1].images[0].get_array(),
-                               overlay(pixels[1], by_name.maps[1]) / 255.0)
-
-
-def test_overlay_blends_the_colormap_in_rgb():
-    image = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    zero_colour = cv2.applyColorMap(np.zeros((5, 7), np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    expected = np.round(0.6 * image + 0.4 * zero_colour.astype(np.float64)).astype(np.uint8)
-    np.testing.assert_array_equal(overlay(image, np.zeros((5, 7))), expected)
-    red = overlay(np.zeros((4, 4, 3), np.uint8), np.ones((2, 2)), alpha=1.0)
-    assert red.shape == (4, 4, 3) and np.all(red == [128, 0, 0])  # JET's top is dark red
-    gray = image[..., :1]
-    np.testing.assert_array_equal(overlay(gray, np.full((5, 7), 0.5)),
-                                  overlay(np.repeat(gray, 3, axis=-1), np.full((5, 7), 0.5)))
-    small = np.random.default_rng(2).uniform(0, 1, (3, 4)).astype(np.float32)
-    np.testing.assert_array_equal(
-        overlay(image, small),
-        overlay(image, cv2.resize(small, (7, 5), interpolation=cv2.INTER_LINEAR)))
-    with pytest.raises(KvisError, match="uint8"):
-        overlay(image.astype(np.float32), np.zeros((5, 7)))
 
 
 def test_bad_input_is_refused_with_one_line(tiny, images):

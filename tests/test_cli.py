@@ -184,3 +184,47 @@ def test_maximize_mistakes_get_one_line(args, message, tmp_path):
     result = run("maximize", "demo", *args, "--steps", "2", "--out", tmp_path / "m.png")
     assert result.exit_code != 0 and message in result.output
     assert isinstance(result.exception, SystemExit)
+
+
+def test_deconv_from_a_layer_and_from_a_class(tmp_path, boot):
+    result = run("deconv", "demo", boot, "--layer", "block2_conv2", "--top", "4",
+                 "--out", tmp_path / "d.png")
+    assert result.exit_code == 0, result.output
+    _read(tmp_path / "d.png")
+    result = run("deconv", "demo", boot, "--class", "ankle boot", "--guided", "--method",
+                 "gradient", "--out", tmp_path / "c.png")
+    assert result.exit_code == 0, result.output
+
+
+def test_attention_on_one_image_and_on_a_folder(tmp_path, boot):
+    result = run("attention", "demo", boot, "--method", "gradcam++", "--out", tmp_path / "a.png")
+    assert result.exit_code == 0, result.output
+    _read(tmp_path / "a.png")
+    result = run("attention", "demo", boot.parent, "--batch", "--method", "saliency",
+                 "--class", "bag", "--out", tmp_path / "cams")
+    assert result.exit_code == 0, result.output
+    assert "0_ankle_boot.png: class #8 bag" in result.output
+    overlays = sorted((tmp_path / "cams").glob("*_saliency.png"))
+    assert len(overlays) == 10 and cv2.imread(str(overlays[0])).shape == (28, 28, 3)
+
+
+def test_sanity_prints_one_row_per_method(tmp_path, boot):
+    result = run("sanity", "demo", boot, "--methods", "saliency,gradcam",
+                 "--layers", "fc1,block1_conv1", "--out", tmp_path / "s.png")
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines() if line.startswith("  ")]
+    assert [row[0] for row in rows] == ["saliency", "gradcam"]
+    assert all(len(row) == 3 and -1 <= float(row[2]) <= 1 for row in rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["deconv", "demo", "{boot}", "--layer", "fc1"], "project from a class instead"),
+    (["deconv", "demo", "{boot}"], "give --layer or --class"),
+    (["attention", "demo", "{boot}", "--class", "shoe"], "unknown class 'shoe'"),
+    (["attention", "demo", "{boot}", "--batch"], "is not a folder"),
+    (["sanity", "demo", "{boot}", "--methods", "lime"], "unknown method 'lime'"),
+])
+def test_projection_and_attention_mistakes(args, message, boot, tmp_path):
+    result = run(*[a.format(boot=boot) for a in args], "--out", tmp_path / "x.png")
+    assert result.exit_code != 0 and message in result.output
+    assert isinstance(result.exception, SystemExit)

@@ -151,7 +151,7 @@ def _layer_start(graph, x, layer, channels, top, whole_map):
     if len(getattr(node.output, "shape", ())) != 4:
         raise KvisError(f"the deconvnet projects from a spatial layer; {node.path!r} "
                         f"({type(node.layer).__name__}) has output shape "
-                        f"{tuple(node.output.shape)}; use classes= for a class")
+                        f"{tuple(node.output.shape)}; project from a class instead")
     activation = forward_values(graph, tf.constant(x))[id(node.output)].numpy()[0]
     peaks = activation.max(axis=(0, 1))
     if channels is None:

@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from kvis.deconvnet import deconvnet, plot_projections, projection_images
 from kvis.errors import KvisError
+from kvis.projection import deconvnet, plot_projections, projection_images
 
 
 def test_a_lone_max_pool_projects_only_onto_its_switches():

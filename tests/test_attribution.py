@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from kvis.attribution import class_scores, integrated_gradients, saliency, smoothgrad
 from kvis.demo import demo_images
 from kvis.images import preprocessing_for
-from kvis.saliency import class_scores, integrated_gradients, saliency, smoothgrad
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ def saliency(model, x, *, classes=None, guided=False, batch_size=32):
     values, scores = input_gradients(model, x, _one_hot(model, classes),
                                      rule="guided" if guided else "gradient",
                                      batch_size=batch_size)
-    return attribution(values, classes, scores, "guided backprop" if guided else "saliency")
+    return make_attribution(values, classes, scores, "guided backprop" if guided else "saliency")
 
 
 def smoothgrad(model, x, *, classes=None, samples=50, noise=0.15, seed=0, batch_size=32):
@@ -79,7 +79,7 @@ def smoothgrad(model, x, *, classes=None, samples=50, noise=0.15, seed=0, batch_
                                 _one_hot(model, np.repeat(classes, samples)),
                                 batch_size=batch_size)
     values = values.reshape((len(x), samples) + x.shape[1:]).mean(axis=1)
-    return attribution(values, classes, _scores(model, x, classes, batch_size), "smoothgrad")
+    return make_attribution(values, classes, _scores(model, x, classes, batch_size), "smoothgrad")
 
 
 def integrated_gradients(model, x, *, classes=None, baseline=None, steps=64, batch_size=32):
@@ -107,7 +107,7 @@ def integrated_gradients(model, x, *, classes=None, baseline=None, steps=64, bat
                                    _one_hot(model, np.repeat(classes, steps)),
                                    batch_size=batch_size)
     mean_gradient = gradients.reshape((len(x), steps) + x.shape[1:]).mean(axis=1)
-    return attribution((x - baseline) * mean_gradient, classes,
+    return make_attribution((x - baseline) * mean_gradient, classes,
                         _scores(model, x, classes, batch_size), "integrated gradients")
 
 
@@ -130,7 +130,7 @@ def _one_hot(model, classes):
     return np.eye(model.output_shape[-1], dtype=np.float32)[classes]
 
 
-def attribution(values, classes, scores, method):
+def make_attribution(values, classes, scores, method):
     """An `Attribution` from signed values (N, H, W, C), with display maps computed."""
     if not np.all(np.isfinite(values)):
         raise KvisError(f"{method}: the gradients are not finite")
