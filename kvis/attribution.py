@@ -3,18 +3,19 @@ al. 2013), guided backpropagation (Springenberg et al. 2015), SmoothGrad (Smilko
 and Integrated Gradients (Sundararajan et al. 2017).
 
 All explain the pre-softmax class score (a final softmax is bypassed, the model unchanged) and
-run through `kvis.backprop.input_gradients`: samples are batched, so N noisy copies or N
-interpolation steps cost N / batch_size compiled passes.
+run through `kvis.backprop.class_gradients`: samples are batched, so N noisy copies or N
+interpolation steps cost N / batch_size compiled passes, and the top class is found in the
+same pass.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from kvis.backprop import input_gradients
+from kvis.backprop import class_gradients
 from kvis.errors import KvisError
 from kvis.images import check_input, preprocessing_for
-from kvis.models import resolve_classes
+from kvis.models import class_indices
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,10 @@ def saliency(model, x, *, classes=None, guided=False, batch_size=32):
     Returns:
         An `Attribution`.
     """
-    x, classes = _prepare(model, x, classes)
-    values, scores = input_gradients(model, x, _one_hot(model, classes),
-                                     rule="guided" if guided else "gradient",
-                                     batch_size=batch_size)
+    x = check_input(model, x)
+    values, scores, classes = class_gradients(model, x, class_indices(model, classes, len(x)),
+                                              rule="guided" if guided else "gradient",
+                                              batch_size=batch_size)
     return make_attribution(values, classes, scores, "guided backprop" if guided else "saliency")
 
 
@@ -70,16 +71,15 @@ def smoothgrad(model, x, *, classes=None, samples=50, noise=0.15, seed=0, batch_
     Returns:
         An `Attribution` (scores are those of the clean images).
     """
-    x, classes = _prepare(model, x, classes)
+    x, scores, classes = _clean_pass(model, x, classes, batch_size)
     rng = np.random.default_rng(seed)
     spread = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
     noisy = np.repeat(x, samples, axis=0) + rng.normal(size=(len(x) * samples,) + x.shape[1:]) \
         * np.repeat(spread, samples)[:, None, None, None]
-    values, _ = input_gradients(model, noisy.astype(np.float32),
-                                _one_hot(model, np.repeat(classes, samples)),
-                                batch_size=batch_size)
+    values, _, _ = class_gradients(model, noisy.astype(np.float32), np.repeat(classes, samples),
+                                   batch_size=batch_size)
     values = values.reshape((len(x), samples) + x.shape[1:]).mean(axis=1)
-    return make_attribution(values, classes, _scores(model, x, classes, batch_size), "smoothgrad")
+    return make_attribution(values, classes, scores, "smoothgrad")
 
 
 def integrated_gradients(model, x, *, classes=None, baseline=None, steps=64, batch_size=32):
@@ -97,37 +97,30 @@ def integrated_gradients(model, x, *, classes=None, baseline=None, steps=64, bat
     Returns:
         An `Attribution`.
     """
-    x, classes = _prepare(model, x, classes)
+    x, scores, classes = _clean_pass(model, x, classes, batch_size)
     if baseline is None:
         baseline = preprocessing_for(model)(np.zeros(x.shape[1:], np.float32))
     baseline = np.broadcast_to(np.asarray(baseline, np.float32), x.shape)
     alphas = ((np.arange(steps) + 0.5) / steps).astype(np.float32)[None, :, None, None, None]
     path = baseline[:, None] + alphas * (x - baseline)[:, None]
-    gradients, _ = input_gradients(model, path.reshape((-1,) + x.shape[1:]),
-                                   _one_hot(model, np.repeat(classes, steps)),
-                                   batch_size=batch_size)
+    gradients, _, _ = class_gradients(model, path.reshape((-1,) + x.shape[1:]),
+                                      np.repeat(classes, steps), batch_size=batch_size)
     mean_gradient = gradients.reshape((len(x), steps) + x.shape[1:]).mean(axis=1)
-    return make_attribution((x - baseline) * mean_gradient, classes,
-                        _scores(model, x, classes, batch_size), "integrated gradients")
+    return make_attribution((x - baseline) * mean_gradient, classes, scores,
+                            "integrated gradients")
 
 
 def class_scores(model, x, classes, *, batch_size=32):
     """Pre-softmax scores of `classes` (one per image) on images x: float32 (N,)."""
-    return _scores(model, np.asarray(x, np.float32), np.asarray(classes), batch_size)
+    return _clean_pass(model, x, classes, batch_size)[1]
 
 
-def _prepare(model, x, classes):
+def _clean_pass(model, x, classes, batch_size):
+    """(checked x, class scores, classes) on the images themselves."""
     x = check_input(model, x)
-    return x, resolve_classes(model, x, classes)
-
-
-def _scores(model, x, classes, batch_size):
-    _, scores = input_gradients(model, x, _one_hot(model, classes), batch_size=batch_size)
-    return scores
-
-
-def _one_hot(model, classes):
-    return np.eye(model.output_shape[-1], dtype=np.float32)[classes]
+    _, scores, classes = class_gradients(model, x, class_indices(model, classes, len(x)),
+                                         batch_size=batch_size)
+    return x, scores, classes
 
 
 def make_attribution(values, classes, scores, method):

@@ -9,6 +9,8 @@ separate or fused into a Conv2D/Dense layer, replaced by one whose gradient foll
 Gradients are always computed inside `tf.function`.
 """
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -19,6 +21,7 @@ from kvis.objectives import logits
 from kvis.tracing import quiet_retracing
 
 RULES = ("gradient", "deconvnet", "guided")
+_steps = weakref.WeakKeyDictionary()
 
 
 def run(graph, x, paths, rule="gradient"):
@@ -56,46 +59,104 @@ def forward_values(graph, x, relu=tf.nn.relu):
     return values
 
 
-def input_gradients(model, x, weights, *, layer=None, rule="gradient", batch_size=32):
+def layer_gradients(model, x, layer, weights, *, rule="gradient", batch_size=32):
     """Gradient of the weighted sum of a layer's output with respect to the input, per image.
 
-    The score of image n is sum(weights[n] * output[n]): with one-hot weights on the class
-    scores it is one class's score (saliency); with an activation kept at a layer it is
-    the deconvnet's starting signal. The weights travel with each batch, so every batch
-    runs the same compiled pass.
+    The score of image n is sum(weights[n] * output[n]): with an activation kept at a layer
+    it is the deconvnet's starting signal. The weights travel with each batch, so every
+    batch runs the same compiled pass.
 
     Args:
         model: a Keras model.
         x: float32 (N, H, W, C), preprocessed model input.
+        layer: a layer path.
         weights: float32 (N, ...) shaped like one image's output of `layer`.
-        layer: a layer path, or None for the pre-softmax class scores (a final softmax is
-            bypassed; the model is not changed).
         rule: "gradient", "deconvnet" or "guided".
         batch_size: images per compiled pass.
 
     Returns:
         `(gradients, scores)`: float32 (N, H, W, C) and (N,).
     """
+    path = model_graph(model).node(layer).path
+    step = _compiled(model, (path, rule), lambda: _layer_step(model, path, rule))
+    return _batched(step, batch_size, x, np.asarray(weights, np.float32))
+
+
+def class_gradients(model, x, classes, *, rule="gradient", batch_size=32):
+    """Gradient of each image's class score (pre-softmax) with respect to the input.
+
+    Args:
+        model: a Keras classifier; a final softmax is bypassed, the model is not changed.
+        x: float32 (N, H, W, C), preprocessed model input.
+        classes: int (N,) a class per image, -1 for the image's top prediction (found in the
+            same compiled pass).
+        rule: "gradient", "deconvnet" or "guided".
+        batch_size: images per compiled pass.
+
+    Returns:
+        `(gradients, scores, classes)`: float32 (N, H, W, C), float32 (N,) and int64 (N,).
+    """
+    step = _compiled(model, ("classes", rule), lambda: _class_step(model, rule))
+    return _batched(step, batch_size, x, np.asarray(classes, np.int32))
+
+
+def _batched(step, batch_size, x, per_image):
+    x = np.asarray(x, np.float32)
+    parts = [step(tf.constant(x[i:i + batch_size]), tf.constant(per_image[i:i + batch_size]))
+             for i in range(0, len(x), batch_size)]
+    return tuple(np.concatenate([part[k].numpy() for part in parts])
+                 for k in range(len(parts[0])))
+
+
+def _compiled(model, key, build):
+    """A compiled gradient pass, traced once per model and key and cached (weakly).
+
+    It reads the model's variables, so later weight changes (the sanity check's) are seen.
+    """
+    steps = _steps.setdefault(model, {})
+    if key not in steps:
+        step = build()
+        with quiet_retracing():
+            step.get_concrete_function()
+        steps[key] = step
+    return steps[key]
+
+
+def _layer_step(model, path, rule):
     graph = model_graph(model)
-    path, read = logits(graph) if layer is None else (graph.node(layer).path, tf.identity)
     relu, output = _relu(rule), graph.nodes[path].output
 
-    @tf.function
-    def step(batch, batch_weights):
+    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:])),
+                                  tf.TensorSpec((None, *output.shape[1:]))])
+    def step(batch, weights):
         with tf.GradientTape() as tape:
             tape.watch(batch)
-            values = read(forward_values(graph, batch, relu)[id(output)])
-            scores = tf.reduce_sum(tf.reshape(values * batch_weights, (tf.shape(batch)[0], -1)),
-                                   axis=1)
+            values = forward_values(graph, batch, relu)[id(output)]
+            scores = tf.reduce_sum(tf.reshape(values * weights, (tf.shape(batch)[0], -1)), 1)
             total = tf.reduce_sum(scores)
         return tape.gradient(total, batch), scores
 
-    x, weights = np.asarray(x, np.float32), np.asarray(weights, np.float32)
-    with quiet_retracing():
-        parts = [step(tf.constant(x[i:i + batch_size]), tf.constant(weights[i:i + batch_size]))
-                 for i in range(0, len(x), batch_size)]
-    return (np.concatenate([p[0].numpy() for p in parts]),
-            np.concatenate([p[1].numpy() for p in parts]))
+    return step
+
+
+def _class_step(model, rule):
+    graph = model_graph(model)
+    path, read = logits(graph)
+    relu, output = _relu(rule), graph.nodes[path].output
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:])),
+                                  tf.TensorSpec((None,), tf.int32)])
+    def step(batch, wanted):
+        with tf.GradientTape() as tape:
+            tape.watch(batch)
+            every_score = read(forward_values(graph, batch, relu)[id(output)])
+            top = tf.argmax(every_score, axis=-1, output_type=tf.int32)
+            classes = tf.where(wanted < 0, top, wanted)
+            scores = tf.gather(every_score, classes, axis=1, batch_dims=1)
+            total = tf.reduce_sum(scores)
+        return tape.gradient(total, batch), scores, tf.cast(classes, tf.int64)
+
+    return step
 
 
 def is_relu(activation):

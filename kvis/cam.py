@@ -21,7 +21,7 @@ from kvis import objectives
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
 from kvis.images import check_input
-from kvis.models import class_index
+from kvis.models import class_indices
 from kvis.tracing import quiet_retracing
 
 _compiled = weakref.WeakKeyDictionary()
@@ -222,12 +222,7 @@ def _prepare(model, x, classes, layer, batch_size, method):
         raise KvisError(f"{method} needs a spatial layer; {node.path!r} "
                         f"({type(node.layer).__name__}) has output shape "
                         f"{tuple(getattr(node.output, 'shape', ()))}")
-    if classes is None:
-        return x, node.path, np.full(len(x), -1, np.int32)
-    chosen = [classes] * len(x) if np.ndim(classes) == 0 else list(classes)
-    if len(chosen) != len(x):
-        raise KvisError(f"{len(chosen)} classes given for {len(x)} images")
-    return x, node.path, np.array([class_index(model, c) for c in chosen], np.int32)
+    return x, node.path, class_indices(model, classes, len(x)).astype(np.int32)
 
 
 def _result(raw, size, classes, layer, method):

@@ -83,24 +83,43 @@ def class_index(model, cls):
     return int(cls)
 
 
+def class_indices(model, classes, count):
+    """One class index per image, -1 standing for the image's top prediction.
+
+    Args:
+        model: a Keras classifier.
+        classes: None (each image's top prediction), one class for all (index or name), or
+            one per image.
+        count: the number of images.
+
+    Returns:
+        int64 (count,).
+    """
+    if classes is None:
+        return np.full(count, -1, np.int64)
+    if isinstance(classes, (str, int, np.integer)):
+        classes = [classes] * count
+    if len(classes) != count:
+        raise KvisError(f"{len(classes)} classes given for {count} images")
+    return np.array([class_index(model, c) for c in classes], np.int64)
+
+
 def resolve_classes(model, x, classes=None):
-    """One class index per image: given, or each image's top prediction.
+    """One class index per image: given, or each image's top prediction (computed here).
 
     Args:
         model: a Keras classifier.
         x: float32 (N, H, W, C), preprocessed model input.
-        classes: None (top prediction), one class for all (index or name), or one per image.
+        classes: as for `class_indices`.
 
     Returns:
-        int64 (N,).
+        int64 (N,), every entry a real class.
     """
-    if classes is None:
-        return model.predict(x, verbose=0, batch_size=32).argmax(axis=-1).astype(np.int64)
-    if isinstance(classes, (str, int, np.integer)):
-        classes = [classes] * len(x)
-    if len(classes) != len(x):
-        raise KvisError(f"{len(classes)} classes given for {len(x)} images")
-    return np.array([class_index(model, c) for c in classes], np.int64)
+    wanted = class_indices(model, classes, len(x))
+    if np.any(wanted < 0):
+        top = model.predict(x, verbose=0, batch_size=32).argmax(axis=-1)
+        wanted = np.where(wanted < 0, top, wanted)
+    return wanted.astype(np.int64)
 
 
 @cache

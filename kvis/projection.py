@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from kvis import objectives
-from kvis.backprop import forward_values, input_gradients, is_relu
+from kvis.backprop import class_gradients, forward_values, is_relu, layer_gradients
 from kvis.errors import KvisError
 from kvis.graph import model_graph
 from kvis.plot import image_grid
@@ -88,9 +88,10 @@ def deconvnet(model, x, layer=None, *, channels=None, top=1, whole_map=False, cl
     start = _class_start(graph, classes) if classes is not None else _layer_start(
         graph, x, layer, channels, top, whole_map)
     batch = np.repeat(x, len(start.units), axis=0)
-    if method == "gradient":
-        signals, _ = input_gradients(model, batch, start.signal, rule=rule,
-                                     layer=None if classes is not None else start.path)
+    if method == "gradient" and classes is not None:
+        signals = class_gradients(model, batch, start.channels, rule=rule)[0]
+    elif method == "gradient":
+        signals = layer_gradients(model, batch, start.path, start.signal, rule=rule)[0]
     else:
         signals = _explicit(graph, batch, start, guided).numpy()
     return Projection(signals, start.units, start.channels, start.positions, start.activations,

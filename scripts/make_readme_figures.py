@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 import kvis
+from kvis.attention_maps import method_functions
+from kvis.demo import CLASS_NAMES
 
 
 def main():
@@ -38,6 +40,20 @@ def main():
     inversion = kvis.invert(model, boot, ["block1_conv1", "block1_conv2", "block2_conv2",
                                           "block3_conv1", "block3_pool", "fc1"], progress=False)
     figures["invert_boot.png"] = kvis.plot_inversion(inversion)
+    projection = kvis.deconvnet(model, boot.x, "block2_conv2", top=6)
+    figures["deconvnet_block2_conv2.png"] = kvis.plot_projections(
+        projection, boot.pixels, model=model,
+        title="deconvnet: the 6 strongest block2_conv2 maps of an ankle boot")
+    picks = np.array([np.flatnonzero(labels == c)[0] for c in (9, 8, 1, 5, 0, 7)])
+    x = kvis.preprocessing_for(model)(images[picks])
+    figures["gradcam_demo.png"] = kvis.plot_attention(
+        images[picks], kvis.attention(model, x, "gradcam"), class_names=list(CLASS_NAMES),
+        title="Grad-CAM at block3_conv1 (the top prediction of each image)")
+    classes = kvis.resolve_classes(model, x[:3])
+    check = kvis.cascading_randomization(
+        model, x[:3], method_functions(["saliency", "guided-backprop", "gradcam", "ig"],
+                                       classes=classes), progress=False)
+    figures["sanity_demo.png"] = kvis.plot_sanity_check(check)
     for name, figure in figures.items():
         kvis.save_figure(figure, args.out / name, dpi=90)
         print(f"wrote {args.out / name}")

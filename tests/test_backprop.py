@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kvis.backprop import input_gradients, run
+from kvis.backprop import class_gradients, layer_gradients, run
 from kvis.errors import KvisError
 from kvis.graph import model_graph
 
@@ -28,10 +28,14 @@ def test_the_gradient_rule_is_the_plain_gradient(tiny, images):
             total = tf.reduce_sum(logits * one_hot)
         return tape.gradient(total, x)
 
-    gradients, scores = input_gradients(tiny, images, one_hot, batch_size=1)
+    gradients, scores, classes = class_gradients(tiny, images, [2, 0], batch_size=1)
     np.testing.assert_allclose(gradients, reference(tf.constant(images)), rtol=1e-5, atol=1e-7)
     logits = features(images).numpy() @ dense.kernel.numpy() + dense.bias.numpy()
     np.testing.assert_allclose(scores, [logits[0, 2], logits[1, 0]], rtol=1e-5)
+    assert list(classes) == [2, 0]
+    _, top_scores, top = class_gradients(tiny, images, [-1, -1])
+    np.testing.assert_array_equal(top, logits.argmax(axis=1))
+    np.testing.assert_allclose(top_scores, logits.max(axis=1), rtol=1e-5)
 
 
 def test_relu_rules_on_a_single_relu():
@@ -41,7 +45,24 @@ def test_relu_rules_on_a_single_relu():
     weights = np.array([[1.0, 1.0, -1.0, -1.0]], np.float32)
     expected = {"gradient": [1, 0, -1, 0], "deconvnet": [1, 1, 0, 0], "guided": [1, 0, 0, 0]}
     for rule, values in expected.items():
-        gradients, _ = input_gradients(model, x, weights, layer="relu", rule=rule)
+        gradients, _ = layer_gradients(model, x, "relu", weights, rule=rule)
         np.testing.assert_array_equal(gradients[0], values)
     with pytest.raises(KvisError, match="unknown backward rule"):
-        input_gradients(model, x, weights, layer="relu", rule="lrp")
+        layer_gradients(model, x, "relu", weights, rule="lrp")
+
+
+def test_the_compiled_pass_is_reused_and_does_not_keep_the_model_alive(images):
+    import gc
+    import weakref
+
+    from conftest import tiny_cnn
+
+    model = tiny_cnn()
+    first, _, _ = class_gradients(model, images, [0, 1])
+    model.get_layer("predictions").kernel.assign(model.get_layer("predictions").kernel * 2)
+    second, _, _ = class_gradients(model, images, [0, 1])
+    np.testing.assert_allclose(second, 2 * first, rtol=1e-5, atol=1e-7)  # new weights seen
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
