@@ -82,7 +82,7 @@ def smoothgrad(model, x, *, classes=None, samples=50, noise=0.15, seed=0, batch_
     return make_attribution(values, classes, scores, "smoothgrad")
 
 
-def integrated_gradients(model, x, *, classes=None, baseline=None, steps=64, batch_size=32):
+def integrated_gradients(model, x, *, classes=None, baseline=None, steps=128, batch_size=32):
     """Integrated Gradients: (x - baseline) times the mean gradient along the straight path.
 
     The attributions of an image sum to score(x) - score(baseline), up to the error of the

@@ -11,17 +11,18 @@ Usage: python scripts/bench_attention.py [--models demo vgg16] [--batch 16]
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from benchmarking import machine, seconds  # noqa: E402
 
 import kvis  # noqa: E402
 from kvis.attention_maps import METHODS  # noqa: E402
 
-BATCHES = {"demo": 64, "vgg16": 8}
+BATCHES = {"demo": 64, "vgg16": 4}
+SLOW = ("scorecam", "smoothgrad", "ig")  # many passes per image: timed once
 
 
 def model_throughput(model, x, repeats):
@@ -34,20 +35,14 @@ def model_throughput(model, x, repeats):
         return tape.gradient(total, batch)
 
     step(tf.constant(x)).numpy()
-    return len(x) / min(_seconds(lambda: step(tf.constant(x)).numpy()) for _ in range(repeats))
+    return len(x) / min(seconds(lambda: step(tf.constant(x)).numpy()) for _ in range(repeats))
 
 
 def method_throughput(model, x, method, repeats):
     """Images/s of one attention method (after a first call that compiles)."""
-    kvis.attention(model, x, method, batch_size=len(x))
-    return len(x) / min(_seconds(lambda: kvis.attention(model, x, method, batch_size=len(x)))
+    kvis.attention(model, x[:1], method, batch_size=len(x))
+    return len(x) / min(seconds(lambda: kvis.attention(model, x, method, batch_size=len(x)))
                         for _ in range(repeats))
-
-
-def _seconds(work):
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
 
 
 def main():
@@ -57,8 +52,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    print(f"TensorFlow {tf.__version__}, devices: "
-          f"{', '.join(d.device_type for d in tf.config.list_logical_devices())}")
+    print(machine())
     for name in args.models:
         model = kvis.load_model(name, weights=None if name != "demo" else "imagenet")
         batch = args.batch or BATCHES[name]
@@ -68,8 +62,7 @@ def main():
         print(f"\n{name}, batch {batch}: model forward+backward {reference:.1f} images/s")
         print(f"{'method':16} {'images/s':>9} {'fraction of fwd+bwd':>20}")
         for method in METHODS:
-            speed = method_throughput(model, x, method, args.repeats if method != "scorecam"
-                                      else 1)
+            speed = method_throughput(model, x, method, 1 if method in SLOW else args.repeats)
             print(f"{method:16} {speed:9.2f} {speed / reference:20.1%}", flush=True)
 
 

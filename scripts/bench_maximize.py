@@ -11,13 +11,13 @@ Usage: python scripts/bench_maximize.py [--models demo vgg16] [--ks 1 16 64] [--
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from benchmarking import machine, seconds  # noqa: E402
 
 import kvis  # noqa: E402
 from kvis.engine import default_settings  # noqa: E402
@@ -41,24 +41,18 @@ def reference_step(model, layer, k, steps, best_of):
         return loss
 
     run().numpy()
-    return min(_seconds(lambda: run().numpy()) for _ in range(best_of)) / steps
+    return min(seconds(lambda: run().numpy()) for _ in range(best_of)) / steps
 
 
 def engine_step(model, layer, k, short, long, best_of, xla):
     """Seconds per engine step for k filters at once (difference of two runs)."""
     def run(steps):
         settings = default_settings(model, steps=steps, chunk=short, jit_compile=xla)
-        return _seconds(lambda: kvis.maximize_filters(model, layer, range(k), settings=settings,
+        return seconds(lambda: kvis.maximize_filters(model, layer, range(k), settings=settings,
                                                       progress=False))
 
     run(short)  # warm caches (graph replay, probe)
     return min(run(long) - run(short) for _ in range(best_of)) / (long - short)
-
-
-def _seconds(work):
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
 
 
 def main():
@@ -68,9 +62,7 @@ def main():
     parser.add_argument("--xla", action="store_true", help="compile the engine with XLA")
     args = parser.parse_args()
 
-    print(f"TensorFlow {tf.__version__}, devices: "
-          f"{', '.join(d.device_type for d in tf.config.list_logical_devices())}, "
-          f"engine XLA: {args.xla}")
+    print(f"{machine()}, engine XLA: {args.xla}")
     print(f"{'model':8} {'layer':14} {'K':>3} {'fwd+bwd ms/filter':>18} "
           f"{'engine ms/filter-step':>22} {'fraction':>9}")
     for name in args.models:
