@@ -184,7 +184,7 @@ def _relu(rule):
 
 def _call(layer, args, kwargs, relu):
     """Call a layer with its ReLU, separate or fused, replaced by `relu`."""
-    if _is_relu_layer(layer):
+    if is_relu_layer(layer):
         return relu(args[0])
     if not is_relu(getattr(layer, "activation", None)):
         return layer(*args, **kwargs)
@@ -198,7 +198,8 @@ def _call(layer, args, kwargs, relu):
         layer.activation = fused
 
 
-def _is_relu_layer(layer):
+def is_relu_layer(layer):
+    """Whether a layer is a plain ReLU: ReLU() or Activation("relu")."""
     if isinstance(layer, keras.layers.Activation):
         return is_relu(layer.activation)
     return isinstance(layer, keras.layers.ReLU) and layer.max_value is None \

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from kvis import objectives
-from kvis.backprop import class_gradients, forward_values, is_relu, layer_gradients
+from kvis.backprop import class_gradients, forward_values, is_relu, is_relu_layer, layer_gradients
 from kvis.errors import KvisError
 from kvis.graph import model_graph
 from kvis.plot import image_grid
@@ -205,20 +205,14 @@ def _explicit(graph, x, start, guided):
 def _down(node, signal, inputs, output, guided, skip_activation):
     """The signal at a layer's inputs, from the signal at its output: one deconvnet layer."""
     layer = node.layer
-    activation = getattr(layer, "activation", None)
-    if is_relu(activation) and not skip_activation:
-        signal = _rectify(signal, output, guided)
-    elif activation not in (None, keras.activations.linear) and not skip_activation \
-            and not isinstance(layer, keras.layers.Activation):
-        raise KvisError(f"the deconvnet cannot pass through the {activation.__name__} "
-                        f"activation of layer {node.path!r}")
+    if is_relu_layer(layer):
+        return [_rectify(signal, output, guided)]
+    if isinstance(layer, keras.layers.Activation) and layer.activation is keras.activations.linear:
+        return [signal]
+    if not skip_activation:
+        signal = _through_activation(node, signal, output, guided)
     (inp, *_) = inputs
-    if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
-        if isinstance(layer, keras.layers.ReLU) or is_relu(layer.activation):
-            return [_rectify(signal, output, guided)]
-        if layer.activation is keras.activations.linear:
-            return [signal]
-    elif isinstance(layer, keras.layers.DepthwiseConv2D):
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
         return [tf.nn.depthwise_conv2d_backprop_input(
             tf.shape(inp), layer.kernel, signal, (1, *layer.strides, 1),
             layer.padding.upper(), dilations=layer.dilation_rate)]
@@ -254,6 +248,17 @@ def _down(node, signal, inputs, output, guided, skip_activation):
         return [signal]
     raise KvisError(f"the deconvnet cannot pass through layer {node.path!r} "
                     f"({type(layer).__name__}); method='gradient' works for any graph")
+
+
+def _through_activation(node, signal, output, guided):
+    """The signal below a layer's own (fused) activation: rectified for a ReLU."""
+    activation = getattr(node.layer, "activation", None)
+    if is_relu(activation):
+        return _rectify(signal, output, guided)
+    if activation in (None, keras.activations.linear):
+        return signal
+    raise KvisError(f"the deconvnet cannot pass through the {activation.__name__} activation "
+                    f"of layer {node.path!r}; method='gradient' works for any graph")
 
 
 def _rectify(signal, output, guided):
