@@ -114,13 +114,14 @@ def filters(model, weights, layer, out, mode, max_filters):
     kvis filters demo --layer block2_conv1 --mode summary --out block2.png
     """
     from kvis.filters import conv_kernel, plot_filters
+    from kvis.images import preprocessing_for_quietly
     from kvis.io import save_figure
 
     out = _figure_path(out)
     net = _load(model, weights)
     kernel = conv_kernel(net, layer)
     figure = plot_filters(kernel, mode=mode, max_filters=max_filters,
-                          bgr=_preprocessing(net, "auto").bgr,
+                          bgr=preprocessing_for_quietly(net).bgr,
                           title=f"{net.name} {layer} {kernel.shape}")
     save_figure(figure, out)
     click.echo(f"wrote {out}")
@@ -333,7 +334,7 @@ def deconv(model, weights, image, layer, filters, top, whole_map, classes, guide
                        whole_map=whole_map, guided=guided, method=method,
                        classes=None if classes is None else [
                            class_index(net, c) for c in _class_list(classes)])
-    bgr = _preprocessing(net, preprocess).bgr
+    bgr = preprocessing_for_quietly(net, preprocess).bgr
     save_figure(plot_projections(result, picture.pixels, model=net, bgr=bgr,
                                  title=f"{picture.name}: {result.rule} from {result.layer}"), out)
     click.echo(f"wrote {out}")
@@ -456,15 +457,6 @@ def demo_images_command(folder, per_class):
             write_image(Path(folder) / f"{i}_{slug}.png", images[index])
             written += 1
     click.echo(f"wrote {written} images to {folder}")
-
-
-def _preprocessing(net, name):
-    """The model's preprocessing, without repeating the 'cannot tell' warning."""
-    from kvis.images import preprocessing_for
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return preprocessing_for(net, name)
 
 
 def _image_folder(folder):

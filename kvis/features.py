@@ -64,6 +64,14 @@ def stage_layers(model):
     return sorted(last.values(), key=order.get)
 
 
+def penultimate_layer(model):
+    """Path of the layer that feeds the final layer (e.g. VGG16's fc2, the demo's dropout),
+    the representation just before the classification."""
+    graph = model_graph(model)
+    last = next(reversed(graph.nodes.values()))
+    return graph.producer(last.inputs[0])
+
+
 def rank_channels(maps, by="mean"):
     """Channels of one image's maps, strongest first.
 

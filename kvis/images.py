@@ -77,6 +77,26 @@ class ModelImage:
     x: np.ndarray
 
 
+def mean_pixel(model):
+    """The mean pixel of the model's training data, the neutral fill for occluders: float32 (C,)
+    in [0, 255]. ImageNet's mean for caffe-style models, Fashion-MNIST's for the demo model,
+    mid-gray otherwise."""
+    channels = model.input_shape[-1]
+    name = preprocessing_for_quietly(model).name
+    if name == "caffe":
+        return np.float32([123.68, 116.779, 103.939])[:channels]
+    if model.name == "kvis_demo":
+        return np.full(channels, 72.94, np.float32)  # Fashion-MNIST training mean
+    return np.full(channels, 127.5, np.float32)
+
+
+def preprocessing_for_quietly(model, name="auto"):
+    """`preprocessing_for` without the warning for a model kvis does not recognise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return preprocessing_for(model, name)
+
+
 def check_input(model, x):
     """Images as float32, checked against the model's input shape.
 
