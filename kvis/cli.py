@@ -320,7 +320,7 @@ def deconv(model, weights, image, layer, filters, top, whole_map, classes, guide
     kvis deconv vgg16 cat.jpg --layer block5_conv3 --filter 12,40 --guided --out g.png
     kvis deconv vgg16 cat.jpg --class tabby --out class.png
     """
-    from kvis.images import load_image
+    from kvis.images import load_image, preprocessing_for_quietly
     from kvis.io import save_figure
     from kvis.models import class_index
     from kvis.projection import deconvnet, plot_projections
