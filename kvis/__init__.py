@@ -75,6 +75,11 @@ _EXPORTS = {
     "class_index": "kvis.models",
     "class_indices": "kvis.models",
     "resolve_classes": "kvis.models",
+    "Occlusion": "kvis.analyses.occlusion",
+    "occlusion": "kvis.analyses.occlusion",
+    "plot_occlusion": "kvis.analyses.occlusion",
+    "mean_pixel": "kvis.images",
+    "penultimate_layer": "kvis.features",
     "demo_images": "kvis.demo",
     "save_figure": "kvis.io",
 }

@@ -9,8 +9,6 @@ separate or fused into a Conv2D/Dense layer, replaced by one whose gradient foll
 Gradients are always computed inside `tf.function`.
 """
 
-import weakref
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -18,10 +16,9 @@ import tensorflow as tf
 from kvis.errors import KvisError
 from kvis.graph import model_graph
 from kvis.objectives import logits
-from kvis.tracing import quiet_retracing
+from kvis.tracing import compiled
 
 RULES = ("gradient", "deconvnet", "guided")
-_steps = weakref.WeakKeyDictionary()
 
 
 def run(graph, x, paths, rule="gradient"):
@@ -78,7 +75,7 @@ def layer_gradients(model, x, layer, weights, *, rule="gradient", batch_size=32)
         `(gradients, scores)`: float32 (N, H, W, C) and (N,).
     """
     path = model_graph(model).node(layer).path
-    step = _compiled(model, (path, rule), lambda: _layer_step(model, path, rule))
+    step = compiled(model, (path, rule), lambda: _layer_step(model, path, rule))
     return _batched(step, batch_size, x, np.asarray(weights, np.float32))
 
 
@@ -96,7 +93,7 @@ def class_gradients(model, x, classes, *, rule="gradient", batch_size=32):
     Returns:
         `(gradients, scores, classes)`: float32 (N, H, W, C), float32 (N,) and int64 (N,).
     """
-    step = _compiled(model, ("classes", rule), lambda: _class_step(model, rule))
+    step = compiled(model, ("classes", rule), lambda: _class_step(model, rule))
     return _batched(step, batch_size, x, np.asarray(classes, np.int32))
 
 
@@ -106,20 +103,6 @@ def _batched(step, batch_size, x, per_image):
              for i in range(0, len(x), batch_size)]
     return tuple(np.concatenate([part[k].numpy() for part in parts])
                  for k in range(len(parts[0])))
-
-
-def _compiled(model, key, build):
-    """A compiled gradient pass, traced once per model and key and cached (weakly).
-
-    It reads the model's variables, so later weight changes (the sanity check's) are seen.
-    """
-    steps = _steps.setdefault(model, {})
-    if key not in steps:
-        step = build()
-        with quiet_retracing():
-            step.get_concrete_function()
-        steps[key] = step
-    return steps[key]
 
 
 def _layer_step(model, path, rule):

@@ -435,6 +435,58 @@ def sanity(model, weights, image, methods, classes, layers, out, preprocess):
     click.echo(f"wrote {out}")
 
 
+@main.command()
+@_model_options
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--size", default=32, show_default=True, type=int,
+              help="Side of the gray occluder square, in pixels.")
+@click.option("--stride", default=8, show_default=True, type=int,
+              help="Pixels between occluder positions.")
+@click.option("--layer", "-l", help="Layer whose strongest feature map is recorded "
+                                    "(default: the last conv layer).")
+@click.option("--class", "classes", help="Class whose probability is mapped (default: the top "
+                                          "prediction).")
+@click.option("--fill", type=float, help="Occluder gray level 0-255 (default: the dataset's "
+                                         "mean pixel).")
+@click.option("--memory", "memory_mb", default=1024, show_default=True, type=click.IntRange(1),
+              help="Memory budget in MB for one batch of occluded images.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Figure file (.png, .pdf, .svg, .jpg).")
+@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
+              show_default=True, help="How pixels become model input.")
+def occlusion(model, weights, image, size, stride, layer, classes, fill, memory_mb, out,
+              preprocess):
+    """Slide a gray square over IMAGE and map what MODEL says (Zeiler & Fergus, Fig. 7).
+
+    For each position: the total activation of the layer's strongest feature map, the
+    probability of the class, and the most probable label.
+
+    \b
+    kvis occlusion demo boot.png --size 6 --stride 2 --out occlusion.png
+    kvis occlusion vgg16 dog.jpg --size 32 --stride 14 --class 215 --out occlusion.png
+    """
+    from kvis.analyses.occlusion import occlusion as occlude
+    from kvis.analyses.occlusion import plot_occlusion
+    from kvis.images import load_image
+    from kvis.io import save_figure
+    from kvis.models import class_names
+
+    out = _figure_path(out)
+    net = _load(model, weights)
+    picture = load_image(image, net, preprocessing=preprocess)
+    result = occlude(net, picture.x, size=size, stride=stride, fill=fill, layer=layer,
+                     classes=None if classes is None else _class_list(classes)[0],
+                     memory_mb=memory_mb)
+    names = class_names(net)
+    save_figure(plot_occlusion(result, picture.pixels, class_names=names,
+                               title=f"{picture.name}: occlusion sensitivity"), out)
+    feature, probability, label = result.unoccluded
+    click.echo(f"unoccluded: {result.layer} #{result.channel} total {feature:.4g}, "
+               f"p(class #{result.class_index}) {probability:.4f}; lowest with the occluder: "
+               f"{result.probability.min():.4f}")
+    click.echo(f"wrote {out}")
+
+
 @main.command("demo-images")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--per-class", default=1, show_default=True, type=click.IntRange(1, 40),

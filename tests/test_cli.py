@@ -228,3 +228,15 @@ def test_projection_and_attention_mistakes(args, message, boot, tmp_path):
     result = run(*[a.format(boot=boot) for a in args], "--out", tmp_path / "x.png")
     assert result.exit_code != 0 and message in result.output
     assert isinstance(result.exception, SystemExit)
+
+
+def test_occlusion_maps_and_reports_the_drop(tmp_path, boot):
+    result = run("occlusion", "demo", boot, "--size", "6", "--stride", "4",
+                 "--out", tmp_path / "o.png")
+    assert result.exit_code == 0, result.output
+    line = result.output.splitlines()[0]
+    assert line.startswith("unoccluded: block3_conv1 #") and "p(class #9)" in line
+    _read(tmp_path / "o.png")
+    result = run("occlusion", "demo", boot, "--size", "40", "--out", tmp_path / "o.png")
+    assert result.exit_code == 1
+    assert "occluder size 40 does not fit the 28x28 image" in result.output
