@@ -59,6 +59,13 @@ def _import_tensorflow_quietly():
         os.close(devnull)
 
 
+_figure_option = click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+                              help="Figure file (.png, .pdf, .svg, .jpg).")
+_preprocess_option = click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES),
+                                  default="auto", show_default=True,
+                                  help="How pixels become model input.")
+
+
 def _model_options(command):
     command = click.option("--weights", default="imagenet", show_default=True,
                            help="For vgg16/resnet50: imagenet (Keras cache), none, or a "
@@ -98,8 +105,7 @@ def layers(model):
 @main.command()
 @_model_options
 @click.option("--layer", "-l", required=True, help="A conv layer's name or path.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
-              help="Figure file (.png, .pdf, .svg, .jpg).")
+@_figure_option
 @click.option("--mode", type=click.Choice(["auto", "grid", "channels", "summary"]),
               default="auto", show_default=True,
               help="grid: one tile per filter (1 or 3 input channels); channels: a tile per "
@@ -141,8 +147,7 @@ def filters(model, weights, layer, out, mode, max_filters):
 @click.option("--rank-by", type=click.Choice(["mean", "max"]), default="mean",
               show_default=True, help="Score that ranks the maps.")
 @click.option("--summary", is_flag=True, help="Summarise each layer instead of showing maps.")
-@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
-              show_default=True, help="How pixels become model input.")
+@_preprocess_option
 def features(model, weights, image, layer_names, all_layers, out, top, channels, rank_by,
              summary, preprocess):
     """Draw the feature maps IMAGE produces in MODEL, strongest first.
@@ -200,8 +205,7 @@ def features(model, weights, image, layer_names, all_layers, out, top, channels,
 @click.option("--filters", help="Filter indices and ranges, e.g. 0-15 (default: 0-15).")
 @click.option("--class", "classes",
               help="Maximize classes instead: indices, ranges or names, e.g. 281,285 or tabby.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
-              help="Figure file (.png, .pdf, .svg, .jpg).")
+@_figure_option
 @click.option("--steps", default=256, show_default=True, type=click.IntRange(1),
               help="Gradient steps.")
 @click.option("--size", type=click.IntRange(8),
@@ -213,8 +217,7 @@ def features(model, weights, image, layer_names, all_layers, out, top, channels,
               help="Adam learning rate.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the starting noise.")
 @click.option("--xla", is_flag=True, help="Compile with XLA (jit_compile); fastest on a GPU.")
-@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
-              show_default=True, help="How pixels become model input.")
+@_preprocess_option
 def maximize(model, weights, layer, filters, classes, out, steps, size, parameterization,
              learning_rate, seed, xla, preprocess):
     """Synthesize the images that most excite filters of a LAYER, or classes, of MODEL.
@@ -253,13 +256,11 @@ def maximize(model, weights, layer, filters, classes, out, steps, size, paramete
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--layers", "-l", required=True,
               help="Comma-separated layer names, shallow to deep, e.g. block1_conv2,block3_conv1.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
-              help="Figure file (.png, .pdf, .svg, .jpg).")
+@_figure_option
 @click.option("--steps", default=400, show_default=True, type=click.IntRange(1),
               help="Gradient steps.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the starting noise.")
-@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
-              show_default=True, help="How pixels become model input.")
+@_preprocess_option
 def invert(model, weights, image, layers, out, steps, seed, preprocess):
     """Reconstruct IMAGE from its representation at each of the given layers of MODEL.
 
@@ -304,10 +305,8 @@ def invert(model, weights, image, layers, out, steps, seed, preprocess):
               show_default=True,
               help="explicit: unpooling, rectification, transposed filters; gradient: the "
                    "same as an input gradient, for any layer type.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
-              help="Figure file (.png, .pdf, .svg, .jpg).")
-@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
-              show_default=True, help="How pixels become model input.")
+@_figure_option
+@_preprocess_option
 def deconv(model, weights, image, layer, filters, top, whole_map, classes, guided, method, out,
            preprocess):
     """Project activations of IMAGE in MODEL back to pixels (Zeiler & Fergus deconvnet).
@@ -354,8 +353,7 @@ def deconv(model, weights, image, layer, filters, top, whole_map, classes, guide
               help="IMAGE is a folder: explain every image in it, OUT is a folder.")
 @click.option("--out", "-o", required=True, type=click.Path(),
               help="Figure file; a folder with --batch.")
-@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
-              show_default=True, help="How pixels become model input.")
+@_preprocess_option
 def attention(model, weights, image, method, classes, layer, batch, out, preprocess):
     """Show which pixels drive MODEL's class score for IMAGE, overlaid on the image.
 
@@ -398,10 +396,8 @@ def attention(model, weights, image, method, classes, layer, batch, out, preproc
 @click.option("--class", "classes", help="Class to explain (default: the top prediction).")
 @click.option("--layers", help="Randomize down to these layers only (default: every "
                                "weighted layer), comma-separated.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
-              help="Figure file (.png, .pdf, .svg, .jpg).")
-@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
-              show_default=True, help="How pixels become model input.")
+@_figure_option
+@_preprocess_option
 def sanity(model, weights, image, methods, classes, layers, out, preprocess):
     """Check that attention maps depend on the model (Adebayo et al. 2018).
 
@@ -450,10 +446,8 @@ def sanity(model, weights, image, methods, classes, layers, out, preprocess):
                                          "mean pixel).")
 @click.option("--memory", "memory_mb", default=1024, show_default=True, type=click.IntRange(1),
               help="Memory budget in MB for one batch of occluded images.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
-              help="Figure file (.png, .pdf, .svg, .jpg).")
-@click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="auto",
-              show_default=True, help="How pixels become model input.")
+@_figure_option
+@_preprocess_option
 def occlusion(model, weights, image, size, stride, layer, classes, fill, memory_mb, out,
               preprocess):
     """Slide a gray square over IMAGE and map what MODEL says (Zeiler & Fergus, Fig. 7).
@@ -476,7 +470,7 @@ def occlusion(model, weights, image, size, stride, layer, classes, fill, memory_
     picture = load_image(image, net, preprocessing=preprocess)
     result = occlude(net, picture.x, size=size, stride=stride, fill=fill, layer=layer,
                      classes=None if classes is None else _class_list(classes)[0],
-                     memory_mb=memory_mb)
+                     memory_mb=memory_mb, preprocessing=preprocess)
     names = class_names(net)
     save_figure(plot_occlusion(result, picture.pixels, class_names=names,
                                title=f"{picture.name}: occlusion sensitivity"), out)
@@ -484,6 +478,91 @@ def occlusion(model, weights, image, size, stride, layer, classes, fill, memory_
     click.echo(f"unoccluded: {result.layer} #{result.channel} total {feature:.4g}, "
                f"p(class #{result.class_index}) {probability:.4f}; lowest with the occluder: "
                f"{result.probability.min():.4f}")
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@_model_options
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--transform", "-t", type=click.Choice(["translate", "scale", "rotate"]),
+              default="translate", show_default=True,
+              help="Vertical translation (pixels), scaling (factor) or rotation (degrees).")
+@click.option("--layers", "-l", help="Comma-separated layers to compare (default: the first "
+                                     "stage and the penultimate layer).")
+@click.option("--class", "classes", help="True class of the images, index or name (default: "
+                                          "each image's top prediction).")
+@_figure_option
+@_preprocess_option
+def invariance(model, weights, images, transform, layers, classes, out, preprocess):
+    """How MODEL's features react to moving IMAGES (Zeiler & Fergus, Fig. 5).
+
+    For each transformed copy: the Euclidean distance between its feature vector and the
+    original's at an early and a late layer, and the probability of the true class; one
+    curve per image.
+
+    \b
+    kvis invariance demo boot.png bag.png --transform rotate --out rotate.png
+    kvis invariance vgg16 a.jpg b.jpg c.jpg --transform scale --out scale.png
+    """
+    from kvis.analyses.invariance import invariance as curves_of
+    from kvis.analyses.invariance import plot_invariance
+    from kvis.images import load_image
+    from kvis.io import save_figure
+    from kvis.models import class_names
+
+    out = _figure_path(out)
+    net = _load(model, weights)
+    pictures = [load_image(image, net, preprocessing=preprocess) for image in images]
+    result = curves_of(net, pictures, transform=transform, preprocessing=preprocess,
+                       layers=None if layers is None else [n.strip() for n in layers.split(",")],
+                       classes=None if classes is None else _class_list(classes)[0])
+    save_figure(plot_invariance(result, class_names=class_names(net)), out)
+    click.echo(f"{transform} values: " + " ".join(f"{v:g}" for v in result.values))
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@_model_options
+@click.option("--images", "folder", required=True, type=click.Path(file_okay=False),
+              help="Folder of images of one kind (e.g. dog faces).")
+@click.option("--boxes", required=True, type=click.Path(dir_okay=False),
+              help='JSON file: {"image file name": [x, y, width, height], ...}, the same part '
+                   "(e.g. the left eye) in each image, in its own pixels.")
+@click.option("--layers", "-l", help="Comma-separated layers (default: the last conv layer "
+                                     "and the penultimate layer).")
+@click.option("--trials", default=5, show_default=True, type=click.IntRange(1),
+              help="Random-box draws for the comparison.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random boxes.")
+@_figure_option
+@_preprocess_option
+def correspondence(model, weights, folder, boxes, layers, trials, seed, out, preprocess):
+    """Does MODEL relate the same part across images? (Zeiler & Fergus, Table 1)
+
+    Occludes the given part in each image and measures how consistently the feature vectors
+    change (Hamming distance between the signs of the changes, over image pairs), against
+    occluding random boxes of the same size. Lower means more consistent.
+    """
+    from kvis.analyses.correspondence import correspondence as analyse
+    from kvis.analyses.correspondence import (
+        correspondence_table,
+        load_boxes,
+        plot_correspondence,
+        scale_box,
+    )
+    from kvis.images import load_image, read_image
+    from kvis.io import save_figure
+
+    out = _figure_path(out)
+    net = _load(model, weights)
+    paths, part_boxes = load_boxes(boxes, folder)
+    pictures = [load_image(path, net, preprocessing=preprocess) for path in paths]
+    scaled = [scale_box(box, read_image(path, channels=net.input_shape[-1]).shape[:2],
+                        picture.pixels.shape[:2])
+              for path, box, picture in zip(paths, part_boxes, pictures)]
+    result = analyse(net, pictures, scaled, trials=trials, seed=seed, preprocessing=preprocess,
+                     layers=None if layers is None else [n.strip() for n in layers.split(",")])
+    save_figure(plot_correspondence(result), out)
+    click.echo(correspondence_table(result))
     click.echo(f"wrote {out}")
 
 

@@ -1,5 +1,6 @@
 """Feature maps: the activations an image produces at each layer, ranked and summarised."""
 
+import keras
 import numpy as np
 
 from kvis.errors import KvisError
@@ -65,11 +66,14 @@ def stage_layers(model):
 
 
 def penultimate_layer(model):
-    """Path of the layer that feeds the final layer (e.g. VGG16's fc2, the demo's dropout),
-    the representation just before the classification."""
+    """Path of the layer that feeds the final layer, looking through Dropout (an identity at
+    inference): the representation just before the classification (VGG16's fc2, the
+    demo's fc1)."""
     graph = model_graph(model)
-    last = next(reversed(graph.nodes.values()))
-    return graph.producer(last.inputs[0])
+    path = graph.producer(next(reversed(graph.nodes.values())).inputs[0])
+    while isinstance(graph.nodes[path].layer, keras.layers.Dropout):
+        path = graph.producer(graph.nodes[path].inputs[0])
+    return path
 
 
 def rank_channels(maps, by="mean"):

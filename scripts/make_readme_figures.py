@@ -54,6 +54,10 @@ def main():
         model, x[:3], method_functions(["saliency", "guided-backprop", "gradcam", "ig"],
                                        classes=classes), progress=False)
     figures["sanity_demo.png"] = kvis.plot_sanity_check(check)
+    occluded = kvis.occlusion(model, boot.x, size=6, stride=2, progress=False)
+    figures["occlusion_boot.png"] = kvis.plot_occlusion(
+        occluded, boot.pixels, class_names=list(CLASS_NAMES),
+        title="occlusion sensitivity of an ankle boot (6 px square, stride 2)")
     for name, figure in figures.items():
         kvis.save_figure(figure, args.out / name, dpi=90)
         print(f"wrote {args.out / name}")

@@ -240,3 +240,26 @@ def test_occlusion_maps_and_reports_the_drop(tmp_path, boot):
     result = run("occlusion", "demo", boot, "--size", "40", "--out", tmp_path / "o.png")
     assert result.exit_code == 1
     assert "occluder size 40 does not fit the 28x28 image" in result.output
+
+
+def test_invariance_curves_through_the_cli(tmp_path, boot):
+    result = run("invariance", "demo", boot, boot.parent / "0_bag.png", "--transform", "scale",
+                 "--out", tmp_path / "i.png")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "scale values: 1 1.1 1.2 1.3 1.4 1.5 1.6 1.7 1.8"
+    _read(tmp_path / "i.png")
+
+
+def test_correspondence_table_through_the_cli(tmp_path, boot):
+    boxes = {"0_ankle_boot.png": [0, 14, 8, 8], "0_sneaker.png": [0, 14, 8, 8],
+             "0_sandal.png": [0, 14, 8, 8]}
+    (tmp_path / "boxes.json").write_text(__import__("json").dumps(boxes))
+    result = run("correspondence", "demo", "--images", boot.parent, "--boxes",
+                 tmp_path / "boxes.json", "--out", tmp_path / "c.png")
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()[1:3]]
+    assert [row[0] for row in rows] == ["block3_conv1", "fc1"] and "warning" not in result.output
+    (tmp_path / "one.json").write_text('{"0_ankle_boot.png": [0, 14, 8, 8]}')
+    result = run("correspondence", "demo", "--images", boot.parent, "--boxes",
+                 tmp_path / "one.json", "--out", tmp_path / "c.png")
+    assert result.exit_code == 1 and "at least two images" in result.output

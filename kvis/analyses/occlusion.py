@@ -52,7 +52,7 @@ class Occlusion:
 
 
 def occlusion(model, x, *, size=32, stride=8, fill=None, layer=None, classes=None,
-              memory_mb=1024, progress=True):
+              memory_mb=1024, preprocessing="auto", progress=True):
     """Slide a square occluder over one image and record the model's responses.
 
     Args:
@@ -65,6 +65,7 @@ def occlusion(model, x, *, size=32, stride=8, fill=None, layer=None, classes=Non
         classes: the class whose probability is recorded (index or name); default the top
             prediction for the unoccluded image.
         memory_mb: budget for one batch of occluded images and their activations.
+        preprocessing: how `x` was preprocessed, to prepare the fill the same way.
         progress: show a progress bar.
 
     Returns:
@@ -84,25 +85,31 @@ def occlusion(model, x, *, size=32, stride=8, fill=None, layer=None, classes=Non
     path = model_graph(model).node(layer or last_conv_layer(model)).path
     if len(model_graph(model).nodes[path].output.shape) != 4:
         raise KvisError(f"occlusion records a feature map; {path!r} is not a spatial layer")
-    preprocess = preprocessing_for_quietly(model)
+    preprocess = preprocessing_for_quietly(model, preprocessing)
     fill = mean_pixel(model) if fill is None else np.broadcast_to(
         np.asarray(fill, np.float32), (x.shape[-1],))
     run = compiled(model, ("occlusion", path, size),
                    lambda: _occluded_pass(model, path, size, x.shape[1:]))
     wanted = int(class_indices(model, classes, 1)[0])
     inputs = (tf.constant(x), tf.constant(preprocess(fill[None, None, None])[0, 0, 0]))
-    channel, cls, unoccluded = _unoccluded(run, inputs, wanted)
     tops = np.arange(0, height - size + 1, stride)
     lefts = np.arange(0, width - size + 1, stride)
     corners = np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
+    # The first "position" covers nothing: the unoccluded image rides in the first batch.
+    corners = np.concatenate([[[-size, -size]], corners]).astype(np.int32)
     batch = _batch_size(model, memory_mb)
-    parts = [run(tf.constant(corners[i:i + batch], tf.int32), *inputs, channel, cls)
+    parts = [run(tf.constant(corners[i:i + batch]), *inputs)
              for i in tqdm(range(0, len(corners), batch), desc="occluding", unit="batch",
                            disable=not progress or None)]
-    feature, probability, label = (np.concatenate([p[k].numpy() for p in parts])
-                                   .reshape(len(tops), len(lefts)) for k in range(3))
-    return Occlusion(feature, probability, label.astype(np.int64), tops, lefts, size, path,
-                     int(channel), int(cls), unoccluded)
+    features, probabilities = (np.concatenate([p[k].numpy() for p in parts]) for k in range(2))
+    channel = int(np.argmax(features[0]))
+    cls = int(np.argmax(probabilities[0])) if wanted < 0 else wanted
+    grid = (len(tops), len(lefts))
+    return Occlusion(features[1:, channel].reshape(grid), probabilities[1:, cls].reshape(grid),
+                     probabilities[1:].argmax(axis=1).reshape(grid).astype(np.int64), tops,
+                     lefts, size, path, channel, cls,
+                     (float(features[0, channel]), float(probabilities[0, cls]),
+                      int(np.argmax(probabilities[0]))))
 
 
 def plot_occlusion(result, pixels, *, class_names=None, title=None):
@@ -156,31 +163,17 @@ def _occluded_pass(model, path, size, image_shape):
 
     @tf.function(input_signature=[tf.TensorSpec((None, 2), tf.int32),
                                   tf.TensorSpec((1, *image_shape)),
-                                  tf.TensorSpec((channels,)),
-                                  tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.int32)])
-    def run(corners, image, fill, channel, cls):
+                                  tf.TensorSpec((channels,))])
+    def run(corners, image, fill):
         rows = tf.range(height)[None, :, None]
         cols = tf.range(width)[None, None, :]
         top, left = corners[:, 0, None, None], corners[:, 1, None, None]
         inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
         occluded = tf.where(inside[..., None], fill, image)
         outputs = outputs_of(occluded, training=False)
-        probabilities = tf.nn.softmax(read(outputs[head]))
-        feature = tf.reduce_sum(outputs[path], axis=(1, 2))
-        return (tf.gather(feature, channel, axis=1), tf.gather(probabilities, cls, axis=1),
-                tf.argmax(probabilities, axis=1), feature, probabilities)
+        return tf.reduce_sum(outputs[path], axis=(1, 2)), tf.nn.softmax(read(outputs[head]))
 
     return run
-
-
-def _unoccluded(run, inputs, wanted):
-    """The strongest channel, the class (wanted, or the top one) and the image's own values."""
-    nowhere = tf.constant([[-10 ** 6, -10 ** 6]], tf.int32)
-    *_, features, probabilities = run(nowhere, *inputs, 0, 0)
-    channel = int(np.argmax(features[0]))
-    cls = int(np.argmax(probabilities[0])) if wanted < 0 else wanted
-    return channel, cls, (float(features[0, channel]), float(probabilities[0, cls]),
-                          int(np.argmax(probabilities[0])))
 
 
 def _batch_size(model, memory_mb):
