@@ -11,8 +11,19 @@ MODEL_HELP = "MODEL is vgg16, resnet50, demo, or a .keras/.h5 model file."
 PREPROCESS_CHOICES = ("auto", "caffe", "tf", "torch", "unit", "none")
 
 
+class _Command(click.Command):
+    """A command that imports TensorFlow quietly before it runs (after its options are
+    parsed, so --help stays instant)."""
+
+    def invoke(self, ctx):
+        _import_tensorflow_quietly()
+        return super().invoke(ctx)
+
+
 class _Group(click.Group):
     """Turns user mistakes into one line on stderr and warnings into 'warning:' lines."""
+
+    command_class = _Command
 
     def invoke(self, ctx):
         from kvis.errors import KvisError
@@ -41,14 +52,14 @@ def main():
     path of a .keras or .h5 model file, fine-tuned models with a nested base included.
     Layers inside a nested model are named by path: resnet50/conv5_block3_out.
     """
-    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-        _import_tensorflow_quietly()
 
 
 def _import_tensorflow_quietly():
     """Import TensorFlow with the process's stderr closed: its C++ start-up lines (oneDNN,
     CUDA probing) bypass every logging setting. Set TF_CPP_MIN_LOG_LEVEL to see them."""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
