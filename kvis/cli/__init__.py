@@ -1,0 +1,9 @@
+"""The `kvis` command: thin wrappers that parse options, call one public function and save.
+
+Importing the command modules registers their commands on the group.
+"""
+
+from kvis.cli import analyses, explanation, model, synthesis  # noqa: F401
+from kvis.cli.common import main
+
+__all__ = ["main"]

@@ -1,0 +1,158 @@
+"""Commands that explain a prediction: deconv, attention, sanity."""
+
+from pathlib import Path
+
+import click
+
+from kvis.cli.common import (
+    class_list,
+    figure_option,
+    figure_path,
+    image_folder,
+    index_list,
+    load_network,
+    main,
+    model_options,
+    preprocess_option,
+)
+
+
+@main.command()
+@model_options
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--layer", "-l", help="Spatial layer to project from.")
+@click.option("--filter", "filters", help="Feature maps to project, e.g. 3,17 (default: --top).")
+@click.option("--top", default=9, show_default=True, type=click.IntRange(1),
+              help="Project the N strongest feature maps, each from its strongest activation.")
+@click.option("--map", "whole_map", is_flag=True,
+              help="Keep the whole feature map instead of its strongest activation.")
+@click.option("--class", "classes", help="Project from class scores instead of a layer.")
+@click.option("--guided", is_flag=True, help="Guided backpropagation (also gate by ReLU masks).")
+@click.option("--method", type=click.Choice(["explicit", "gradient"]), default="explicit",
+              show_default=True,
+              help="explicit: unpooling, rectification, transposed filters; gradient: the "
+                   "same as an input gradient, for any layer type.")
+@figure_option
+@preprocess_option
+def deconv(model, weights, image, layer, filters, top, whole_map, classes, guided, method, out,
+           preprocess):
+    """Project activations of IMAGE in MODEL back to pixels (Zeiler & Fergus deconvnet).
+
+    Each projection is shown beside the image patch its activation sees (its receptive
+    field).
+
+    \b
+    kvis deconv demo boot.png --layer block2_conv2 --top 9 --out deconv.png
+    kvis deconv vgg16 cat.jpg --layer block5_conv3 --filter 12,40 --guided --out g.png
+    kvis deconv vgg16 cat.jpg --class tabby --out class.png
+    """
+    from kvis.images import load_image, preprocessing_for_quietly
+    from kvis.io import save_figure
+    from kvis.models import class_index
+    from kvis.projection import deconvnet, plot_projections
+
+    if (layer is None) == (classes is None):
+        raise click.UsageError("give --layer or --class")
+    out = figure_path(out)
+    net = load_network(model, weights)
+    picture = load_image(image, net, preprocessing=preprocess)
+    result = deconvnet(net, picture.x, layer, channels=index_list(filters, "--filter"), top=top,
+                       whole_map=whole_map, guided=guided, method=method,
+                       classes=None if classes is None else [
+                           class_index(net, c) for c in class_list(classes)])
+    bgr = preprocessing_for_quietly(net, preprocess).bgr
+    save_figure(plot_projections(result, picture.pixels, model=net, bgr=bgr,
+                                 title=f"{picture.name}: {result.rule} from {result.layer}"), out)
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@model_options
+@click.argument("image", type=click.Path())
+@click.option("--method", "-m", type=click.Choice(["gradcam", "gradcam++", "scorecam",
+                                                   "guided-gradcam", "saliency",
+                                                   "guided-backprop", "smoothgrad", "ig"]),
+              default="gradcam", show_default=True, help="Attention method.")
+@click.option("--class", "classes",
+              help="Class to explain, index or name (default: each image's top prediction).")
+@click.option("--layer", "-l", help="Conv layer for the CAM methods (default: the last one).")
+@click.option("--batch", is_flag=True,
+              help="IMAGE is a folder: explain every image in it, OUT is a folder.")
+@click.option("--out", "-o", required=True, type=click.Path(),
+              help="Figure file; a folder with --batch.")
+@preprocess_option
+def attention(model, weights, image, method, classes, layer, batch, out, preprocess):
+    """Show which pixels drive MODEL's class score for IMAGE, overlaid on the image.
+
+    \b
+    kvis attention demo boot.png --method gradcam --out cam.png
+    kvis attention resnet50 cat.jpg --method scorecam --class tabby --out cam.png
+    kvis attention simpsons.keras photos/ --batch --method gradcam++ --out cams/
+    """
+    import numpy as np
+
+    from kvis.attention_maps import attention as explain
+    from kvis.attention_maps import overlay, plot_attention
+    from kvis.images import load_image
+    from kvis.io import save_figure, write_image
+    from kvis.models import class_names
+
+    net = load_network(model, weights)
+    sources = image_folder(image) if batch else [Path(image)]
+    pictures = [load_image(source, net, preprocessing=preprocess) for source in sources]
+    result = explain(net, np.concatenate([p.x for p in pictures]), method,
+                     classes=None if classes is None else class_list(classes)[0], layer=layer)
+    names = class_names(net)
+    if not batch:
+        save_figure(plot_attention(pictures[0].pixels[None], result, class_names=names,
+                                   title=f"{pictures[0].name}: {result.method}"),
+                    figure_path(out))
+        click.echo(f"wrote {out}")
+        return
+    for picture, heatmap, cls in zip(pictures, result.maps, result.classes):
+        target = Path(out) / f"{Path(picture.name).stem}_{method}.png"
+        write_image(target, overlay(picture.pixels, heatmap))
+        click.echo(f"{picture.name}: class #{cls}{' ' + names[cls] if names else ''} -> {target}")
+
+
+@main.command()
+@model_options
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--methods", default="saliency,guided-backprop,gradcam,ig", show_default=True,
+              help="Comma-separated attention methods to check.")
+@click.option("--class", "classes", help="Class to explain (default: the top prediction).")
+@click.option("--layers", help="Randomize down to these layers only (default: every "
+                               "weighted layer), comma-separated.")
+@figure_option
+@preprocess_option
+def sanity(model, weights, image, methods, classes, layers, out, preprocess):
+    """Check that attention maps depend on the model (Adebayo et al. 2018).
+
+    The weighted layers are re-initialized from the top down, one after another, and each
+    method's map is compared with its original (rank correlation). A faithful method's
+    correlation falls; the model's weights are restored afterwards.
+    """
+    from kvis.attention_maps import METHODS, method_functions
+    from kvis.images import load_image
+    from kvis.io import save_figure
+    from kvis.models import resolve_classes
+    from kvis.sanity import cascading_randomization, plot_sanity_check
+
+    out = figure_path(out)
+    chosen = [m.strip() for m in methods.split(",")]
+    if unknown := [m for m in chosen if m not in METHODS]:
+        raise click.BadParameter(f"unknown method {unknown[0]!r}; choose from "
+                                 f"{', '.join(METHODS)}", param_hint="--methods")
+    net = load_network(model, weights)
+    picture = load_image(image, net, preprocessing=preprocess)
+    wanted = resolve_classes(net, picture.x,
+                             None if classes is None else class_list(classes)[0])
+    result = cascading_randomization(
+        net, picture.x, method_functions(chosen, classes=wanted),
+        layers=None if layers is None else [name.strip() for name in layers.split(",")])
+    save_figure(plot_sanity_check(result, title=f"{picture.name}: cascading randomization"),
+                out)
+    click.echo("rank correlation with the original map after randomizing down to each layer:")
+    for name, row in zip(result.methods, result.correlations):
+        click.echo(f"  {name:16} " + " ".join(f"{value:5.2f}" for value in row))
+    click.echo(f"wrote {out}")

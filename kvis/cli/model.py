@@ -1,0 +1,151 @@
+"""Commands that look at a model and an image: layers, filters, features, demo-images."""
+
+import re
+from pathlib import Path
+
+import click
+
+from kvis.cli.common import (
+    figure_option,
+    figure_path,
+    index_list,
+    load_network,
+    main,
+    model_options,
+    preprocess_option,
+)
+
+
+@main.command()
+@click.argument("model")
+def layers(model):
+    """List every layer of MODEL: type, output shape, parameters, receptive field.
+
+    The receptive field of a spatial layer is the size of the input patch one unit sees, the
+    stride between neighbouring units, and the centre of unit (0, 0), all in input pixels.
+    Weights are not loaded: the inventory needs only the architecture.
+    """
+    from kvis.inventory import format_layer_table, layer_table
+
+    click.echo(format_layer_table(layer_table(load_network(model, "none"))))
+
+
+@main.command()
+@model_options
+@click.option("--layer", "-l", required=True, help="A conv layer's name or path.")
+@figure_option
+@click.option("--mode", type=click.Choice(["auto", "grid", "channels", "summary"]),
+              default="auto", show_default=True,
+              help="grid: one tile per filter (1 or 3 input channels); channels: a tile per "
+                   "input channel; summary: kernel norms and the strongest filters.")
+@click.option("--max-filters", default=64, show_default=True, type=click.IntRange(1),
+              help="Show at most this many filters.")
+def filters(model, weights, layer, out, mode, max_filters):
+    """Draw the filters (kernels) of a conv LAYER of MODEL.
+
+    \b
+    kvis filters vgg16 --layer block1_conv1 --out filters.png
+    kvis filters demo --layer block2_conv1 --mode summary --out block2.png
+    """
+    from kvis.filters import conv_kernel, plot_filters
+    from kvis.images import preprocessing_for_quietly
+    from kvis.io import save_figure
+
+    out = figure_path(out)
+    net = load_network(model, weights)
+    kernel = conv_kernel(net, layer)
+    figure = plot_filters(kernel, mode=mode, max_filters=max_filters,
+                          bgr=preprocessing_for_quietly(net).bgr,
+                          title=f"{net.name} {layer} {kernel.shape}")
+    save_figure(figure, out)
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@model_options
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--layer", "-l", "layer_names", multiple=True,
+              help="A layer's name or path; repeat for several layers.")
+@click.option("--all", "all_layers", is_flag=True, help="Every layer with spatial output.")
+@click.option("--out", "-o", required=True, type=click.Path(),
+              help="Figure file for one layer; a folder for several layers or --all.")
+@click.option("--top", default=16, show_default=True, type=click.IntRange(1),
+              help="Show the N strongest maps of each layer.")
+@click.option("--channels", help="Show these channels instead, e.g. 3,17,40-47.")
+@click.option("--rank-by", type=click.Choice(["mean", "max"]), default="mean",
+              show_default=True, help="Score that ranks the maps.")
+@click.option("--summary", is_flag=True, help="Summarise each layer instead of showing maps.")
+@preprocess_option
+def features(model, weights, image, layer_names, all_layers, out, top, channels, rank_by,
+             summary, preprocess):
+    """Draw the feature maps IMAGE produces in MODEL, strongest first.
+
+    With one --layer, OUT is a figure file. With several --layer options or --all, OUT is a
+    folder that receives one figure per layer and overview.png, which shows every stage of
+    the network (the last layer at each resolution).
+
+    \b
+    kvis features demo boot.png --layer block2_conv1 --out maps.png
+    kvis features vgg16 cat.jpg --all --out cat_maps/
+    """
+    from tqdm.auto import tqdm
+
+    from kvis.features import (
+        feature_maps,
+        plot_feature_maps,
+        plot_feature_overview,
+        plot_layer_summary,
+        stage_layers,
+    )
+    from kvis.images import load_image
+    from kvis.io import save_figure
+
+    if all_layers == bool(layer_names):
+        raise click.UsageError("give either --layer (one or more) or --all")
+    net = load_network(model, weights)
+    picture = load_image(image, net, preprocessing=preprocess)
+    maps = {path: m[0] for path, m in
+            feature_maps(net, picture.x, None if all_layers else layer_names).items()}
+    paths = list(maps)
+
+    def draw(path):
+        title = f"{picture.name} at {path}"
+        if summary:
+            return plot_layer_summary(maps[path], title=title)
+        return plot_feature_maps(maps[path], top=top, channels=index_list(channels, "--channels"),
+                                 rank_by=rank_by, title=title)
+
+    if len(paths) == 1:
+        save_figure(draw(paths[0]), figure_path(out))
+        click.echo(f"wrote {out}")
+        return
+    folder = Path(out)
+    for i, path in enumerate(tqdm(paths, desc="layers", unit="layer", disable=None)):
+        save_figure(draw(path), folder / f"{i:03d}_{path.replace('/', '__')}.png")
+    stages = [p for p in stage_layers(net) if p in maps] if all_layers else paths
+    save_figure(plot_feature_overview({p: maps[p] for p in stages}), folder / "overview.png")
+    click.echo(f"wrote {len(paths)} layer figures and overview.png to {folder}")
+
+
+@main.command("demo-images")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--per-class", default=1, show_default=True, type=click.IntRange(1, 40),
+              help="Images of each of the 10 classes.")
+def demo_images_command(folder, per_class):
+    """Write real Fashion-MNIST test images that ship with kvis into FOLDER, as PNG files.
+
+    They are the demo model's inputs: kvis features demo FOLDER/0_ankle_boot.png ...
+    """
+    import numpy as np
+
+    from kvis.demo import CLASS_NAMES, demo_images
+    from kvis.io import write_image
+
+    images, labels = demo_images()
+    written = 0
+    for label, name in enumerate(CLASS_NAMES):
+        slug = re.sub(r"[^a-z0-9]+", "_", name)
+        for i, index in enumerate(np.flatnonzero(labels == label)[:per_class]):
+            write_image(Path(folder) / f"{i}_{slug}.png", images[index])
+            written += 1
+    click.echo(f"wrote {written} images to {folder}")
