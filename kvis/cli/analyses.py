@@ -3,19 +3,12 @@
 
 import click
 
-from kvis.cli.common import (
-    class_list,
-    figure_option,
-    figure_path,
-    load_network,
-    main,
-    model_options,
-    preprocess_option,
-)
+from kvis.cli import common
+from kvis.cli.common import main
 
 
 @main.command()
-@model_options
+@common.model_options
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--size", default=32, show_default=True, type=int,
               help="Side of the gray occluder square, in pixels.")
@@ -29,8 +22,8 @@ from kvis.cli.common import (
                                          "mean pixel).")
 @click.option("--memory", "memory_mb", default=1024, show_default=True, type=click.IntRange(1),
               help="Memory budget in MB for one batch of occluded images.")
-@figure_option
-@preprocess_option
+@common.figure_option
+@common.preprocess_option
 def occlusion(model, weights, image, size, stride, layer, classes, fill, memory_mb, out,
               preprocess):
     """Slide a gray square over IMAGE and map what MODEL says (Zeiler & Fergus, Fig. 7).
@@ -48,11 +41,11 @@ def occlusion(model, weights, image, size, stride, layer, classes, fill, memory_
     from kvis.io import save_figure
     from kvis.models import class_names
 
-    out = figure_path(out)
-    net = load_network(model, weights)
+    out = common.figure_path(out)
+    net = common.load_network(model, weights)
     picture = load_image(image, net, preprocessing=preprocess)
     result = occlude(net, picture.x, size=size, stride=stride, fill=fill, layer=layer,
-                     classes=None if classes is None else class_list(classes)[0],
+                     classes=None if classes is None else common.class_list(classes)[0],
                      memory_mb=memory_mb, preprocessing=preprocess)
     names = class_names(net)
     save_figure(plot_occlusion(result, picture.pixels, class_names=names,
@@ -65,7 +58,7 @@ def occlusion(model, weights, image, size, stride, layer, classes, fill, memory_
 
 
 @main.command()
-@model_options
+@common.model_options
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--transform", "-t", type=click.Choice(["translate", "scale", "rotate"]),
               default="translate", show_default=True,
@@ -74,8 +67,8 @@ def occlusion(model, weights, image, size, stride, layer, classes, fill, memory_
                                      "stage and the penultimate layer).")
 @click.option("--class", "classes", help="True class of the images, index or name (default: "
                                           "each image's top prediction).")
-@figure_option
-@preprocess_option
+@common.figure_option
+@common.preprocess_option
 def invariance(model, weights, images, transform, layers, classes, out, preprocess):
     """How MODEL's features react to moving IMAGES (Zeiler & Fergus, Fig. 5).
 
@@ -93,19 +86,19 @@ def invariance(model, weights, images, transform, layers, classes, out, preproce
     from kvis.io import save_figure
     from kvis.models import class_names
 
-    out = figure_path(out)
-    net = load_network(model, weights)
+    out = common.figure_path(out)
+    net = common.load_network(model, weights)
     pictures = [load_image(image, net, preprocessing=preprocess) for image in images]
     result = curves_of(net, pictures, transform=transform, preprocessing=preprocess,
                        layers=None if layers is None else [n.strip() for n in layers.split(",")],
-                       classes=None if classes is None else class_list(classes)[0])
+                       classes=None if classes is None else common.class_list(classes)[0])
     save_figure(plot_invariance(result, class_names=class_names(net)), out)
     click.echo(f"{transform} values: " + " ".join(f"{v:g}" for v in result.values))
     click.echo(f"wrote {out}")
 
 
 @main.command()
-@model_options
+@common.model_options
 @click.option("--images", "folder", required=True, type=click.Path(file_okay=False),
               help="Folder of images of one kind (e.g. dog faces).")
 @click.option("--boxes", required=True, type=click.Path(dir_okay=False),
@@ -116,8 +109,8 @@ def invariance(model, weights, images, transform, layers, classes, out, preproce
 @click.option("--trials", default=5, show_default=True, type=click.IntRange(1),
               help="Random-box draws for the comparison.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random boxes.")
-@figure_option
-@preprocess_option
+@common.figure_option
+@common.preprocess_option
 def correspondence(model, weights, folder, boxes, layers, trials, seed, out, preprocess):
     """Does MODEL relate the same part across images? (Zeiler & Fergus, Table 1)
 
@@ -135,8 +128,8 @@ def correspondence(model, weights, folder, boxes, layers, trials, seed, out, pre
     from kvis.images import load_image, read_image
     from kvis.io import save_figure
 
-    out = figure_path(out)
-    net = load_network(model, weights)
+    out = common.figure_path(out)
+    net = common.load_network(model, weights)
     paths, part_boxes = load_boxes(boxes, folder)
     pictures = [load_image(path, net, preprocessing=preprocess) for path in paths]
     scaled = [scale_box(box, read_image(path, channels=net.input_shape[-1]).shape[:2],

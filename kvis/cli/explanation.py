@@ -4,21 +4,12 @@ from pathlib import Path
 
 import click
 
-from kvis.cli.common import (
-    class_list,
-    figure_option,
-    figure_path,
-    image_folder,
-    index_list,
-    load_network,
-    main,
-    model_options,
-    preprocess_option,
-)
+from kvis.cli import common
+from kvis.cli.common import main
 
 
 @main.command()
-@model_options
+@common.model_options
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--layer", "-l", help="Spatial layer to project from.")
 @click.option("--filter", "filters", help="Feature maps to project, e.g. 3,17 (default: --top).")
@@ -32,8 +23,8 @@ from kvis.cli.common import (
               show_default=True,
               help="explicit: unpooling, rectification, transposed filters; gradient: the "
                    "same as an input gradient, for any layer type.")
-@figure_option
-@preprocess_option
+@common.figure_option
+@common.preprocess_option
 def deconv(model, weights, image, layer, filters, top, whole_map, classes, guided, method, out,
            preprocess):
     """Project activations of IMAGE in MODEL back to pixels (Zeiler & Fergus deconvnet).
@@ -53,13 +44,14 @@ def deconv(model, weights, image, layer, filters, top, whole_map, classes, guide
 
     if (layer is None) == (classes is None):
         raise click.UsageError("give --layer or --class")
-    out = figure_path(out)
-    net = load_network(model, weights)
+    out = common.figure_path(out)
+    net = common.load_network(model, weights)
     picture = load_image(image, net, preprocessing=preprocess)
-    result = deconvnet(net, picture.x, layer, channels=index_list(filters, "--filter"), top=top,
+    chosen = common.index_list(filters, "--filter")
+    result = deconvnet(net, picture.x, layer, channels=chosen, top=top,
                        whole_map=whole_map, guided=guided, method=method,
                        classes=None if classes is None else [
-                           class_index(net, c) for c in class_list(classes)])
+                           class_index(net, c) for c in common.class_list(classes)])
     bgr = preprocessing_for_quietly(net, preprocess).bgr
     save_figure(plot_projections(result, picture.pixels, model=net, bgr=bgr,
                                  title=f"{picture.name}: {result.rule} from {result.layer}"), out)
@@ -67,7 +59,7 @@ def deconv(model, weights, image, layer, filters, top, whole_map, classes, guide
 
 
 @main.command()
-@model_options
+@common.model_options
 @click.argument("image", type=click.Path())
 @click.option("--method", "-m", type=click.Choice(["gradcam", "gradcam++", "scorecam",
                                                    "guided-gradcam", "saliency",
@@ -80,7 +72,7 @@ def deconv(model, weights, image, layer, filters, top, whole_map, classes, guide
               help="IMAGE is a folder: explain every image in it, OUT is a folder.")
 @click.option("--out", "-o", required=True, type=click.Path(),
               help="Figure file; a folder with --batch.")
-@preprocess_option
+@common.preprocess_option
 def attention(model, weights, image, method, classes, layer, batch, out, preprocess):
     """Show which pixels drive MODEL's class score for IMAGE, overlaid on the image.
 
@@ -97,16 +89,17 @@ def attention(model, weights, image, method, classes, layer, batch, out, preproc
     from kvis.io import save_figure, write_image
     from kvis.models import class_names
 
-    net = load_network(model, weights)
-    sources = image_folder(image) if batch else [Path(image)]
+    net = common.load_network(model, weights)
+    sources = common.image_folder(image) if batch else [Path(image)]
     pictures = [load_image(source, net, preprocessing=preprocess) for source in sources]
     result = explain(net, np.concatenate([p.x for p in pictures]), method,
-                     classes=None if classes is None else class_list(classes)[0], layer=layer)
+                     classes=None if classes is None else common.class_list(classes)[0],
+                     layer=layer)
     names = class_names(net)
     if not batch:
         save_figure(plot_attention(pictures[0].pixels[None], result, class_names=names,
                                    title=f"{pictures[0].name}: {result.method}"),
-                    figure_path(out))
+                    common.figure_path(out))
         click.echo(f"wrote {out}")
         return
     for picture, heatmap, cls in zip(pictures, result.maps, result.classes):
@@ -116,15 +109,15 @@ def attention(model, weights, image, method, classes, layer, batch, out, preproc
 
 
 @main.command()
-@model_options
+@common.model_options
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--methods", default="saliency,guided-backprop,gradcam,ig", show_default=True,
               help="Comma-separated attention methods to check.")
 @click.option("--class", "classes", help="Class to explain (default: the top prediction).")
 @click.option("--layers", help="Randomize down to these layers only (default: every "
                                "weighted layer), comma-separated.")
-@figure_option
-@preprocess_option
+@common.figure_option
+@common.preprocess_option
 def sanity(model, weights, image, methods, classes, layers, out, preprocess):
     """Check that attention maps depend on the model (Adebayo et al. 2018).
 
@@ -138,15 +131,15 @@ def sanity(model, weights, image, methods, classes, layers, out, preprocess):
     from kvis.models import resolve_classes
     from kvis.sanity import cascading_randomization, plot_sanity_check
 
-    out = figure_path(out)
+    out = common.figure_path(out)
     chosen = [m.strip() for m in methods.split(",")]
     if unknown := [m for m in chosen if m not in METHODS]:
         raise click.BadParameter(f"unknown method {unknown[0]!r}; choose from "
                                  f"{', '.join(METHODS)}", param_hint="--methods")
-    net = load_network(model, weights)
+    net = common.load_network(model, weights)
     picture = load_image(image, net, preprocessing=preprocess)
     wanted = resolve_classes(net, picture.x,
-                             None if classes is None else class_list(classes)[0])
+                             None if classes is None else common.class_list(classes)[0])
     result = cascading_randomization(
         net, picture.x, method_functions(chosen, classes=wanted),
         layers=None if layers is None else [name.strip() for name in layers.split(",")])

@@ -5,15 +5,8 @@ from pathlib import Path
 
 import click
 
-from kvis.cli.common import (
-    figure_option,
-    figure_path,
-    index_list,
-    load_network,
-    main,
-    model_options,
-    preprocess_option,
-)
+from kvis.cli import common
+from kvis.cli.common import main
 
 
 @main.command()
@@ -27,13 +20,13 @@ def layers(model):
     """
     from kvis.inventory import format_layer_table, layer_table
 
-    click.echo(format_layer_table(layer_table(load_network(model, "none"))))
+    click.echo(format_layer_table(layer_table(common.load_network(model, "none"))))
 
 
 @main.command()
-@model_options
+@common.model_options
 @click.option("--layer", "-l", required=True, help="A conv layer's name or path.")
-@figure_option
+@common.figure_option
 @click.option("--mode", type=click.Choice(["auto", "grid", "channels", "summary"]),
               default="auto", show_default=True,
               help="grid: one tile per filter (1 or 3 input channels); channels: a tile per "
@@ -51,8 +44,8 @@ def filters(model, weights, layer, out, mode, max_filters):
     from kvis.images import preprocessing_for_quietly
     from kvis.io import save_figure
 
-    out = figure_path(out)
-    net = load_network(model, weights)
+    out = common.figure_path(out)
+    net = common.load_network(model, weights)
     kernel = conv_kernel(net, layer)
     figure = plot_filters(kernel, mode=mode, max_filters=max_filters,
                           bgr=preprocessing_for_quietly(net).bgr,
@@ -62,7 +55,7 @@ def filters(model, weights, layer, out, mode, max_filters):
 
 
 @main.command()
-@model_options
+@common.model_options
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--layer", "-l", "layer_names", multiple=True,
               help="A layer's name or path; repeat for several layers.")
@@ -75,7 +68,7 @@ def filters(model, weights, layer, out, mode, max_filters):
 @click.option("--rank-by", type=click.Choice(["mean", "max"]), default="mean",
               show_default=True, help="Score that ranks the maps.")
 @click.option("--summary", is_flag=True, help="Summarise each layer instead of showing maps.")
-@preprocess_option
+@common.preprocess_option
 def features(model, weights, image, layer_names, all_layers, out, top, channels, rank_by,
              summary, preprocess):
     """Draw the feature maps IMAGE produces in MODEL, strongest first.
@@ -102,7 +95,7 @@ def features(model, weights, image, layer_names, all_layers, out, top, channels,
 
     if all_layers == bool(layer_names):
         raise click.UsageError("give either --layer (one or more) or --all")
-    net = load_network(model, weights)
+    net = common.load_network(model, weights)
     picture = load_image(image, net, preprocessing=preprocess)
     maps = {path: m[0] for path, m in
             feature_maps(net, picture.x, None if all_layers else layer_names).items()}
@@ -112,11 +105,12 @@ def features(model, weights, image, layer_names, all_layers, out, top, channels,
         title = f"{picture.name} at {path}"
         if summary:
             return plot_layer_summary(maps[path], title=title)
-        return plot_feature_maps(maps[path], top=top, channels=index_list(channels, "--channels"),
+        chosen = common.index_list(channels, "--channels")
+        return plot_feature_maps(maps[path], top=top, channels=chosen,
                                  rank_by=rank_by, title=title)
 
     if len(paths) == 1:
-        save_figure(draw(paths[0]), figure_path(out))
+        save_figure(draw(paths[0]), common.figure_path(out))
         click.echo(f"wrote {out}")
         return
     folder = Path(out)

@@ -3,25 +3,17 @@
 
 import click
 
-from kvis.cli.common import (
-    class_list,
-    figure_option,
-    figure_path,
-    index_list,
-    load_network,
-    main,
-    model_options,
-    preprocess_option,
-)
+from kvis.cli import common
+from kvis.cli.common import main
 
 
 @main.command()
-@model_options
+@common.model_options
 @click.option("--layer", "-l", help="Layer whose filters to maximize.")
 @click.option("--filters", help="Filter indices and ranges, e.g. 0-15 (default: 0-15).")
 @click.option("--class", "classes",
               help="Maximize classes instead: indices, ranges or names, e.g. 281,285 or tabby.")
-@figure_option
+@common.figure_option
 @click.option("--steps", default=256, show_default=True, type=click.IntRange(1),
               help="Gradient steps.")
 @click.option("--size", type=click.IntRange(8),
@@ -33,7 +25,7 @@ from kvis.cli.common import (
               help="Adam learning rate.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the starting noise.")
 @click.option("--xla", is_flag=True, help="Compile with XLA (jit_compile); fastest on a GPU.")
-@preprocess_option
+@common.preprocess_option
 def maximize(model, weights, layer, filters, classes, out, steps, size, parameterization,
              learning_rate, seed, xla, preprocess):
     """Synthesize the images that most excite filters of a LAYER, or classes, of MODEL.
@@ -52,31 +44,31 @@ def maximize(model, weights, layer, filters, classes, out, steps, size, paramete
 
     if (layer is None) == (classes is None):
         raise click.UsageError("give --layer (with --filters) or --class")
-    out = figure_path(out)
-    net = load_network(model, weights)
+    out = common.figure_path(out)
+    net = common.load_network(model, weights)
     image_size = None if size is None else (size, size)
     settings = default_settings(net, image_size, steps=steps, learning_rate=learning_rate,
                                 parameterization=parameterization, jit_compile=xla)
     options = dict(seed=seed, settings=settings, size=image_size, preprocessing=preprocess)
     if classes is not None:
-        result = maximize_classes(net, class_list(classes), **options)
+        result = maximize_classes(net, common.class_list(classes), **options)
     else:
-        result = maximize_filters(net, layer, index_list(filters or "0-15", "--filters"),
+        result = maximize_filters(net, layer, common.index_list(filters or "0-15", "--filters"),
                                   **options)
     save_figure(plot_synthesis(result, title=f"{net.name}: {result.title}"), out)
     click.echo(f"wrote {out}")
 
 
 @main.command()
-@model_options
+@common.model_options
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--layers", "-l", required=True,
               help="Comma-separated layer names, shallow to deep, e.g. block1_conv2,block3_conv1.")
-@figure_option
+@common.figure_option
 @click.option("--steps", default=400, show_default=True, type=click.IntRange(1),
               help="Gradient steps.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the starting noise.")
-@preprocess_option
+@common.preprocess_option
 def invert(model, weights, image, layers, out, steps, seed, preprocess):
     """Reconstruct IMAGE from its representation at each of the given layers of MODEL.
 
@@ -93,8 +85,8 @@ def invert(model, weights, image, layers, out, steps, seed, preprocess):
     from kvis.inversion import invert as invert_image
     from kvis.io import save_figure
 
-    out = figure_path(out)
-    net = load_network(model, weights)
+    out = common.figure_path(out)
+    net = common.load_network(model, weights)
     picture = load_image(image, net, preprocessing=preprocess)
     result = invert_image(net, picture, [name.strip() for name in layers.split(",")],
                           seed=seed, settings=inversion_settings(steps=steps),
