@@ -14,8 +14,8 @@ import numpy as np
 
 from kvis.backprop import class_gradients
 from kvis.errors import KvisError
-from kvis.images import check_input, preprocessing_for
-from kvis.models import class_indices
+from kvis.images import check_input
+from kvis.models import class_indices, preprocessing_for
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kvis.anatomy import class_scores
 from kvis.errors import KvisError
-from kvis.graph import model_graph
-from kvis.objectives import logits
-from kvis.tracing import compiled
+from kvis.graph import model_graph, twin
+from kvis.runner import compiled, run_batches
 
 RULES = ("gradient", "deconvnet", "guided")
 
@@ -56,7 +56,8 @@ def forward_values(graph, x, relu=tf.nn.relu):
     return values
 
 
-def layer_gradients(model, x, layer, weights, *, rule="gradient", batch_size=32):
+def layer_gradients(model, x, layer, weights, *, rule="gradient", batch_size=32,
+                    progress=True):
     """Gradient of the weighted sum of a layer's output with respect to the input, per image.
 
     The score of image n is sum(weights[n] * output[n]): with an activation kept at a layer
@@ -70,39 +71,39 @@ def layer_gradients(model, x, layer, weights, *, rule="gradient", batch_size=32)
         weights: float32 (N, ...) shaped like one image's output of `layer`.
         rule: "gradient", "deconvnet" or "guided".
         batch_size: images per compiled pass.
+        progress: show progress.
 
     Returns:
         `(gradients, scores)`: float32 (N, H, W, C) and (N,).
     """
     path = model_graph(model).node(layer).path
     step = compiled(model, (path, rule), lambda: _layer_step(model, path, rule))
-    return _batched(step, batch_size, x, np.asarray(weights, np.float32))
+    return run_batches(step, (np.asarray(x, np.float32), np.asarray(weights, np.float32)),
+                       batch_size=batch_size, desc=rule, progress=progress)
 
 
-def class_gradients(model, x, classes, *, rule="gradient", batch_size=32):
-    """Gradient of each image's class score (pre-softmax) with respect to the input.
+def class_gradients(model, x, classes, *, rule="gradient", score="logit", batch_size=32,
+                    progress=True, desc=None):
+    """Gradient of each image's class score with respect to the input.
 
     Args:
-        model: a Keras classifier; a final softmax is bypassed, the model is not changed.
+        model: a Keras classifier; a final softmax is bypassed for logits, the model is not
+            changed.
         x: float32 (N, H, W, C), preprocessed model input.
         classes: int (N,) a class per image, -1 for the image's top prediction (found in the
             same compiled pass).
         rule: "gradient", "deconvnet" or "guided".
+        score: "logit" (pre-softmax) or "probability" (softmax of the logits).
         batch_size: images per compiled pass.
+        progress: show progress.
+        desc: what the progress says (default: the rule).
 
     Returns:
         `(gradients, scores, classes)`: float32 (N, H, W, C), float32 (N,) and int64 (N,).
     """
-    step = compiled(model, ("classes", rule), lambda: _class_step(model, rule))
-    return _batched(step, batch_size, x, np.asarray(classes, np.int32))
-
-
-def _batched(step, batch_size, x, per_image):
-    x = np.asarray(x, np.float32)
-    parts = [step(tf.constant(x[i:i + batch_size]), tf.constant(per_image[i:i + batch_size]))
-             for i in range(0, len(x), batch_size)]
-    return tuple(np.concatenate([part[k].numpy() for part in parts])
-                 for k in range(len(parts[0])))
+    step = compiled(model, ("classes", rule, score), lambda: _class_step(model, rule, score))
+    return run_batches(step, (np.asarray(x, np.float32), np.asarray(classes, np.int32)),
+                       batch_size=batch_size, desc=desc or rule, progress=progress)
 
 
 def _layer_step(model, path, rule):
@@ -122,9 +123,9 @@ def _layer_step(model, path, rule):
     return step
 
 
-def _class_step(model, rule):
+def _class_step(model, rule, score):
     graph = model_graph(model)
-    path, read = logits(graph)
+    path, read = class_scores(graph, score)
     relu, output = _relu(rule), graph.nodes[path].output
 
     @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:])),
@@ -171,14 +172,9 @@ def _call(layer, args, kwargs, relu):
         return relu(args[0])
     if not is_relu(getattr(layer, "activation", None)):
         return layer(*args, **kwargs)
-    # A fused ReLU: run the layer linear and apply ours. The swap lasts only while this
-    # call is traced and is undone at once, so the caller's layer keeps its activation.
-    fused = layer.activation
-    layer.activation = keras.activations.linear
-    try:
-        return relu(layer(*args, **kwargs))
-    finally:
-        layer.activation = fused
+    # A fused ReLU: run a linear twin of the layer (same weights) and apply ours; the
+    # caller's layer keeps its activation.
+    return relu(twin(layer, activation=keras.activations.linear)(*args, **kwargs))
 
 
 def is_relu_layer(layer):

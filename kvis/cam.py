@@ -12,17 +12,16 @@ import weakref
 from dataclasses import dataclass
 
 import cv2
-import keras
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from kvis import objectives
+from kvis.anatomy import last_conv_layer, logits
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
 from kvis.images import check_input
 from kvis.models import class_indices
-from kvis.tracing import quiet_retracing
+from kvis.runner import quiet_retracing
 
 _compiled = weakref.WeakKeyDictionary()
 
@@ -47,26 +46,6 @@ class AttentionMap:
     classes: np.ndarray
     layer: str
     method: str
-
-
-def last_conv_layer(model):
-    """Path of the last spatial (N, h, w, c) layer that is not a pooling layer: the usual
-    layer to explain (VGG16: block5_conv3; ResNet50: conv5_block3_out; demo: block3_conv1).
-
-    Inside a nested base model this is the inner layer, e.g. "resnet50/conv5_block3_out" for
-    `Sequential([ResNet50(include_top=False), GlobalAveragePooling2D(), Dense(5)])`.
-
-    Raises:
-        KvisError: the model has no layer with spatial output.
-    """
-    graph = model_graph(model)
-    pooling = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
-    spatial = [node for node in graph.nodes.values()
-               if _rank(node.output) == 4 and not isinstance(node.layer, pooling)]
-    if not spatial:
-        raise KvisError(f"model {model.name!r} has no spatial layer to explain")
-    # A nested model's output is also its last inner layer's output: name the inner layer.
-    return graph.producer(spatial[-1].output)
 
 
 def grad_cam(model, x, *, classes=None, layer=None, batch_size=32):
@@ -183,7 +162,7 @@ def _compile(model, path, image_shape, *, gradients):
     cache = _compiled.setdefault(model, {})
     key = (path, tuple(image_shape), gradients)
     if key not in cache:
-        head, read_logits = objectives.logits(model_graph(model))
+        head, read_logits = logits(model_graph(model))
         outputs_of = probe(model, [path, head])
 
         def scores(images, wanted):

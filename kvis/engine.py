@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
-from kvis.images import preprocessing_for
+from kvis.models import preprocessing_for
 from kvis.objectives import lp_norm, total_variation
-from kvis.tracing import quiet_retracing
+from kvis.runner import quiet_retracing
 
 PARAMETERIZATIONS = ("fft", "pixel")
 # Square root of the colour correlation of ImageNet images (Olah et al., Lucid): optimizing in

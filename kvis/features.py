@@ -1,8 +1,8 @@
 """Feature maps: the activations an image produces at each layer, ranked and summarised."""
 
-import keras
 import numpy as np
 
+from kvis.anatomy import spatial_layers
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
 from kvis.images import check_input
@@ -44,36 +44,6 @@ def feature_maps(model, x, layers=None, *, batch_size=32):
     outputs = probe(model, [node.path for node in nodes]).predict(x, batch_size=batch_size,
                                                                  verbose=0)
     return {node.path: np.asarray(outputs[node.path]) for node in nodes}
-
-
-def spatial_layers(model):
-    """Paths of the layers whose output is a stack of 2-D maps (N, h, w, c)."""
-    return [path for path, node in model_graph(model).nodes.items()
-            if len(getattr(node.output, "shape", ())) == 4]
-
-
-def stage_layers(model):
-    """The last spatial layer at each resolution: one view per stage of the network.
-
-    For VGG16 that is block1_conv2, block2_conv2, ..., block5_conv3, block5_pool; for ResNet50
-    conv1_relu, conv2_block3_out, ..., conv5_block3_out.
-    """
-    last = {}
-    for path in spatial_layers(model):
-        last[tuple(model_graph(model).node(path).output.shape[1:3])] = path
-    order = {path: i for i, path in enumerate(spatial_layers(model))}
-    return sorted(last.values(), key=order.get)
-
-
-def penultimate_layer(model):
-    """Path of the layer that feeds the final layer, looking through Dropout (an identity at
-    inference): the representation just before the classification (VGG16's fc2, the
-    demo's fc1)."""
-    graph = model_graph(model)
-    path = graph.producer(next(reversed(graph.nodes.values())).inputs[0])
-    while isinstance(graph.nodes[path].layer, keras.layers.Dropout):
-        path = graph.producer(graph.nodes[path].inputs[0])
-    return path
 
 
 def rank_channels(maps, by="mean"):

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from kvis.anatomy import conv_layers
 from kvis.errors import KvisError
 from kvis.graph import model_graph
 from kvis.plot import NotebookFigure, image_grid
@@ -35,13 +36,6 @@ def conv_kernel(model, layer):
         else "; the model has no conv layers"
     raise KvisError(f"layer {node.path!r} ({type(node.layer).__name__}) has no 2-D convolution "
                     f"kernel{hint}")
-
-
-def conv_layers(model):
-    """Paths of the model's Conv2D and DepthwiseConv2D layers."""
-    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
-    return [path for path, node in model_graph(model).nodes.items()
-            if isinstance(node.layer, kinds)]
 
 
 def plot_filters(kernel, *, mode="auto", max_filters=64, max_channels=8, bgr=False, title=None):

@@ -3,14 +3,20 @@
 Keras cannot build a sub-model from the inner layers of a nested model ("Graph disconnected"),
 because the inner layers were called on the nested model's own input. kvis replays the model
 instead: every layer, down through nested Functional and Sequential models, is called again
-on one fresh input, so the replayed graph reaches every layer output, shares every weight,
-and leaves the caller's model as it was. Inner layers are addressed by path,
-`resnet50/conv5_block3_out`. Subclassed models have no graph to replay: as the top model they
-are refused, nested inside another model they stay one opaque layer.
+on one fresh input, so the replayed graph reaches every layer output. The calls go to *twins*
+of the caller's layers: objects of the same class that share the layer's state, its weight
+variables included, but keep their own call history, so the replay adds no node to the
+caller's layers and leaves the caller's model exactly as it was. Inner layers are addressed
+by path, `resnet50/conv5_block3_out`. Subclassed models have no graph to replay: as the top
+model they are refused, nested inside another model they stay one opaque layer.
+
+The replay walks a Functional model with `Functional._run_through_graph`, a private Keras
+API: kvis declares the Keras versions it is tested with (see setup.cfg).
 """
 
 import dataclasses
 import difflib
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -19,6 +25,7 @@ import keras
 from kvis.errors import KvisError
 
 _graphs = weakref.WeakKeyDictionary()
+_lock = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class Node:
 
     Attributes:
         path: the layer's name, prefixed by the names of the models that contain it.
-        layer: the caller's own layer object (weights are shared, never copied).
+        layer: the caller's own layer object (read it; kvis calls `twin(layer)` instead).
         inputs: the symbolic tensors the layer was called on.
         output: the symbolic tensor (or structure of tensors) the call returned.
         args, kwargs: the call's arguments, symbolic tensors included, to call it again.
@@ -97,11 +104,13 @@ def model_graph(model):
             Functional and Sequential models inside it are opened up.
 
     Raises:
-        KvisError: the model is subclassed, or has several inputs.
+        KvisError: the model is subclassed, has several inputs, is channels-first, or computes
+            in another dtype than float32.
     """
-    if model not in _graphs:
-        _graphs[model] = _replay_model(model)
-    return _graphs[model]
+    with _lock:
+        if model not in _graphs:
+            _graphs[model] = _replay_model(model)
+        return _graphs[model]
 
 
 def layer_paths(model):
@@ -127,7 +136,21 @@ def probe(model, paths):
     """
     g = model_graph(model)
     outputs = {path: g.node(path).output for path in paths}
-    return keras.Model(g.input, outputs, name=f"{model.name}_probe")
+    with _lock:
+        return keras.Model(g.input, outputs, name=f"{model.name}_probe")
+
+
+def twin(layer, **changes):
+    """A layer object that shares `layer`'s state (weight variables, configuration) but not
+    its call history, with some attributes changed (e.g. `activation=keras.activations.linear`).
+
+    Calling the twin on symbolic tensors adds nodes to the twin alone, and changing its
+    attributes leaves the caller's layer untouched; weight updates of either are seen by both.
+    """
+    copy = object.__new__(type(layer))
+    copy.__dict__.update(layer.__dict__)
+    copy.__dict__.update(_inbound_nodes=[], _outbound_nodes=[], **changes)
+    return copy
 
 
 def _replay_model(model):
@@ -138,11 +161,33 @@ def _replay_model(model):
         )
     if len(model.inputs) != 1:
         raise KvisError(f"model {model.name!r} has {len(model.inputs)} inputs; kvis needs one")
+    _check_layout(model)
     fresh = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype,
                         name=model.inputs[0].name)
     nodes = {}
     _replay(model, fresh, "", nodes)
     return Graph(model.name, fresh, nodes)
+
+
+def _check_layout(model):
+    """Refuse what kvis would get wrong: channels-first layers, and a compute dtype other
+    than float32 (mixed precision)."""
+    for layer in _all_layers(model):
+        if getattr(layer, "data_format", None) == "channels_first":
+            raise KvisError(f"model {model.name!r}: layer {layer.name!r} is channels_first; kvis "
+                            "needs a channels_last model (keras.config.set_image_data_format)")
+        dtype = getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32")
+        if dtype != "float32":
+            raise KvisError(f"model {model.name!r}: layer {layer.name!r} computes in {dtype} "
+                            f"(dtype policy {layer.dtype_policy.name!r}); kvis needs float32: "
+                            "load the model with keras.config.set_dtype_policy('float32')")
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def _has_graph(model):
@@ -167,7 +212,7 @@ def _call(layer, prefix, nodes):
         if isinstance(layer, keras.Model) and _has_graph(layer):
             output = _replay(layer, args[0], path + "/", nodes)
         else:
-            output = layer(*args, **kwargs)
+            output = twin(layer)(*args, **kwargs)
         tensors = tuple(t for t in keras.tree.flatten((args, kwargs))
                         if isinstance(t, keras.KerasTensor))
         nodes.setdefault(path, Node(path, layer, tensors, output, args, kwargs))

@@ -1,4 +1,5 @@
-"""Images in and out of models: reading with OpenCV, preprocessing the way a model expects."""
+"""Images in and out of models: reading with OpenCV, preparing them the way a model expects, and
+the one way every technique takes images (`as_images`)."""
 
 import warnings
 from dataclasses import dataclass
@@ -6,60 +7,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import tensorflow as tf
 
 from kvis.errors import KvisError
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """An affine map from pixels to model input: `((pixels[..., order] / scale) - mean) / std`.
-
-    Attributes:
-        name: the preset's name (`caffe`, `tf`, `torch`, `unit`, `none`).
-        scale, mean, std: per channel, in the model's channel order.
-        bgr: reverse RGB to BGR (caffe-style models).
-    """
-
-    name: str
-    scale: float = 1.0
-    mean: tuple = (0.0,)
-    std: tuple = (1.0,)
-    bgr: bool = False
-
-    def __call__(self, pixels):
-        """(..., H, W, C) RGB pixels in [0, 255] -> float32 model input.
-
-        NumPy arrays (any dtype) give a NumPy array; a TensorFlow tensor gives a tensor, so
-        the map can sit inside a compiled, differentiated computation.
-        """
-        tensor = tf.is_tensor(pixels)
-        x = pixels if tensor else np.asarray(pixels, np.float32)
-        if self.bgr:
-            x = x[..., ::-1]
-        x = (x / self.scale - np.float32(self.mean)) / np.float32(self.std)
-        return x if tensor else x.astype(np.float32)
-
-    def invert(self, x):
-        """Model input (..., H, W, C) -> uint8 RGB pixels, clipped to [0, 255]."""
-        pixels = (np.asarray(x, np.float32) * np.float32(self.std) + np.float32(self.mean))
-        pixels = pixels * self.scale
-        if self.bgr:
-            pixels = pixels[..., ::-1]
-        return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
-
-
-PREPROCESSING = {
-    p.name: p
-    for p in (
-        Preprocessing("caffe", mean=(103.939, 116.779, 123.68), bgr=True),
-        Preprocessing("tf", scale=127.5, mean=(1.0,)),
-        Preprocessing("torch", scale=255.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
-        Preprocessing("unit", scale=255.0),
-        Preprocessing("none"),
-    )
-}
-_KNOWN_MODELS = {"vgg16": "caffe", "vgg19": "caffe", "resnet50": "caffe", "kvis_demo": "unit"}
+from kvis.models import preprocessing_for
 
 
 @dataclass(frozen=True)
@@ -77,32 +27,17 @@ class ModelImage:
     x: np.ndarray
 
 
-def mean_pixel(model):
-    """The mean pixel of the model's training data, the neutral fill for occluders: float32 (C,)
-    in [0, 255]. ImageNet's mean for caffe-style models, Fashion-MNIST's for the demo model,
-    mid-gray otherwise."""
-    channels = model.input_shape[-1]
-    if preprocessing_for_quietly(model).name == "caffe":
-        return np.float32([123.68, 116.779, 103.939])[:channels]
-    if "kvis_demo" in [model.name] + [layer.name for layer in model.layers]:
-        return np.full(channels, 72.94, np.float32)  # Fashion-MNIST training mean
-    return np.full(channels, 127.5, np.float32)
-
-
-def preprocessing_for_quietly(model, name="auto"):
-    """`preprocessing_for` without the warning for a model kvis does not recognise."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return preprocessing_for(model, name)
-
-
 def check_input(model, x):
-    """Images as float32, checked against the model's input shape.
+    """Model input as float32, checked against the model's input shape.
 
     Raises:
         KvisError: `x` is not a non-empty batch (N, H, W, C) that fits the model's input.
     """
-    x = np.asarray(x, np.float32)
+    try:
+        x = np.asarray(x, np.float32)
+    except (TypeError, ValueError):
+        raise KvisError(f"images must be kvis.load_image results or a float array (N, H, W, C); "
+                        f"got {type(x).__name__}") from None
     expected = tuple(model.input_shape[1:])
     if x.ndim != 4 or not len(x) or any(e not in (None, a) for e, a in zip(expected, x.shape[1:])):
         raise KvisError(f"images of shape {x.shape} do not fit the model input "
@@ -111,49 +46,78 @@ def check_input(model, x):
     return x
 
 
-def preprocessing_for(model, name="auto"):
-    """The `Preprocessing` a model expects.
-
-    Args:
-        model: a Keras model.
-        name: a preset name from `PREPROCESSING`, or "auto": caffe-style for VGG16 and
-            ResNet50 (also as the base of a fine-tuned model), [0, 1] for the demo model, and
-            raw pixels (with a warning) for a model kvis does not recognise.
-    """
-    if name != "auto":
-        if name not in PREPROCESSING:
-            choices = ", ".join(PREPROCESSING)
-            raise KvisError(f"unknown preprocessing {name!r}; choose from {choices}")
-        return PREPROCESSING[name]
-    names = [model.name] + [layer.name for layer in model.layers]
-    for known, preset in _KNOWN_MODELS.items():
-        if known in names:
-            return PREPROCESSING[preset]
-    warnings.warn(f"cannot tell how model {model.name!r} expects its input: feeding raw 0-255 "
-                  "pixels; choose a preprocessing (caffe, tf, torch, unit) if it expects another",
-                  stacklevel=2)
-    return PREPROCESSING["none"]
-
-
-def load_image(source, model, *, preprocessing="auto"):
+def load_image(source, model):
     """Read an image and prepare it for `model` (size, channels, preprocessing).
+
+    The preprocessing is the model's (`kvis.preprocessing_for`): recognised from its
+    architecture, or named once with `kvis.load_model(..., preprocessing=)` or
+    `kvis.configure_model`.
 
     Args:
         source: an image file path, or an array (H, W) or (H, W, C) of RGB pixels in [0, 255].
         model: the Keras model the image is for.
-        preprocessing: a preset name, or "auto" (see `preprocessing_for`).
 
     Returns:
         A `ModelImage`.
 
     Raises:
-        KvisError: the file is missing or unreadable, or the array has an unusable shape.
+        KvisError: the file is missing or unreadable, the array has an unusable shape, or
+            kvis cannot tell the model's preprocessing.
     """
+    preprocess = preprocessing_for(model)
     height, width, channels = model.input_shape[1:4]
     size = None if height is None or width is None else (height, width)
     pixels = read_image(source, size=size, channels=channels)
     name = Path(source).name if isinstance(source, (str, Path)) else "array"
-    return ModelImage(name, pixels, preprocessing_for(model, preprocessing)(pixels[None]))
+    return ModelImage(name, pixels, preprocess(pixels[None]))
+
+
+@dataclass(frozen=True)
+class Images:
+    """A batch of images as every technique takes it: model input, pixels to draw, names.
+
+    Attributes:
+        x: float32 (N, H, W, C), the model input.
+        pixels: uint8 (N, H, W, C) in [0, 255], RGB or grayscale, for display: the loaded
+            pixels, or for an array the model input mapped back through the model's
+            preprocessing (each image stretched to [0, 255] where that is unknown).
+        names: a name per image ("image 0", ... for an array).
+    """
+
+    x: np.ndarray
+    pixels: np.ndarray
+    names: list
+
+
+def as_images(model, images):
+    """The one way kvis takes images: what `load_image` returns, or an array of model input.
+
+    Args:
+        model: the Keras model the images are for.
+        images: a `ModelImage`, a list of them (one size), or an already-preprocessed float
+            array (N, H, W, C) (a tensor works too).
+
+    Returns:
+        An `Images`.
+
+    Raises:
+        KvisError: no images, images of different sizes, or a shape that does not fit the
+            model's input.
+    """
+    if isinstance(images, ModelImage):
+        images = [images]
+    if isinstance(images, (list, tuple)) and images and all(
+            isinstance(image, ModelImage) for image in images):
+        if len({image.pixels.shape for image in images}) > 1:
+            sizes = ", ".join(f"{image.name} {image.pixels.shape}" for image in images)
+            raise KvisError(f"images differ in size ({sizes}); load them for the same model")
+        x = check_input(model, np.concatenate([image.x for image in images]))
+        return Images(x, np.stack([image.pixels for image in images]),
+                      [image.name for image in images])
+    if isinstance(images, (list, tuple)) and any(isinstance(i, ModelImage) for i in images):
+        raise KvisError("a list of images must hold kvis.ModelImage objects only")
+    x = check_input(model, images)
+    return Images(x, _display_pixels(model, x), [f"image {i}" for i in range(len(x))])
 
 
 def read_image(source, *, size=None, channels=3):
@@ -209,3 +173,13 @@ def _as_pixels(array):
         raise KvisError(f"an image must be (H, W) or (H, W, C) with C in 1, 3, 4; "
                         f"got shape {array.shape}")
     return np.clip(np.round(array), 0, 255).astype(np.uint8)
+
+
+def _display_pixels(model, x):
+    try:
+        pixels = preprocessing_for(model).invert(x)
+    except KvisError:
+        low = x.min(axis=(1, 2, 3), keepdims=True)
+        spread = x.max(axis=(1, 2, 3), keepdims=True) - low
+        pixels = 255 * (x - low) / np.where(spread > 0, spread, 1)
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)

@@ -14,7 +14,7 @@ import numpy as np
 from kvis import objectives
 from kvis.engine import Settings, render
 from kvis.graph import model_graph, probe
-from kvis.images import preprocessing_for
+from kvis.models import preprocessing_for
 from kvis.plot import image_grid
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from kvis.errors import KvisError
+
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
 
 
@@ -15,23 +17,46 @@ def write_atomically(path, write):
 
     The temporary file sits beside `path` with the same suffix, so writers that pick a
     format from the suffix work; on any error it is removed and `path` is left untouched.
+
+    Raises:
+        KvisError: `path` cannot be written (the message names `path` and the cause).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
+    temporary = _temporary_beside(path)
     try:
         write(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except OSError as error:
+        raise KvisError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
         Path(temporary).unlink(missing_ok=True)
-        raise
+
+
+def check_writable(path):
+    """Raise KvisError now, before any work, if a file cannot be written at `path`."""
+    Path(_temporary_beside(Path(path))).unlink()
+
+
+def _temporary_beside(path):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
+                                         suffix=path.suffix)
+    except OSError as error:
+        raise KvisError(f"cannot write {path}: {error.strerror or error}") from None
+    os.close(fd)
+    return temporary
 
 
 def write_image(path, pixels):
     """Write uint8 pixels (H, W, 3) RGB or (H, W, 1) gray atomically; format by suffix."""
     bgr = pixels[..., ::-1] if pixels.shape[-1] == 3 else pixels
-    write_atomically(path, lambda temporary: cv2.imwrite(temporary, np.ascontiguousarray(bgr)))
+
+    def write(temporary):
+        if not cv2.imwrite(temporary, np.ascontiguousarray(bgr)):
+            raise OSError(f"OpenCV cannot write {Path(path).suffix or 'this'} files")
+
+    write_atomically(path, write)
 
 
 def save_figure(figure, path, *, dpi=120):

@@ -9,10 +9,10 @@ optimized at once.
 
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from kvis.anatomy import logits, spatial_node
 from kvis.errors import KvisError
 
 
@@ -77,7 +77,7 @@ def channel(layer, index):
     """
 
     def bind(graph):
-        node = _spatial(graph, layer, "a filter objective")
+        node = spatial_node(graph, layer, "a filter objective")
         units = _units(index, node.output.shape[-1], f"{node.path} filter")
         return Bound((node.path,), lambda outputs, images: _pick(
             tf.reduce_mean(outputs[node.path], axis=(1, 2)), units))
@@ -95,7 +95,7 @@ def neuron(layer, index, position=None):
     """
 
     def bind(graph):
-        node = _spatial(graph, layer, "a neuron objective")
+        node = spatial_node(graph, layer, "a neuron objective")
         height, width = node.output.shape[1:3]
         row, col = position if position is not None else (height // 2, width // 2)
         if not (0 <= row < height and 0 <= col < width):
@@ -205,15 +205,6 @@ def _combine(a, b, sign, name):
     return Objective(name, bind)
 
 
-def _spatial(graph, layer, purpose):
-    node = graph.node(layer)
-    if len(getattr(node.output, "shape", ())) != 4:
-        raise KvisError(f"{purpose} needs a spatial layer; {node.path!r} "
-                        f"({type(node.layer).__name__}) has output shape "
-                        f"{tuple(node.output.shape)}")
-    return node
-
-
 def _units(index, size, kind):
     units = np.atleast_1d(np.asarray(index))
     if units.dtype.kind not in "iu" or units.ndim != 1:
@@ -227,44 +218,6 @@ def _pick(values, units):
     """values (B, C) -> (B,): column units[b] of row b (one unit broadcasts to all rows)."""
     units = tf.broadcast_to(units, tf.shape(values)[:1])
     return tf.gather(values, units, axis=1, batch_dims=1)
-
-
-def logits_start(graph):
-    """Where a model's pre-softmax class scores are.
-
-    Returns:
-        `(path, before_activation)`: the layer whose output holds the logits, or, when
-        `before_activation`, the final Dense layer whose softmax activation must be skipped.
-
-    Raises:
-        KvisError: a final softmax kvis cannot bypass (fused into a layer other than Dense).
-    """
-    path, node = next(reversed(graph.nodes.items()))
-    layer = node.layer
-    if isinstance(layer, keras.layers.Softmax) or (
-            isinstance(layer, keras.layers.Activation) and _is_softmax(layer.activation)):
-        return graph.producer(node.inputs[0]), False
-    if not _is_softmax(getattr(layer, "activation", None)):
-        return path, False
-    if not isinstance(layer, keras.layers.Dense):
-        raise KvisError(f"cannot bypass the softmax of the final layer {path!r} "
-                        f"({type(layer).__name__}); only a Dense layer's softmax is bypassed")
-    return path, True
-
-
-def logits(graph):
-    """The pre-softmax class scores: `(path, read)`, where `read(output of path)` gives them."""
-    path, before_activation = logits_start(graph)
-    if not before_activation:
-        return path, lambda values: values
-    node = graph.nodes[path]
-    layer = node.layer
-    return graph.producer(node.inputs[0]), lambda values: tf.matmul(values, layer.kernel) + (
-        layer.bias if layer.use_bias else 0.0)
-
-
-def _is_softmax(activation):
-    return activation is not None and getattr(activation, "__name__", "") == "softmax"
 
 
 def _label(index):

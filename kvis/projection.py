@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from kvis import objectives
+from kvis.anatomy import logits_start
 from kvis.backprop import class_gradients, forward_values, is_relu, is_relu_layer, layer_gradients
 from kvis.errors import KvisError
 from kvis.graph import model_graph
@@ -178,7 +179,7 @@ def _layer_start(graph, x, layer, channels, top, whole_map):
 def _class_start(graph, classes):
     classes = np.atleast_1d(np.asarray(classes, int))
     objectives.class_logit(classes).bind(graph)  # validates the class indices
-    path, before_activation = objectives.logits_start(graph)
+    path, before_activation = logits_start(graph)
     signal = np.eye(graph.nodes[path].output.shape[-1], dtype=np.float32)[classes]
     return _Start(path, signal, before_activation, [f"class #{c}" for c in classes],
                   classes, np.full((len(classes), 2), -1), np.ones(len(classes), np.float32))

@@ -7,7 +7,7 @@ from kvis.attribution import saliency
 from kvis.cam import grad_cam
 from kvis.demo import CLASS_NAMES, demo_images
 from kvis.errors import KvisError
-from kvis.images import preprocessing_for
+from kvis.models import preprocessing_for
 
 
 @pytest.fixture(scope="module")

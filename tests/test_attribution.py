@@ -3,7 +3,7 @@ import pytest
 
 from kvis.attribution import class_scores, integrated_gradients, saliency, smoothgrad
 from kvis.demo import demo_images
-from kvis.images import preprocessing_for
+from kvis.models import preprocessing_for
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,9 @@ import keras
 import numpy as np
 import pytest
 
+from kvis.anatomy import conv_layers
 from kvis.errors import KvisError
-from kvis.filters import conv_kernel, conv_layers, plot_filters
+from kvis.filters import conv_kernel, plot_filters
 
 
 def test_conv_kernel_is_the_layer_kernel(tiny):

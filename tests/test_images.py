@@ -1,5 +1,3 @@
-import warnings
-
 import cv2
 import keras
 import numpy as np
@@ -7,7 +5,9 @@ import pytest
 from conftest import nested_sequential, tiny_base
 
 from kvis.errors import KvisError
-from kvis.images import PREPROCESSING, load_image, preprocessing_for, read_image
+from kvis.images import ModelImage, as_images, load_image, read_image
+from kvis.models import configure_model, preprocessing_for
+from kvis.preprocessing import PREPROCESSING
 
 
 def test_caffe_preprocessing_equals_keras_vgg16(images):
@@ -19,7 +19,8 @@ def test_caffe_preprocessing_equals_keras_vgg16(images):
 @pytest.mark.parametrize("name", ["caffe", "tf", "torch", "unit", "none"])
 def test_invert_recovers_pixels(name):
     pixels = np.random.default_rng(1).integers(0, 256, (3, 4, 4, 3)).astype(np.uint8)
-    np.testing.assert_array_equal(PREPROCESSING[name].invert(PREPROCESSING[name](pixels)), pixels)
+    recovered = PREPROCESSING[name].invert(PREPROCESSING[name](pixels))
+    np.testing.assert_allclose(recovered, pixels, atol=2e-4)
 
 
 def test_png_is_read_as_rgb(tmp_path):
@@ -62,21 +63,49 @@ def test_bad_inputs_give_one_clear_error(tmp_path):
 
 
 def test_load_image_prepares_the_model_input(tiny):
+    configure_model(tiny, preprocessing="tf")
     pixels = np.random.default_rng(2).integers(0, 256, (16, 16, 3)).astype(np.uint8)
-    image = load_image(pixels, tiny, preprocessing="tf")
+    image = load_image(pixels, tiny)
     np.testing.assert_array_equal(image.pixels, pixels)
     np.testing.assert_allclose(image.x, pixels[None] / 127.5 - 1, rtol=1e-6, atol=1e-6)
 
 
-def test_preprocessing_is_recognised(demo):
+def test_preprocessing_is_recognised_by_architecture_not_by_name(demo, vgg16):
     assert preprocessing_for(demo).name == "unit"
-    base = tiny_base()
-    base.name = "resnet50"
-    assert preprocessing_for(nested_sequential(base)).name == "caffe"
-    with pytest.warns(UserWarning, match="cannot tell"):
-        assert preprocessing_for(nested_sequential(tiny_base())).name == "none"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert preprocessing_for(demo, "torch").name == "torch"
+    assert preprocessing_for(vgg16).name == "caffe"
+    renamed = tiny_base()
+    renamed.name = "resnet50"  # a name alone proves nothing
+    with pytest.raises(KvisError, match=r"cannot tell how model .*caffe, tf.*--preprocess"):
+        preprocessing_for(nested_sequential(renamed))
     with pytest.raises(KvisError, match="unknown preprocessing"):
-        preprocessing_for(demo, "imagenet")
+        configure_model(demo, preprocessing="imagenet")
+
+
+def test_a_model_that_rescales_its_own_input_takes_raw_pixels():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(2, 3)(x)
+    assert preprocessing_for(keras.Model(inputs, x)).name == "none"
+
+
+def test_every_way_to_pass_images_gives_the_same_batch(tiny):
+    configure_model(tiny, preprocessing="unit")
+    rng = np.random.default_rng(3)
+    loaded = [load_image(rng.integers(0, 256, (16, 16, 3)), tiny) for _ in range(2)]
+    one, listed = as_images(tiny, loaded[0]), as_images(tiny, loaded)
+    array = as_images(tiny, np.concatenate([image.x for image in loaded]))
+    np.testing.assert_array_equal(one.x, loaded[0].x)
+    np.testing.assert_array_equal(listed.x, array.x)
+    np.testing.assert_array_equal(listed.pixels, array.pixels)  # pixels recovered exactly
+    assert listed.names == ["array", "array"] and array.names == ["image 0", "image 1"]
+
+
+def test_bad_image_input_is_one_clear_error(tiny):
+    configure_model(tiny, preprocessing="unit")
+    with pytest.raises(KvisError, match=r"do not fit the model input \(N, 16, 16, 3\)"):
+        as_images(tiny, np.zeros((1, 8, 8, 3)))
+    with pytest.raises(KvisError, match="differ in size"):
+        as_images(tiny, [ModelImage("a", np.zeros((16, 16, 3), np.uint8), np.zeros((1, 16, 16, 3))),
+                         ModelImage("b", np.zeros((8, 8, 3), np.uint8), np.zeros((1, 8, 8, 3)))])
+    with pytest.raises(KvisError, match="images must be kvis.load_image results"):
+        as_images(tiny, "cat.jpg")

@@ -11,7 +11,8 @@ from kvis.analyses.invariance import (
 )
 from kvis.demo import CLASS_NAMES, demo_images
 from kvis.errors import KvisError
-from kvis.images import load_image, mean_pixel
+from kvis.images import load_image
+from kvis.models import mean_pixel
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 

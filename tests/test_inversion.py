@@ -28,7 +28,7 @@ def test_the_reconstruction_drifts_from_the_image_with_depth(boot_inversion):
 
 def test_errors_are_measured_independently(boot_inversion, demo):
     from kvis.features import feature_maps
-    from kvis.images import preprocessing_for
+    from kvis.models import preprocessing_for
 
     x = preprocessing_for(demo)(boot_inversion.original[None] * 255)
     target = feature_maps(demo, x, "block2_conv2")["block2_conv2"]

@@ -5,8 +5,8 @@ from kvis.demo import demo_images
 from kvis.engine import default_settings
 from kvis.errors import KvisError
 from kvis.features import feature_maps
-from kvis.images import preprocessing_for
 from kvis.maximization import maximize, maximize_classes, maximize_filters, plot_synthesis
+from kvis.models import preprocessing_for
 from kvis.objectives import channel
 
 

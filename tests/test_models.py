@@ -7,8 +7,7 @@ from conftest import nested_sequential, tiny_base
 
 from kvis.demo import CLASS_NAMES, demo_images
 from kvis.errors import KvisError
-from kvis.images import preprocessing_for
-from kvis.models import class_names, imagenet_class_names, load_model
+from kvis.models import class_names, imagenet_class_names, load_model, preprocessing_for
 
 
 def test_demo_model_classifies_its_shipped_images(demo):

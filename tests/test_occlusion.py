@@ -4,7 +4,7 @@ import pytest
 
 from kvis.analyses.occlusion import occlusion, plot_occlusion
 from kvis.errors import KvisError
-from kvis.images import mean_pixel, preprocessing_for
+from kvis.models import mean_pixel, preprocessing_for
 
 
 def _brute_force(model, x, size, stride, fill, layer, channel, cls):

@@ -23,7 +23,7 @@ def test_a_lone_max_pool_projects_only_onto_its_switches():
 def test_one_activation_is_kept_at_its_peak(demo):
     from kvis.demo import demo_images
     from kvis.features import feature_maps
-    from kvis.images import preprocessing_for
+    from kvis.models import preprocessing_for
 
     images, _ = demo_images()
     x = preprocessing_for(demo)(images[:1])

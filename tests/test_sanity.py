@@ -4,8 +4,7 @@ import pytest
 from kvis.attention_maps import method_functions
 from kvis.demo import demo_images
 from kvis.errors import KvisError
-from kvis.images import preprocessing_for
-from kvis.models import resolve_classes
+from kvis.models import preprocessing_for, resolve_classes
 from kvis.sanity import cascading_randomization, plot_sanity_check, rank_correlation
 
 

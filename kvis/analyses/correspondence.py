@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from kvis.analyses.invariance import forward, prepared_pixels
-from kvis.cam import last_conv_layer
+from kvis.anatomy import last_conv_layer, penultimate_layer
 from kvis.errors import KvisError
-from kvis.features import penultimate_layer
 from kvis.graph import model_graph, probe
-from kvis.images import mean_pixel
+from kvis.models import mean_pixel
 from kvis.plot import NotebookFigure
 
 

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from kvis.anatomy import penultimate_layer, stage_layers
 from kvis.errors import KvisError
-from kvis.features import penultimate_layer, stage_layers
 from kvis.graph import model_graph, probe
-from kvis.images import ModelImage, check_input, mean_pixel, preprocessing_for_quietly
-from kvis.models import class_indices
+from kvis.images import ModelImage, check_input
+from kvis.models import class_indices, mean_pixel
 from kvis.plot import NotebookFigure
 
 TRANSFORMS = ("translate", "scale", "rotate")

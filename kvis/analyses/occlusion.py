@@ -14,14 +14,14 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from kvis.cam import last_conv_layer
+from kvis.anatomy import last_conv_layer
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
-from kvis.images import check_input, mean_pixel, preprocessing_for_quietly
-from kvis.models import class_indices
+from kvis.images import check_input
+from kvis.models import class_indices, mean_pixel
 from kvis.objectives import logits
 from kvis.plot import NotebookFigure
-from kvis.tracing import compiled
+from kvis.runner import compiled
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,7 @@ from kvis.cli.common import main
 @click.option("--memory", "memory_mb", default=1024, show_default=True, type=click.IntRange(1),
               help="Memory budget in MB for one batch of occluded images.")
 @common.figure_option
-@common.preprocess_option
-def occlusion(model, weights, image, size, stride, layer, classes, fill, memory_mb, out,
+def occlusion(model, weights, labels, image, size, stride, layer, classes, fill, memory_mb, out,
               preprocess):
     """Slide a gray square over IMAGE and map what MODEL says (Zeiler & Fergus, Fig. 7).
 
@@ -42,7 +41,7 @@ def occlusion(model, weights, image, size, stride, layer, classes, fill, memory_
     from kvis.models import class_names
 
     out = common.figure_path(out)
-    net = common.load_network(model, weights)
+    net = common.load_network(model, weights, labels, preprocess)
     picture = load_image(image, net, preprocessing=preprocess)
     result = occlude(net, picture.x, size=size, stride=stride, fill=fill, layer=layer,
                      classes=None if classes is None else common.class_list(classes)[0],
@@ -68,8 +67,7 @@ def occlusion(model, weights, image, size, stride, layer, classes, fill, memory_
 @click.option("--class", "classes", help="True class of the images, index or name (default: "
                                           "each image's top prediction).")
 @common.figure_option
-@common.preprocess_option
-def invariance(model, weights, images, transform, layers, classes, out, preprocess):
+def invariance(model, weights, labels, images, transform, layers, classes, out, preprocess):
     """How MODEL's features react to moving IMAGES (Zeiler & Fergus, Fig. 5).
 
     For each transformed copy: the Euclidean distance between its feature vector and the
@@ -87,7 +85,7 @@ def invariance(model, weights, images, transform, layers, classes, out, preproce
     from kvis.models import class_names
 
     out = common.figure_path(out)
-    net = common.load_network(model, weights)
+    net = common.load_network(model, weights, labels, preprocess)
     pictures = [load_image(image, net, preprocessing=preprocess) for image in images]
     result = curves_of(net, pictures, transform=transform, preprocessing=preprocess,
                        layers=None if layers is None else [n.strip() for n in layers.split(",")],
@@ -110,8 +108,7 @@ def invariance(model, weights, images, transform, layers, classes, out, preproce
               help="Random-box draws for the comparison.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random boxes.")
 @common.figure_option
-@common.preprocess_option
-def correspondence(model, weights, folder, boxes, layers, trials, seed, out, preprocess):
+def correspondence(model, weights, labels, folder, boxes, layers, trials, seed, out, preprocess):
     """Does MODEL relate the same part across images? (Zeiler & Fergus, Table 1)
 
     Occludes the given part in each image and measures how consistently the feature vectors
@@ -129,7 +126,7 @@ def correspondence(model, weights, folder, boxes, layers, trials, seed, out, pre
     from kvis.io import save_figure
 
     out = common.figure_path(out)
-    net = common.load_network(model, weights)
+    net = common.load_network(model, weights, labels, preprocess)
     paths, part_boxes = load_boxes(boxes, folder)
     pictures = [load_image(path, net, preprocessing=preprocess) for path in paths]
     scaled = [scale_box(box, read_image(path, channels=net.input_shape[-1]).shape[:2],

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-PREPROCESS_CHOICES = ("auto", "caffe", "tf", "torch", "unit", "none")
+from kvis.preprocessing import PREPROCESSING
+from kvis.vocabulary import MODEL_NAMES, MODEL_SUFFIXES, SCORES
 
 
 class _Command(click.Command):
@@ -69,34 +70,72 @@ def _import_tensorflow_quietly():
         os.close(devnull)
 
 
+class _ModelSpec(click.ParamType):
+    """MODEL: a name kvis knows, or a model file that exists (checked before TensorFlow starts)."""
+
+    name = "model"
+
+    def convert(self, value, param, ctx):
+        if str(value).lower() in MODEL_NAMES:
+            return str(value).lower()
+        path = Path(value)
+        if not path.is_file():
+            self.fail(f"model file not found: {value} (or use one of: {', '.join(MODEL_NAMES)})",
+                      param, ctx)
+        if path.suffix.lower() not in MODEL_SUFFIXES:
+            self.fail(f"{value}: a model file ends in {', '.join(MODEL_SUFFIXES)}", param, ctx)
+        return str(path)
+
+
+image_argument = click.argument("image", type=click.Path(exists=True, dir_okay=False))
 figure_option = click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
                               help="Figure file (.png, .pdf, .svg, .jpg).")
-preprocess_option = click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES),
-                                  default="auto", show_default=True,
-                                  help="How pixels become model input.")
+score_option = click.option("--score", type=click.Choice(SCORES), default="logit",
+                            show_default=True,
+                            help="Class score: the pre-softmax logit or the probability.")
 
 
 def model_options(command):
+    """MODEL with --weights, --labels and --preprocess: everything `load_network` takes."""
+    command = click.option(
+        "--preprocess", type=click.Choice(list(PREPROCESSING)),
+        help="How pixels become model input (default: recognised from the model; kvis stops "
+             "and asks when it cannot tell).")(command)
+    command = click.option(
+        "--labels", type=click.Path(exists=True),
+        help="Class names: a file (one per line, or JSON), or a dataset folder with one "
+             "subfolder per class. Default: MODEL.labels.txt/.json beside a model file.")(command)
     command = click.option("--weights", default="imagenet", show_default=True,
                            help="For vgg16/resnet50: imagenet (Keras cache), none, or a "
                                 "weights file.")(command)
-    return click.argument("model")(command)
+    return click.argument("model", type=_ModelSpec())(command)
 
 
-def load_network(model, weights):
-    """The model named by the MODEL argument, with --weights ("none" means random)."""
-    from kvis.models import load_model
+def load_network(model, weights, labels=None, preprocess=None):
+    """The model named by the MODEL argument, with --weights ("none" means random), --labels
+    and --preprocess."""
+    from kvis.models import folder_class_names, load_model
 
-    return load_model(model, weights=None if weights.lower() == "none" else weights)
+    names = folder_class_names(labels) if labels and Path(labels).is_dir() else labels
+    return load_model(model, weights=None if weights.lower() == "none" else weights,
+                      class_names=names, preprocessing=preprocess)
 
 
 def figure_path(path):
-    """--out as a Path, refused unless it names a figure format."""
+    """--out as a Path, refused unless it names a figure format in a folder kvis can write."""
     from kvis.io import FIGURE_SUFFIXES
 
     if Path(path).suffix.lower() not in FIGURE_SUFFIXES:
         raise click.BadParameter(f"{path}: a figure file ends in {', '.join(FIGURE_SUFFIXES)}",
                                  param_hint="--out")
+    return writable(path)
+
+
+def writable(path):
+    """`path` as a Path, after checking that a file can be written there (before any work)."""
+    from kvis.io import check_writable
+
+    check_writable(path)
     return Path(path)
 
 
@@ -130,5 +169,9 @@ def index_list(text, option):
             raise click.BadParameter(f"{text!r}: use indices and ranges like 3,17,40-47",
                                      param_hint=option)
         low, _, high = part.partition("-")
-        indices += range(int(low), int(high or low) + 1)
+        low, high = int(low), int(high or low)
+        if high < low:
+            raise click.BadParameter(f"{part.strip()!r} is a backwards range; write "
+                                     f"{high}-{low}", param_hint=option)
+        indices += range(low, high + 1)
     return indices

@@ -1,4 +1,4 @@
-"""Commands that explain a prediction: deconv, attention, sanity."""
+"""Commands that explain a class prediction: attention, sanity."""
 
 from pathlib import Path
 
@@ -6,56 +6,6 @@ import click
 
 from kvis.cli import common
 from kvis.cli.common import main
-
-
-@main.command()
-@common.model_options
-@click.argument("image", type=click.Path(dir_okay=False))
-@click.option("--layer", "-l", help="Spatial layer to project from.")
-@click.option("--filter", "filters", help="Feature maps to project, e.g. 3,17 (default: --top).")
-@click.option("--top", default=9, show_default=True, type=click.IntRange(1),
-              help="Project the N strongest feature maps, each from its strongest activation.")
-@click.option("--map", "whole_map", is_flag=True,
-              help="Keep the whole feature map instead of its strongest activation.")
-@click.option("--class", "classes", help="Project from class scores instead of a layer.")
-@click.option("--guided", is_flag=True, help="Guided backpropagation (also gate by ReLU masks).")
-@click.option("--method", type=click.Choice(["explicit", "gradient"]), default="explicit",
-              show_default=True,
-              help="explicit: unpooling, rectification, transposed filters; gradient: the "
-                   "same as an input gradient, for any layer type.")
-@common.figure_option
-@common.preprocess_option
-def deconv(model, weights, image, layer, filters, top, whole_map, classes, guided, method, out,
-           preprocess):
-    """Project activations of IMAGE in MODEL back to pixels (Zeiler & Fergus deconvnet).
-
-    Each projection is shown beside the image patch its activation sees (its receptive
-    field).
-
-    \b
-    kvis deconv demo boot.png --layer block2_conv2 --top 9 --out deconv.png
-    kvis deconv vgg16 cat.jpg --layer block5_conv3 --filter 12,40 --guided --out g.png
-    kvis deconv vgg16 cat.jpg --class tabby --out class.png
-    """
-    from kvis.images import load_image, preprocessing_for_quietly
-    from kvis.io import save_figure
-    from kvis.models import class_index
-    from kvis.projection import deconvnet, plot_projections
-
-    if (layer is None) == (classes is None):
-        raise click.UsageError("give --layer or --class")
-    out = common.figure_path(out)
-    net = common.load_network(model, weights)
-    picture = load_image(image, net, preprocessing=preprocess)
-    chosen = common.index_list(filters, "--filter")
-    result = deconvnet(net, picture.x, layer, channels=chosen, top=top,
-                       whole_map=whole_map, guided=guided, method=method,
-                       classes=None if classes is None else [
-                           class_index(net, c) for c in common.class_list(classes)])
-    bgr = preprocessing_for_quietly(net, preprocess).bgr
-    save_figure(plot_projections(result, picture.pixels, model=net, bgr=bgr,
-                                 title=f"{picture.name}: {result.rule} from {result.layer}"), out)
-    click.echo(f"wrote {out}")
 
 
 @main.command()
@@ -72,8 +22,7 @@ def deconv(model, weights, image, layer, filters, top, whole_map, classes, guide
               help="IMAGE is a folder: explain every image in it, OUT is a folder.")
 @click.option("--out", "-o", required=True, type=click.Path(),
               help="Figure file; a folder with --batch.")
-@common.preprocess_option
-def attention(model, weights, image, method, classes, layer, batch, out, preprocess):
+def attention(model, weights, labels, image, method, classes, layer, batch, out, preprocess):
     """Show which pixels drive MODEL's class score for IMAGE, overlaid on the image.
 
     \b
@@ -89,7 +38,7 @@ def attention(model, weights, image, method, classes, layer, batch, out, preproc
     from kvis.io import save_figure, write_image
     from kvis.models import class_names
 
-    net = common.load_network(model, weights)
+    net = common.load_network(model, weights, labels, preprocess)
     sources = common.image_folder(image) if batch else [Path(image)]
     pictures = [load_image(source, net, preprocessing=preprocess) for source in sources]
     result = explain(net, np.concatenate([p.x for p in pictures]), method,
@@ -117,8 +66,7 @@ def attention(model, weights, image, method, classes, layer, batch, out, preproc
 @click.option("--layers", help="Randomize down to these layers only (default: every "
                                "weighted layer), comma-separated.")
 @common.figure_option
-@common.preprocess_option
-def sanity(model, weights, image, methods, classes, layers, out, preprocess):
+def sanity(model, weights, labels, image, methods, classes, layers, out, preprocess):
     """Check that attention maps depend on the model (Adebayo et al. 2018).
 
     The weighted layers are re-initialized from the top down, one after another, and each
@@ -136,7 +84,7 @@ def sanity(model, weights, image, methods, classes, layers, out, preprocess):
     if unknown := [m for m in chosen if m not in METHODS]:
         raise click.BadParameter(f"unknown method {unknown[0]!r}; choose from "
                                  f"{', '.join(METHODS)}", param_hint="--methods")
-    net = common.load_network(model, weights)
+    net = common.load_network(model, weights, labels, preprocess)
     picture = load_image(image, net, preprocessing=preprocess)
     wanted = resolve_classes(net, picture.x,
                              None if classes is None else common.class_list(classes)[0])

@@ -33,7 +33,7 @@ def layers(model):
                    "input channel; summary: kernel norms and the strongest filters.")
 @click.option("--max-filters", default=64, show_default=True, type=click.IntRange(1),
               help="Show at most this many filters.")
-def filters(model, weights, layer, out, mode, max_filters):
+def filters(model, weights, labels, preprocess, layer, out, mode, max_filters):
     """Draw the filters (kernels) of a conv LAYER of MODEL.
 
     \b
@@ -45,7 +45,7 @@ def filters(model, weights, layer, out, mode, max_filters):
     from kvis.io import save_figure
 
     out = common.figure_path(out)
-    net = common.load_network(model, weights)
+    net = common.load_network(model, weights, labels, preprocess)
     kernel = conv_kernel(net, layer)
     figure = plot_filters(kernel, mode=mode, max_filters=max_filters,
                           bgr=preprocessing_for_quietly(net).bgr,
@@ -68,8 +68,7 @@ def filters(model, weights, layer, out, mode, max_filters):
 @click.option("--rank-by", type=click.Choice(["mean", "max"]), default="mean",
               show_default=True, help="Score that ranks the maps.")
 @click.option("--summary", is_flag=True, help="Summarise each layer instead of showing maps.")
-@common.preprocess_option
-def features(model, weights, image, layer_names, all_layers, out, top, channels, rank_by,
+def features(model, weights, labels, image, layer_names, all_layers, out, top, channels, rank_by,
              summary, preprocess):
     """Draw the feature maps IMAGE produces in MODEL, strongest first.
 
@@ -95,7 +94,7 @@ def features(model, weights, image, layer_names, all_layers, out, top, channels,
 
     if all_layers == bool(layer_names):
         raise click.UsageError("give either --layer (one or more) or --all")
-    net = common.load_network(model, weights)
+    net = common.load_network(model, weights, labels, preprocess)
     picture = load_image(image, net, preprocessing=preprocess)
     maps = {path: m[0] for path, m in
             feature_maps(net, picture.x, None if all_layers else layer_names).items()}

@@ -25,8 +25,7 @@ from kvis.cli.common import main
               help="Adam learning rate.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the starting noise.")
 @click.option("--xla", is_flag=True, help="Compile with XLA (jit_compile); fastest on a GPU.")
-@common.preprocess_option
-def maximize(model, weights, layer, filters, classes, out, steps, size, parameterization,
+def maximize(model, weights, labels, layer, filters, classes, out, steps, size, parameterization,
              learning_rate, seed, xla, preprocess):
     """Synthesize the images that most excite filters of a LAYER, or classes, of MODEL.
 
@@ -45,7 +44,7 @@ def maximize(model, weights, layer, filters, classes, out, steps, size, paramete
     if (layer is None) == (classes is None):
         raise click.UsageError("give --layer (with --filters) or --class")
     out = common.figure_path(out)
-    net = common.load_network(model, weights)
+    net = common.load_network(model, weights, labels, preprocess)
     image_size = None if size is None else (size, size)
     settings = default_settings(net, image_size, steps=steps, learning_rate=learning_rate,
                                 parameterization=parameterization, jit_compile=xla)
@@ -68,8 +67,7 @@ def maximize(model, weights, layer, filters, classes, out, steps, size, paramete
 @click.option("--steps", default=400, show_default=True, type=click.IntRange(1),
               help="Gradient steps.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the starting noise.")
-@common.preprocess_option
-def invert(model, weights, image, layers, out, steps, seed, preprocess):
+def invert(model, weights, labels, image, layers, out, steps, seed, preprocess):
     """Reconstruct IMAGE from its representation at each of the given layers of MODEL.
 
     Network inversion (Mahendran & Vedaldi 2015): an image is optimized until its
@@ -86,7 +84,7 @@ def invert(model, weights, image, layers, out, steps, seed, preprocess):
     from kvis.io import save_figure
 
     out = common.figure_path(out)
-    net = common.load_network(model, weights)
+    net = common.load_network(model, weights, labels, preprocess)
     picture = load_image(image, net, preprocessing=preprocess)
     result = invert_image(net, picture, [name.strip() for name in layers.split(",")],
                           seed=seed, settings=inversion_settings(steps=steps),

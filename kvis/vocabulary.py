@@ -1,0 +1,16 @@
+"""The names kvis spells once: the Python API, the CLI's choices, result labels and figure titles
+all read them from here. This module imports nothing heavy, so the CLI can build its options
+(and `--help`) without starting TensorFlow."""
+
+# Models kvis loads by name, and the model files it reads.
+MODEL_NAMES = ("demo", "vgg16", "resnet50")
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+# Class attention methods, in the order the CLI lists them: the CAM family weighs the feature
+# maps of one layer; the gradient family attributes to pixels.
+CAM_METHODS = ("grad-cam", "grad-cam++", "score-cam")
+GRADIENT_METHODS = ("saliency", "guided-backprop", "smoothgrad", "integrated-gradients")
+ATTENTION_METHODS = (*CAM_METHODS, "guided-grad-cam", *GRADIENT_METHODS)
+
+# What a class explanation explains or an analysis records.
+SCORES = ("logit", "probability")
