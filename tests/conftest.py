@@ -7,6 +7,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Full float32 matmuls and convolutions on GPUs too (TF32 would loosen every tolerance here).
+tf.config.experimental.enable_tensor_float_32_execution(False)
 
 
 def tiny_cnn(name="tiny"):

@@ -4,7 +4,7 @@ import pytest
 from conftest import nested_functional, nested_sequential, tiny_base
 
 from kvis.errors import KvisError
-from kvis.graph import layer_paths, model_graph, probe
+from kvis.graph import layer_paths, model_graph, probe, twin
 
 
 @pytest.mark.parametrize("wrap", [nested_sequential, nested_functional])
@@ -42,6 +42,47 @@ def test_probe_leaves_the_callers_model_unchanged(tmp_path, images):
     model.save(tmp_path / "m.keras")
     reloaded = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(reloaded(images), before, rtol=1e-6)
+
+
+def test_replay_adds_no_node_to_the_callers_layers(images):
+    model = nested_functional(tiny_base())
+    every = [layer for layer in model.layers] + list(model.get_layer("base").layers)
+    nodes = {id(layer): (len(layer._inbound_nodes), len(layer._outbound_nodes))
+             for layer in every}
+    probe(model, ["base/conv1", "base/conv2", "head"])(images)
+    assert {id(layer): (len(layer._inbound_nodes), len(layer._outbound_nodes))
+            for layer in every} == nodes
+
+
+def test_twin_changes_an_attribute_without_touching_the_layer(tiny, images):
+    layer = tiny.get_layer("conv1")
+    linear = twin(layer, activation=keras.activations.linear)
+    assert layer.activation.__name__ == "relu" and linear.kernel is layer.kernel
+    pre = np.asarray(linear(images))
+    assert (pre < 0).any()
+    np.testing.assert_allclose(np.maximum(pre, 0), layer(images), rtol=1e-6, atol=1e-6)
+
+
+def test_graph_and_probe_are_safe_from_several_threads(images):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = nested_sequential(tiny_base())
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(lambda _: probe(model, ["base/conv2"])(images)["base/conv2"],
+                                range(8)))
+    assert len({id(model_graph(model)) for _ in range(3)}) == 1
+    for output in outputs[1:]:
+        np.testing.assert_array_equal(output, outputs[0])
+
+
+@pytest.mark.parametrize("problem", ["channels_first", "mixed_float16"])
+def test_layouts_kvis_would_get_wrong_are_refused_by_name(problem):
+    inputs = keras.Input((3, 16, 16) if problem == "channels_first" else (16, 16, 3))
+    options = ({"data_format": "channels_first"} if problem == "channels_first"
+               else {"dtype": "mixed_float16"})
+    outputs = keras.layers.Conv2D(2, 3, name="conv", **options)(inputs)
+    with pytest.raises(KvisError, match=f"layer 'conv'.*{problem.split('_')[0]}"):
+        model_graph(keras.Model(inputs, outputs))
 
 
 def test_probe_shares_weights_with_the_model(tiny, images):

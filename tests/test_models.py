@@ -7,7 +7,17 @@ from conftest import nested_sequential, tiny_base
 
 from kvis.demo import CLASS_NAMES, demo_images
 from kvis.errors import KvisError
-from kvis.models import class_names, imagenet_class_names, load_model, preprocessing_for
+from kvis.models import (
+    class_index,
+    class_label,
+    class_names,
+    configure_model,
+    folder_class_names,
+    imagenet_class_names,
+    load_model,
+    preprocessing_for,
+    read_labels,
+)
 
 
 def test_demo_model_classifies_its_shipped_images(demo):
@@ -51,6 +61,46 @@ def test_imagenet_weights_without_network_or_cache(monkeypatch):
         load_model("vgg16", weights="imagenet")
     with pytest.raises(KvisError, match="weights file not found"):
         load_model("resnet50", weights="nowhere.weights.h5")
+
+
+def test_class_names_given_once_work_everywhere(tmp_path):
+    model = nested_sequential(tiny_base())
+    assert class_names(model) is None and class_label(model, 3) == "#3"
+    configure_model(model, class_names=["bart", "homer", "lisa", "marge", "maggie"])
+    assert class_label(model, 3) == "marge" and class_index(model, "lisa") == 2
+    with pytest.raises(KvisError, match=r"unknown class 'homr'.*closest: homer"):
+        class_index(model, "homr")
+    with pytest.raises(KvisError, match="3 class names given for model .* with 5 outputs"):
+        configure_model(model, class_names=["a", "b", "c"])
+
+
+def test_a_labels_file_beside_the_model_file_is_found(tmp_path):
+    model = nested_sequential(tiny_base())
+    model.save(tmp_path / "simpsons.keras")
+    (tmp_path / "simpsons.labels.txt").write_text("bart\nhomer\n\nlisa\nmarge\nmaggie\n")
+    assert class_names(load_model(tmp_path / "simpsons.keras")) == [
+        "bart", "homer", "lisa", "marge", "maggie"]
+    (tmp_path / "other.json").write_text('{"1": "b", "0": "a", "2": "c", "3": "d", "4": "e"}')
+    given = load_model(tmp_path / "simpsons.keras", class_names=tmp_path / "other.json")
+    assert class_names(given) == ["a", "b", "c", "d", "e"]
+
+
+def test_labels_files_and_dataset_folders_give_names_in_keras_order(tmp_path):
+    (tmp_path / "list.json").write_text('["cat", "dog"]')
+    (tmp_path / "index.json").write_text('{"0": ["n01", "tench"], "1": ["n02", "goldfish"]}')
+    assert read_labels(tmp_path / "list.json") == ["cat", "dog"]
+    assert read_labels(tmp_path / "index.json") == ["tench", "goldfish"]
+    (tmp_path / "bad.json").write_text('{"1": "b"}')
+    with pytest.raises(KvisError, match="expected a JSON list"):
+        read_labels(tmp_path / "bad.json")
+    with pytest.raises(KvisError, match="labels file not found"):
+        read_labels(tmp_path / "missing.txt")
+    for name in ("sad", "Happy", "angry", "10_neutral", "2_fear"):
+        (tmp_path / "faces" / name).mkdir(parents=True)
+    (tmp_path / "faces" / "readme.txt").write_text("not a class")
+    # image_dataset_from_directory labels the sorted subfolder names 0, 1, ...
+    assert folder_class_names(tmp_path / "faces") == [
+        "10_neutral", "2_fear", "Happy", "angry", "sad"]
 
 
 def test_imagenet_class_names_ship_with_kvis():

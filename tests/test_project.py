@@ -13,6 +13,15 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert f"\n{ci_command}\n" in readme
 
 
+def test_ci_tests_the_installed_wheel_not_the_source_tree():
+    import os
+
+    import kvis
+
+    if os.environ.get("CI"):
+        assert "site-packages" in kvis.__file__, kvis.__file__
+
+
 def test_code_is_ruff_clean():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", str(ROOT)],
                             capture_output=True, text=True)
