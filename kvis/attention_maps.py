@@ -1,67 +1,87 @@
-"""Where the model looks: every class-attention method behind one function.
+"""Where the model looks: every class-attention method behind one function and one figure.
 
-`attention(model, x, method)` returns maps (N, H, W) in [0, 1] at the input size, whichever
-the method: the CAM family (`kvis.cam`), the gradient family (`kvis.attribution`), or Guided
-Grad-CAM (Selvaraju et al. 2017), guided backpropagation weighted by the upsampled Grad-CAM.
+`attention(model, images, method)` dispatches to the method named in
+`kvis.ATTENTION_METHODS` (the registry `METHODS` maps each name to its function) and returns
+an `Explanation` whose `maps` (N, H, W) lie in [0, 1] at the input size whichever the method:
+the CAM family (`kvis.cam`) or the gradient family (`kvis.attribution`).
 """
+
+import inspect
 
 import cv2
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 
 from kvis import attribution, cam
 from kvis.cam import upsample
 from kvis.errors import KvisError
-from kvis.plot import image_grid
+from kvis.plot import NotebookFigure
+from kvis.vocabulary import ATTENTION_METHODS
 
-METHODS = ("gradcam", "gradcam++", "scorecam", "guided-gradcam", "saliency",
-           "guided-backprop", "smoothgrad", "ig")
+METHODS = {
+    "grad-cam": cam.grad_cam,
+    "grad-cam++": cam.grad_cam_plus_plus,
+    "score-cam": cam.score_cam,
+    "guided-grad-cam": cam.guided_grad_cam,
+    "saliency": attribution.saliency,
+    "guided-backprop": attribution.guided_backprop,
+    "smoothgrad": attribution.smoothgrad,
+    "integrated-gradients": attribution.integrated_gradients,
+}
 
 
-def attention(model, x, method="gradcam", *, classes=None, layer=None, batch_size=32):
+def attention(model, images, method="grad-cam", *, classes=None, score="logit", layer=None,
+              batch_size=32, progress=True, **method_options):
     """Explain the class scores of images with the named method.
 
     Args:
         model: a Keras classifier.
-        x: float32 (N, H, W, C), preprocessed model input.
-        method: one of `METHODS`.
+        images: what `kvis.load_image` returns (one or a list), or preprocessed float32
+            (N, H, W, C) model input.
+        method: one of `kvis.ATTENTION_METHODS`: "grad-cam", "grad-cam++", "score-cam",
+            "guided-grad-cam" (the layer's family) or "saliency", "guided-backprop",
+            "smoothgrad", "integrated-gradients" (pixel gradients).
         classes: None (each image's top prediction), one class (index or name) for all, or
             one per image.
-        layer: the conv layer of the CAM methods (default: the last spatial layer, also
-            inside a nested base model); the gradient methods ignore it.
+        score: "logit" (pre-softmax) or "probability".
+        layer: the spatial layer of the CAM methods (default: the last one, also inside a
+            nested base model); the gradient methods take none.
         batch_size: images per compiled pass.
+        progress: show progress.
+        **method_options: the method's own options, e.g. `samples=`, `noise=`, `seed=` for
+            SmoothGrad, `baseline=`, `steps=` for Integrated Gradients, `upsampling=` for the
+            CAMs.
 
     Returns:
-        A `kvis.cam.AttentionMap` or a `kvis.attribution.Attribution`; both have `maps`
-        (N, H, W) in [0, 1], `classes` and `method`.
+        An `Explanation` with `maps` (N, H, W) in [0, 1], `classes` and `method`.
+
+    Raises:
+        KvisError: an unknown method, an option or a layer the method does not take, and what
+            the method raises.
+
+    Example:
+        >>> result = kvis.attention(model, kvis.load_image("boot.png", model), "score-cam",
+        ...                         score="probability")
     """
     if method not in METHODS:
-        raise KvisError(f"unknown attention method {method!r}; choose from {', '.join(METHODS)}")
-    options = dict(classes=classes, batch_size=batch_size)
-    if method in ("gradcam", "gradcam++", "scorecam"):
-        function = {"gradcam": cam.grad_cam, "gradcam++": cam.grad_cam_plus_plus,
-                    "scorecam": cam.score_cam}[method]
-        return function(model, x, layer=layer, **options)
-    if method == "guided-gradcam":
-        return guided_grad_cam(model, x, layer=layer, **options)
-    if method == "smoothgrad":
-        return attribution.smoothgrad(model, x, **options)
-    if method == "ig":
-        return attribution.integrated_gradients(model, x, **options)
-    return attribution.saliency(model, x, guided=method == "guided-backprop", **options)
-
-
-def guided_grad_cam(model, x, *, classes=None, layer=None, batch_size=32):
-    """Guided backpropagation times the Grad-CAM map: fine detail, class-discriminative.
-
-    Returns:
-        A `kvis.attribution.Attribution` whose values are the guided gradients weighted by
-        the Grad-CAM map at each pixel.
-    """
-    coarse = cam.grad_cam(model, x, classes=classes, layer=layer, batch_size=batch_size)
-    fine = attribution.saliency(model, x, classes=coarse.classes, guided=True,
-                             batch_size=batch_size)
-    return attribution.make_attribution(fine.values * coarse.maps[..., None], coarse.classes,
-                                fine.scores, "guided grad-cam")
+        raise KvisError(f"unknown attention method {method!r}; choose from "
+                        f"{', '.join(ATTENTION_METHODS)}")
+    function = METHODS[method]
+    takes = inspect.signature(function).parameters
+    if layer is not None:
+        if "layer" not in takes:
+            raise KvisError(f"{method} attributes to the input pixels and takes no layer; the "
+                            f"layer is for {', '.join(m for m in METHODS if _takes_layer(m))}")
+        method_options["layer"] = layer
+    if unknown := [name for name in method_options if name not in takes]:
+        options = [name for name in takes
+                   if name not in ("model", "images", "classes", "score", "batch_size",
+                                   "progress")]
+        raise KvisError(f"{method} has no option {unknown[0]!r}; its options: "
+                        f"{', '.join(options) or 'none'}")
+    return function(model, images, classes=classes, score=score, batch_size=batch_size,
+                    progress=progress, **method_options)
 
 
 def overlay(pixels, heatmap, *, alpha=0.4, colormap=cv2.COLORMAP_JET):
@@ -93,47 +113,56 @@ def overlay(pixels, heatmap, *, alpha=0.4, colormap=cv2.COLORMAP_JET):
     return np.clip(np.round(blend), 0, 255).astype(np.uint8)
 
 
-def plot_attention(pixels, result, *, class_names=None, title=None):
-    """Each image beside its attention map overlaid, titled "<method> #c name".
+def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2):
+    """Each image beside its attention map overlaid (JET), with a colour bar for the map.
+
+    The image tiles are titled with the image names, the overlays with the class explained
+    (its name where known) and its score; the figure title names the method and, for the CAM
+    family, the layer ("boot.png: grad-cam at block3_conv1" for one image).
 
     Args:
-        pixels: uint8 (N, H, W, C) or, for one image, (H, W, C); C 1 or 3.
-        result: the `attention` result for those N images.
-        class_names: names indexed by class, for the tile titles.
-        title: the figure's title (default: the method, and the layer of a CAM).
+        result: an `Explanation` (from `attention` or any method); nothing else is needed.
+        fig: a Figure or SubFigure to draw in; by default a new Figure.
+        title: the figure's title (default as above).
+        alpha: weight of the heatmap colours in the overlays.
+        tile_inches: the size of each tile.
 
     Returns:
-        A Figure.
+        The Figure (or SubFigure) drawn in.
 
-    Raises:
-        KvisError: the number of images and of maps differ.
+    Example:
+        >>> kvis.plot_attention(kvis.attention(model, image, "grad-cam"))
     """
-    pixels = np.asarray(pixels)
-    pixels = pixels[None] if pixels.ndim == 3 else pixels
-    if len(pixels) != len(result.maps):
-        raise KvisError(f"{len(pixels)} images for {len(result.maps)} attention maps")
-    tiles, labels = [], []
-    for image, heatmap, c in zip(pixels, result.maps, result.classes):
-        tiles += [_rgb(image) / 255.0, overlay(image, heatmap) / 255.0]
-        labels += ["image", f"{result.method} #{c}" + (f" {class_names[c]}" if class_names else "")]
-    layer = getattr(result, "layer", None)
-    return image_grid(tiles, titles=labels, cols=2 * min(len(pixels), 3), tile_inches=2.2,
-                      title=title or result.method + (f" at {layer}" if layer else ""))
+    count = len(result.maps)
+    pairs = min(count, 3)
+    rows = -(-count // pairs)
+    if fig is None:
+        fig = NotebookFigure(figsize=(2 * pairs * tile_inches + 0.9, rows * tile_inches + 0.7),
+                             layout="constrained")
+    axes = fig.subplots(rows, 2 * pairs, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for i in range(count):
+        pixels = result.pixels[i]
+        shown, cmap = (pixels[..., 0], "gray") if pixels.shape[-1] == 1 else (pixels, None)
+        axes[2 * i].imshow(shown, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
+        axes[2 * i].set_title(result.names[i], fontsize=8)
+        axes[2 * i + 1].imshow(overlay(pixels, result.maps[i], alpha=alpha),
+                               interpolation="nearest")
+        axes[2 * i + 1].set_title(f"{result.class_labels[i]} ({result.score} "
+                                  f"{result.scores[i]:.3f})", fontsize=8)
+    colours = ScalarMappable(Normalize(0.0, 1.0), cmap="jet")
+    fig.colorbar(colours, ax=axes.tolist(), shrink=0.8, label=f"{result.method} map")
+    fig.suptitle(title or _title(result))
+    return fig
 
 
-def method_functions(methods, *, classes=None, layer=None, batch_size=32):
-    """`{name: f(model, x) -> maps}` for `kvis.sanity.cascading_randomization`.
-
-    Pass the classes resolved on the intact model (`kvis.models.resolve_classes`), so the
-    randomized models are asked about the same classes.
-    """
-    return {name: _maps_of(name, classes, layer, batch_size) for name in methods}
+def _title(result):
+    where = f" at {result.layer}" if result.layer else ""
+    if len(result.maps) == 1:
+        return f"{result.names[0]}: {result.method}{where} for {result.class_labels[0]}"
+    return f"{result.method}{where}"
 
 
-def _maps_of(method, classes, layer, batch_size):
-    return lambda model, x: attention(model, x, method, classes=classes, layer=layer,
-                                      batch_size=batch_size).maps
-
-
-def _rgb(pixels):
-    return np.broadcast_to(pixels, (*pixels.shape[:2], 3))
+def _takes_layer(method):
+    return "layer" in inspect.signature(METHODS[method]).parameters

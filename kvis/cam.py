@@ -1,142 +1,179 @@
-"""Class attention maps: where in an image a network found the evidence for a class.
+"""Class activation maps: Grad-CAM (Selvaraju et al. 2017), Grad-CAM++ (Chattopadhay et al.
+2018), Score-CAM (Wang et al. 2020), and Guided Grad-CAM (Selvaraju et al. 2017).
 
-Grad-CAM (Selvaraju et al. 2017), Grad-CAM++ (Chattopadhay et al. 2018) and Score-CAM (Wang
-et al. 2020) share one pipeline: weigh the feature maps A_k of one spatial layer and sum them,
-raw = sum_k w_k A_k; the methods differ only in the channel weights w_k. The class score is the
-pre-softmax logit: a final softmax is bypassed (`kvis.objectives.logits`) without
-changing the model. Layers inside a nested base model are addressed by path
-(`resnet50/conv5_block3_out`).
+The CAMs share one pipeline: weigh the feature maps A_k of one spatial layer and sum them,
+raw = sum_k w_k A_k; the methods differ only in the channel weights w_k. The explained class
+score is the logit (a final softmax is bypassed without changing the model) or, with
+`score="probability"`, the softmax probability (`kvis.anatomy.class_scores`). The map shown is
+relu(raw), upsampled to the input size and divided by its maximum. Layers inside a nested
+base model are addressed by path (`resnet50/conv5_block3_out`).
 """
 
-import weakref
-from dataclasses import dataclass
+import dataclasses
 
 import cv2
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
-from kvis.anatomy import last_conv_layer, logits
+from kvis.anatomy import class_scores, last_conv_layer, spatial_node
+from kvis.attribution import explained_images, guided_backprop, make_explanation, unit_maps
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
-from kvis.images import check_input
-from kvis.models import class_indices
-from kvis.runner import quiet_retracing
+from kvis.models import preprocessing_for
+from kvis.runner import compiled, run_batches
 
-_compiled = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class AttentionMap:
-    """Class attention maps for a batch of images.
-
-    Attributes:
-        maps: float32 (N, H, W) in [0, 1] at the model's input size: the raw map with negative
-            values set to zero, upsampled (bilinear) and divided by its maximum; a map with no
-            positive value stays all zero.
-        raw: float32 (N, h, w), sum_k w_k A_k at the layer's resolution, before any ReLU or
-            normalization.
-        classes: int64 (N,) the class explained for each image.
-        layer: the path of the explained layer.
-        method: "grad-cam", "grad-cam++" or "score-cam".
-    """
-
-    maps: np.ndarray
-    raw: np.ndarray
-    classes: np.ndarray
-    layer: str
-    method: str
+# How maps at the layer's resolution reach the input size (OpenCV, half-pixel centres).
+UPSAMPLING = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 
 
-def grad_cam(model, x, *, classes=None, layer=None, batch_size=32):
-    """Grad-CAM: feature maps weighted by the mean gradient of the class score.
+def grad_cam(model, images, *, classes=None, score="logit", layer=None, upsampling="bilinear",
+             batch_size=32, progress=True):
+    """Grad-CAM: the feature maps weighted by the mean gradient of the class score.
 
-    w_k = mean over (i, j) of d y_c / d A_k(i, j), where y_c is the pre-softmax score.
+    w_k = mean over (i, j) of d y_c / d A_k(i, j). With the logit (the default, the paper's
+    choice) Grad-CAM equals the CAM of Zhou et al. on a GlobalAveragePooling -> Dense model.
 
     Args:
         model: a Keras classifier (Functional or Sequential, nested base models included).
-        x: float32 (N, H, W, C), preprocessed for the model (e.g. `load_image(...).x`).
+        images: what `kvis.load_image` returns (one or a list), or preprocessed float32
+            (N, H, W, C) model input.
         classes: None for each image's top prediction, a class for all images, or one class per
             image; a class is an index or, where kvis knows the model's classes, a name.
-        layer: the spatial layer to explain (default: `last_conv_layer(model)`).
+        score: "logit" (pre-softmax, the paper's) or "probability".
+        layer: the spatial layer to explain (default: `kvis.last_conv_layer(model)`).
+        upsampling: "bilinear" (default, as pytorch-grad-cam and the paper's code) or
+            "nearest" (blocky maps that show the layer's resolution), for `maps`.
         batch_size: images per compiled forward and backward pass.
+        progress: show progress.
 
     Returns:
-        An `AttentionMap` with method "grad-cam".
+        An `Explanation` with method "grad-cam", `raw` and `layer` set, `values` None.
 
     Raises:
         KvisError: an unknown or non-spatial layer, an unknown class or an index out of range,
-            or images that do not fit the model.
+            an unknown score or upsampling, or images that do not fit the model.
 
     Example:
-        >>> result = kvis.grad_cam(model, kvis.load_image("cat.jpg", model).x)
+        >>> result = kvis.grad_cam(model, kvis.load_image("cat.jpg", model), classes="tabby")
+        >>> kvis.plot_attention(result)
     """
-    return _gradient_cam(model, x, classes, layer, batch_size, "grad-cam", _grad_cam_weights)
+    return _gradient_cam(model, images, "grad-cam", _grad_cam_weights, classes, score, layer,
+                         upsampling, batch_size, progress)
 
 
-def grad_cam_plus_plus(model, x, *, classes=None, layer=None, batch_size=32):
+def grad_cam_plus_plus(model, images, *, classes=None, score="logit", layer=None,
+                       upsampling="bilinear", batch_size=32, progress=True):
     """Grad-CAM++: positive gradients weighted per position, for several instances of a class.
 
-    With g = d y_c / d A (the higher derivatives of exp(y_c) in closed form):
-    alpha_kij = g^2 / (2 g^2 + (sum_ab A_k(a, b)) g^3), 0 where the denominator is 0, and
-    w_k = sum_ij alpha_kij relu(g_kij).
+    With g = d S / d A for the chosen score S, and the higher derivatives of exp(S) in closed
+    form as in the paper (eq. 19): alpha_kij = g^2 / (2 g^2 + (sum_ab A_k(a, b)) g^3), 0 where
+    the denominator is 0, and w_k = sum_ij alpha_kij relu(g_kij). The paper's S is the logit.
 
-    Args, Returns and Raises as for `grad_cam`; the method is "grad-cam++".
+    Args, Raises: as for `grad_cam`.
+
+    Returns:
+        An `Explanation` with method "grad-cam++".
     """
-    return _gradient_cam(model, x, classes, layer, batch_size, "grad-cam++",
-                         _plus_plus_weights)
+    return _gradient_cam(model, images, "grad-cam++", _plus_plus_weights, classes, score, layer,
+                         upsampling, batch_size, progress)
 
 
-def score_cam(model, x, *, classes=None, layer=None, batch_size=32):
-    """Score-CAM: each feature map weighted by the class probability of the input it masks.
+def score_cam(model, images, *, classes=None, score="logit", layer=None, upsampling="bilinear",
+              batch_size=32, progress=True):
+    """Score-CAM: each feature map weighted by the class score of the image it masks.
 
-    A_k is upsampled to the input size, scaled to [0, 1] (a constant map gives zeros) and
-    multiplied into the preprocessed input; w_k is the softmax probability of the class on that
-    masked input. The model runs once per channel and image: slow for wide layers (a progress
-    bar shows the batches).
+    A_k is upsampled to the input size and scaled to [0, 1] (a constant map gives zeros). The
+    mask multiplies the image's *pixels* (the model input mapped back through the model's
+    preprocessing, `kvis.preprocessing_for(model).invert`), so masked-out pixels are black
+    whatever the preprocessing; the masked pixels go through the preprocessing and w_k is the
+    chosen score of the class on them. The paper and its code use the softmax probability:
+    pass `score="probability"` for that. The default, "logit", keeps one default across
+    kvis's methods; logit weights can be negative (such channels subtract from the map).
+
+    The model runs once per channel and image: slow for wide layers (the progress shows the
+    masked batches).
 
     Args:
-        model, x, classes, layer: as for `grad_cam`.
+        model, images, classes, layer, upsampling, progress: as for `grad_cam`.
+        score: "logit" or "probability" (the paper's).
         batch_size: masked images per compiled forward pass (all channels of all images).
 
     Returns:
-        An `AttentionMap` with method "score-cam".
+        An `Explanation` with method "score-cam".
 
     Raises:
-        KvisError: as for `grad_cam`.
+        KvisError: as for `grad_cam`; a model whose preprocessing kvis cannot tell.
     """
-    x, path, wanted = _prepare(model, x, classes, layer, batch_size, "score-cam")
-    forward = _compile(model, path, x.shape[1:], gradients=False)
-    parts = [forward(x[s:s + batch_size], wanted[s:s + batch_size])
-             for s in range(0, len(x), batch_size)]
-    activations = np.concatenate([p[0].numpy() for p in parts])
-    explained = np.concatenate([p[1].numpy() for p in parts])
-    count, channels = len(x), activations.shape[-1]
-    weights = np.empty(count * channels, np.float32)
-    size = x.shape[1:3]
-    for start in _batches(count * channels, batch_size, "score-cam"):
-        pairs = np.arange(start, min(start + batch_size, count * channels))
-        image_of, channel_of = pairs // channels, pairs % channels
-        masks = np.stack([_unit_range(upsample(activations[i, ..., k], size))
+    batch, wanted, path = _prepare(model, images, classes, score, layer, upsampling, "score-cam")
+    preprocess = preprocessing_for(model)
+    forward = compiled(model, ("cam", path, score, False),
+                       lambda: _cam_step(model, path, score, gradients=False))
+    activations, scores, explained = run_batches(forward, (batch.x, wanted),
+                                                 batch_size=batch_size, desc="score-cam",
+                                                 progress=progress)
+    pixels = preprocess.invert(batch.x)
+    count, channels = len(batch.x), activations.shape[-1]
+    size, method = batch.x.shape[1:3], UPSAMPLING[upsampling]
+    rate = compiled(model, ("scores", score), lambda: _score_step(model, score))
+
+    def masked_scores(image_of, channel_of):
+        image_of, channel_of = image_of.numpy(), channel_of.numpy()
+        masks = np.stack([_unit_range(upsample(activations[i, ..., k], size, method))
                           for i, k in zip(image_of, channel_of)])
-        logits = forward(x[image_of] * masks[..., None], explained[image_of])[2]
-        probabilities = tf.nn.softmax(logits).numpy()
-        weights[pairs] = probabilities[np.arange(len(pairs)), explained[image_of]]
+        x = preprocess(pixels[image_of] * masks[..., None])
+        return rate(tf.constant(x), tf.constant(explained[image_of], tf.int32))
+
+    pairs = np.arange(count * channels)
+    weights = run_batches(masked_scores, (pairs // channels, pairs % channels),
+                          batch_size=batch_size, desc="score-cam masks", progress=progress)
     raw = np.einsum("nijk,nk->nij", activations, weights.reshape(count, channels))
-    return _result(raw, size, explained, path, "score-cam")
+    return _explanation(model, batch, "score-cam", raw, path, explained, scores, score,
+                        upsampling)
 
 
-def _gradient_cam(model, x, classes, layer, batch_size, method, weigh):
-    """The shared Grad-CAM pipeline; `weigh(A, dy/dA)` gives the (N, K) channel weights."""
-    x, path, wanted = _prepare(model, x, classes, layer, batch_size, method)
-    step = _compile(model, path, x.shape[1:], gradients=True)
-    raws, explained = [], []
-    for start in _batches(len(x), batch_size, method):
-        activations, picked, gradients = (t.numpy() for t in step(
-            x[start:start + batch_size], wanted[start:start + batch_size]))
-        raws.append(np.einsum("nijk,nk->nij", activations, weigh(activations, gradients)))
-        explained.append(picked)
-    return _result(np.concatenate(raws), x.shape[1:3], np.concatenate(explained), path, method)
+def guided_grad_cam(model, images, *, classes=None, score="logit", layer=None,
+                    upsampling="bilinear", batch_size=32, progress=True):
+    """Guided Grad-CAM: guided backpropagation times the Grad-CAM map, pixel by pixel.
+
+    The paper's convention (Selvaraju et al. 2017, and pytorch-grad-cam): `values` are the
+    guided gradients (N, H, W, C) times the upsampled Grad-CAM map normalized to [0, 1] (its
+    `maps`). Without the normalization each image's values are only scaled by a positive
+    number (the peak of the upsampled relu(raw)), so `maps` do not change; multiply `values`
+    by that peak to undo it. Nearest instead of bilinear upsampling: `upsampling="nearest"`.
+
+    Args, Raises: as for `grad_cam`.
+
+    Returns:
+        An `Explanation` with method "guided-grad-cam": `values` and `maps` of the product,
+        `raw` and `layer` of the Grad-CAM.
+    """
+    coarse = grad_cam(model, images, classes=classes, score=score, layer=layer,
+                      upsampling=upsampling, batch_size=batch_size, progress=progress)
+    fine = guided_backprop(model, images, classes=coarse.classes, score=score,
+                           batch_size=batch_size, progress=progress)
+    values = fine.values * coarse.maps[..., None]
+    return dataclasses.replace(coarse, method="guided-grad-cam", values=values,
+                               maps=unit_maps(np.abs(values).max(axis=-1)))
+
+
+def upsample(image, size, interpolation=cv2.INTER_LINEAR):
+    """float32 (h, w) -> (H, W) with OpenCV (default bilinear, `cv2.INTER_LINEAR`)."""
+    image = np.asarray(image, np.float32)
+    if image.shape == tuple(size):
+        return image
+    return cv2.resize(image, (int(size[1]), int(size[0])), interpolation=interpolation)
+
+
+def _gradient_cam(model, images, method, weigh, classes, score, layer, upsampling, batch_size,
+                  progress):
+    """The shared Grad-CAM pipeline; `weigh(A, dS/dA)` gives the (N, K) channel weights."""
+    batch, wanted, path = _prepare(model, images, classes, score, layer, upsampling, method)
+    step = compiled(model, ("cam", path, score, True),
+                    lambda: _cam_step(model, path, score, gradients=True))
+    activations, scores, explained, gradients = run_batches(
+        step, (batch.x, wanted), batch_size=batch_size, desc=method, progress=progress)
+    raw = np.einsum("nijk,nk->nij", activations, weigh(activations, gradients))
+    return _explanation(model, batch, method, raw, path, explained, scores, score, upsampling)
 
 
 def _grad_cam_weights(activations, gradients):
@@ -151,83 +188,66 @@ def _plus_plus_weights(activations, gradients):
     return (alpha * np.maximum(gradients, 0)).sum(axis=(1, 2))
 
 
-def _compile(model, path, image_shape, *, gradients):
-    """A compiled pass over a batch: (images, wanted) -> (A, classes, d score / d A or logits).
+def _cam_step(model, path, score, *, gradients):
+    """A compiled pass: (images, wanted) -> (A, scores, classes[, d score / d A]).
 
-    `wanted` holds a class per image, or -1 for the image's top prediction; the score is the
-    pre-softmax logit (`objectives.logits`). The traced function is cached per model and layer
-    (tracing a large model costs seconds, more than a batch); it reads the model's variables,
-    so later weight changes are seen.
+    `wanted` holds a class per image, or -1 for the image's top prediction.
     """
-    cache = _compiled.setdefault(model, {})
-    key = (path, tuple(image_shape), gradients)
-    if key not in cache:
-        head, read_logits = logits(model_graph(model))
-        outputs_of = probe(model, [path, head])
+    head, read = class_scores(model_graph(model), score)
+    outputs_of = probe(model, [path, head])
 
-        def scores(images, wanted):
-            outputs = outputs_of(images, training=False)
-            logits = read_logits(outputs[head])
-            top = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            return outputs[path], tf.where(wanted < 0, top, wanted), logits
+    def forward(images, wanted):
+        outputs = outputs_of(images, training=False)
+        every_score = read(outputs[head])
+        top = tf.argmax(every_score, axis=-1, output_type=tf.int32)
+        picked = tf.where(wanted < 0, top, wanted)
+        return outputs[path], tf.gather(every_score, picked, axis=1, batch_dims=1), picked
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *image_shape)),
-                                      tf.TensorSpec((None,), tf.int32)])
-        def run(images, wanted):
-            if not gradients:
-                return scores(images, wanted)
-            with tf.GradientTape() as tape:
-                activations, picked, logits = scores(images, wanted)
-                score = tf.reduce_sum(tf.gather(logits, picked, axis=1, batch_dims=1))
-            return activations, picked, tape.gradient(
-                score, activations, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:])),
+                                  tf.TensorSpec((None,), tf.int32)])
+    def step(images, wanted):
+        if not gradients:
+            return forward(images, wanted)
+        with tf.GradientTape() as tape:
+            activations, scores, picked = forward(images, wanted)
+            total = tf.reduce_sum(scores)
+        return activations, scores, picked, tape.gradient(
+            total, activations, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-        with quiet_retracing():  # trace now: one trace per model and layer, by design
-            run.get_concrete_function()
-        cache[key] = run
-    return cache[key]
+    return step
 
 
-def _prepare(model, x, classes, layer, batch_size, method):
-    """Checked inputs: (x, layer path, int32 (N,) class per image or -1 for the top one)."""
-    x = check_input(model, x)
-    if batch_size < 1:
-        raise KvisError(f"batch_size must be at least 1; got {batch_size}")
-    if len(model.output_shape) != 2:
-        raise KvisError(f"{method} needs a classifier with output (N, classes); model "
-                        f"{model.name!r} has output shape {model.output_shape}")
-    node = model_graph(model).node(last_conv_layer(model) if layer is None else layer)
-    if _rank(node.output) != 4:
-        raise KvisError(f"{method} needs a spatial layer; {node.path!r} "
-                        f"({type(node.layer).__name__}) has output shape "
-                        f"{tuple(getattr(node.output, 'shape', ()))}")
-    return x, node.path, class_indices(model, classes, len(x)).astype(np.int32)
+def _score_step(model, score):
+    """A compiled forward pass: (images, classes) -> each image's score of its class."""
+    head, read = class_scores(model_graph(model), score)
+    outputs_of = probe(model, [head])
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:])),
+                                  tf.TensorSpec((None,), tf.int32)])
+    def step(images, classes):
+        every_score = read(outputs_of(images, training=False)[head])
+        return tf.gather(every_score, classes, axis=1, batch_dims=1)
+
+    return step
 
 
-def _result(raw, size, classes, layer, method):
-    raw = raw.astype(np.float32)
-    maps = np.stack([upsample(np.maximum(r, 0), size) for r in raw])
-    peaks = maps.max(axis=(1, 2), keepdims=True)
-    maps = np.divide(maps, peaks, out=np.zeros_like(maps), where=peaks > 0)
-    return AttentionMap(maps, raw, classes.astype(np.int64), layer, method)
+def _prepare(model, images, classes, score, layer, upsampling, method):
+    """Checked inputs: (images, int32 (N,) class per image or -1 for the top one, layer path)."""
+    if upsampling not in UPSAMPLING:
+        raise KvisError(f"unknown upsampling {upsampling!r}; choose from {', '.join(UPSAMPLING)}")
+    batch, wanted = explained_images(model, images, classes, score, method)
+    node = spatial_node(model_graph(model), last_conv_layer(model) if layer is None else layer,
+                        method)
+    return batch, wanted.astype(np.int32), node.path
 
 
-def upsample(image, size):
-    """float32 (h, w) -> (H, W), bilinear (cv2.INTER_LINEAR)."""
-    image = np.asarray(image, np.float32)
-    if image.shape == tuple(size):
-        return image
-    return cv2.resize(image, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
+def _explanation(model, batch, method, raw, layer, classes, scores, score, upsampling):
+    size, interpolation = batch.x.shape[1:3], UPSAMPLING[upsampling]
+    maps = unit_maps(np.stack([upsample(np.maximum(r, 0), size, interpolation) for r in raw]))
+    return make_explanation(model, batch, method, classes=classes, scores=scores, score=score,
+                            maps=maps, raw=raw, layer=layer)
 
 
 def _unit_range(mask):
     low, high = float(mask.min()), float(mask.max())
     return (mask - low) / (high - low) if high > low else np.zeros_like(mask)
-
-
-def _batches(count, batch_size, method):
-    return tqdm(range(0, count, batch_size), desc=method, unit="batch", disable=None)
-
-
-def _rank(output):
-    return len(getattr(output, "shape", ()))

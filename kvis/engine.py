@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
 from kvis.models import preprocessing_for
 from kvis.objectives import lp_norm, total_variation
+from kvis.progress import progress_bar
 from kvis.runner import quiet_retracing
+from kvis.vocabulary import PARAMETERIZATIONS
 
-PARAMETERIZATIONS = ("fft", "pixel")
 # Square root of the colour correlation of ImageNet images (Olah et al., Lucid): optimizing in
 # this decorrelated space spreads each step's change over natural colour directions.
 _COLOUR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]],
@@ -111,8 +111,7 @@ def default_settings(model, size=None, **changes):
     return settings.replace(**changes)
 
 
-def render(model, objective, *, seeds, settings=None, size=None, preprocessing="auto",
-           labels=None, progress=True):
+def render(model, objective, *, seeds, settings=None, size=None, labels=None, progress=True):
     """Optimize one image per seed to maximize `objective`.
 
     Args:
@@ -123,15 +122,18 @@ def render(model, objective, *, seeds, settings=None, size=None, preprocessing="
         settings: a `Settings` (default: `default_settings(model, size)`).
         size: `(height, width)` of the optimized images; default the model's input size. The
             images are resized to the model's input where it is fixed.
-        preprocessing: how [0, 255] pixels become model input (see `preprocessing_for`).
         labels: a name per image, for error messages.
-        progress: show a progress bar.
+        progress: show progress (see `kvis.progress`).
 
     Returns:
         A `Render`.
 
+    The images are optimized as RGB (or grayscale) pixels in [0, 1] and fed to the model
+    through its own preprocessing (`kvis.models.preprocessing_for`).
+
     Raises:
-        KvisError: the objective diverged (NaN or infinite) for some image, or bad settings.
+        KvisError: the objective diverged (NaN or infinite) for some image, bad settings, or
+            kvis cannot tell the model's preprocessing.
     """
     settings = settings or default_settings(model, size)
     if settings.parameterization not in PARAMETERIZATIONS:
@@ -147,14 +149,13 @@ def render(model, objective, *, seeds, settings=None, size=None, preprocessing="
     bound, plain = regularized.bind(model_graph(model)), objective.bind(model_graph(model))
     if not bound.layers:
         raise KvisError(f"objective {objective.name} reads no layer: add a unit to maximize")
-    step = _Step(probe(model, bound.layers), bound, plain,
-                 preprocessing_for(model, preprocessing), model_size)
+    step = _Step(probe(model, bound.layers), bound, plain, preprocessing_for(model), model_size)
     rngs = [np.random.default_rng(seed) for seed in seeds]
     labels = labels or [f"image {i}" for i in range(len(rngs))]
     history, images = [], None
     octave_steps = _split(settings.steps, settings.octaves)
-    with quiet_retracing(), tqdm(total=settings.steps, desc="optimizing", unit="step",
-                                  disable=not progress or None) as bar:
+    with quiet_retracing(), progress_bar(settings.steps, "optimizing", unit="step",
+                                         progress=progress) as bar:
         for octave, steps in enumerate(octave_steps):
             shape = _octave_size(image_size, settings.octave_scale,
                                  settings.octaves - 1 - octave) + (channels,)

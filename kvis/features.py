@@ -1,49 +1,139 @@
-"""Feature maps: the activations an image produces at each layer, ranked and summarised."""
+"""Feature maps: the activations images produce at each layer, ranked and summarised."""
+
+import textwrap
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
+import tensorflow as tf
 
-from kvis.anatomy import spatial_layers
+from kvis.anatomy import spatial_layers, spatial_node, stage_layers
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
-from kvis.images import check_input
+from kvis.images import as_images
 from kvis.plot import image_grid
+from kvis.runner import compiled, run_batches
+from kvis.vocabulary import RANKINGS
 
-RANKINGS = ("mean", "max")
+
+@dataclass(frozen=True, eq=False, repr=False)
+class FeatureMaps(Mapping):
+    """Feature maps of a batch of images, read as a mapping `layer path -> maps`.
+
+    `result["block3_conv1"]` is float32 (N, h, w, c), the layer's output for the N images
+    (a unique suffix of a nested path works too: `result["conv5_block3_out"]`).
+
+    Attributes:
+        maps: `{path: float32 (N, h, w, c)}` in the order asked (read-only mapping).
+        pixels: uint8 (N, H, W, C) in [0, 255], the images as the model saw them.
+        names: a name per image.
+        stages: the layers `plot_feature_overview` shows: the network's stages (the last
+            layer at each resolution, padding skipped) when every spatial layer was
+            computed, else the layers asked for.
+        model: the model's name.
+    """
+
+    maps: Mapping
+    pixels: np.ndarray
+    names: list
+    stages: tuple
+    model: str
+
+    def __getitem__(self, path):
+        if path in self.maps:
+            return self.maps[path]
+        matches = [p for p in self.maps if p.endswith("/" + str(path))]
+        if len(matches) == 1:
+            return self.maps[matches[0]]
+        raise KeyError(path)
+
+    def __iter__(self):
+        return iter(self.maps)
+
+    def __len__(self):
+        return len(self.maps)
+
+    def __repr__(self):
+        shapes = ", ".join(f"{path}: {self.maps[path].shape}" for path in list(self.maps)[:4])
+        more = f", ... ({len(self.maps)} layers)" if len(self.maps) > 4 else ""
+        return f"FeatureMaps(model={self.model!r}, images={self.names}, {{{shapes}{more}}})"
+
+    def layer(self, layer=None):
+        """The full path of `layer` in this result; None: the result's only layer.
+
+        Raises:
+            KvisError: the layer is not in the result (its layers are listed), or None was
+                given for a result of several layers.
+        """
+        if layer is None:
+            if len(self.maps) == 1:
+                return next(iter(self.maps))
+            raise KvisError(f"the feature maps hold {len(self.maps)} layers; pick one with "
+                            f"layer=: {_listed(self.maps)}")
+        if layer in self.maps:
+            return layer
+        matches = [p for p in self.maps if p.endswith("/" + layer)]
+        if len(matches) == 1:
+            return matches[0]
+        raise KvisError(f"layer {layer!r} is not in these feature maps; they hold "
+                        f"{_listed(self.maps)}")
 
 
-def feature_maps(model, x, layers=None, *, batch_size=32):
+def feature_maps(model, images, layers=None, *, batch_size=32, progress=True):
     """Activations of images at one, several or all spatial layers, in one forward pass.
+
+    The pass is compiled once per model and set of layers (`kvis.runner`), so repeated calls
+    cost only the forward pass.
 
     Args:
         model: a Keras model.
-        x: float32 (N, H, W, C), preprocessed for the model (e.g. `load_image(...).x`).
+        images: what `kvis.load_image` returns (one or a list), or preprocessed float32
+            model input (N, H, W, C).
         layers: a layer path, a list of paths, or None for every layer with spatial output.
         batch_size: images per forward pass.
+        progress: show progress.
 
     Returns:
-        `{path: float32 (N, h, w, c)}` in the order asked.
+        A `FeatureMaps`: `result[path]` is float32 (N, h, w, c), the layer's output.
 
     Raises:
-        KvisError: an unknown layer, a layer without spatial output, or images that do not
-            fit the model's input.
+        KvisError: an unknown layer (the closest are named), a layer without spatial output,
+            or images that do not fit the model's input.
 
     Example:
         >>> image = kvis.load_image("cat.jpg", model)
-        >>> maps = kvis.feature_maps(model, image.x, "block3_conv1")["block3_conv1"][0]
+        >>> maps = kvis.feature_maps(model, image, "block3_conv1")
+        >>> maps["block3_conv1"].shape
+        (1, 56, 56, 256)
+        >>> kvis.plot_feature_maps(maps)
     """
-    paths = spatial_layers(model) if layers is None else (
-        [layers] if isinstance(layers, str) else list(layers))
-    if not paths:
-        raise KvisError(f"model {model.name!r} has no layers with spatial feature maps")
-    nodes = [model_graph(model).node(path) for path in paths]
-    for node in nodes:
-        if len(getattr(node.output, "shape", ())) != 4:
-            raise KvisError(f"layer {node.path!r} ({type(node.layer).__name__}) has output shape "
-                            f"{tuple(node.output.shape)}: no spatial feature maps")
-    x = check_input(model, x)
-    outputs = probe(model, [node.path for node in nodes]).predict(x, batch_size=batch_size,
-                                                                 verbose=0)
-    return {node.path: np.asarray(outputs[node.path]) for node in nodes}
+    graph = model_graph(model)
+    if layers is None:
+        paths = spatial_layers(model)
+        if not paths:
+            raise KvisError(f"model {model.name!r} has no layers with spatial feature maps")
+    else:
+        asked = [layers] if isinstance(layers, str) else list(layers)
+        paths = list(dict.fromkeys(spatial_node(graph, layer, "feature maps").path
+                                   for layer in asked))
+    batch = as_images(model, images)
+    step = compiled(model, ("feature_maps", tuple(paths)), lambda: _probe_step(model, paths))
+    maps = run_batches(step, (batch.x,), batch_size=batch_size, desc="feature maps",
+                       progress=progress)
+    stages = [p for p in stage_layers(model) if p in maps] if layers is None else paths
+    return FeatureMaps(types.MappingProxyType({path: maps[path] for path in paths}),
+                       batch.pixels, batch.names, tuple(stages), model.name)
+
+
+def _probe_step(model, paths):
+    sub = probe(model, paths)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]))])
+    def step(x):
+        return sub(x, training=False)
+
+    return step
 
 
 def rank_channels(maps, by="mean"):
@@ -64,20 +154,27 @@ def rank_channels(maps, by="mean"):
     return channels, scores[channels]
 
 
-def plot_feature_maps(maps, *, top=16, channels=None, rank_by="mean", title=None):
+def plot_feature_maps(result, layer=None, *, image=0, top=16, channels=None, rank_by="mean",
+                      fig=None, title=None):
     """The strongest maps of a layer (or chosen channels), labelled with index and score.
 
     Args:
-        maps: (h, w, c) activations of one image.
+        result: a `FeatureMaps`.
+        layer: the layer to show; None for the result's only layer.
+        image: which image of the result.
         top: how many of the strongest channels to show (ignored when `channels` is given).
         channels: channel indices to show, in this order.
         rank_by: "mean" or "max", the score used for ranking and shown in the labels.
-        title: figure title.
+        fig: a Figure or SubFigure to draw in (default: a new Figure).
+        title: figure title (default: the image name and the layer).
 
     Returns:
         A Figure; all tiles share one colour scale, so weak maps look weak.
+
+    Example:
+        >>> kvis.plot_feature_maps(kvis.feature_maps(model, image), "block2_conv1", top=8)
     """
-    maps = _one_image(maps)
+    path, maps = _layer_maps(result, layer, image)
     order, scores = rank_channels(maps, rank_by)
     score_of = dict(zip(order.tolist(), scores.tolist()))
     if channels is None:
@@ -85,29 +182,32 @@ def plot_feature_maps(maps, *, top=16, channels=None, rank_by="mean", title=None
     else:
         shown = [int(c) for c in channels]
         if bad := [c for c in shown if not 0 <= c < maps.shape[-1]]:
-            raise KvisError(f"channels {bad} out of range: the layer has {maps.shape[-1]}")
+            raise KvisError(f"channels {bad} out of range: {path} has {maps.shape[-1]}")
     tiles = [maps[..., c] for c in shown]
     labels = [f"#{c} {rank_by} {score_of[c]:.3g}" for c in shown]
     low = min(0.0, float(np.min(tiles)))
     return image_grid(tiles, titles=labels, vmin=low, vmax=float(np.max(tiles)) or 1.0,
-                      title=title, colorbar=True)
+                      title=title or f"{result.names[image]} at {path}", colorbar=True, fig=fig)
 
 
-def plot_layer_summary(maps, *, title=None):
+def plot_layer_summary(result, layer=None, *, image=0, fig=None, title=None):
     """The whole layer at a glance: mean and max over channels, and every channel's score.
 
     Args:
-        maps: (h, w, c) activations of one image.
-        title: figure title.
+        result: a `FeatureMaps`.
+        layer: the layer to summarise; None for the result's only layer.
+        image: which image of the result.
+        fig: a Figure or SubFigure to draw in.
+        title: figure title (default: the image name and the layer).
 
     Returns:
         A Figure with three panels: the mean map, the max map, and the sorted channel means
         with the strongest channels named and the count of silent (all-zero) channels.
     """
-    maps = _one_image(maps)
+    path, maps = _layer_maps(result, layer, image)
     fig = image_grid([maps.mean(axis=-1), maps.max(axis=-1)],
                      titles=["mean over channels", "max over channels"], cols=3,
-                     tile_inches=2.4, title=title)
+                     tile_inches=2.4, title=title or f"{result.names[image]} at {path}", fig=fig)
     ax = fig.axes[2]
     ax.set_axis_on()
     order, scores = rank_channels(maps, "mean")
@@ -122,27 +222,67 @@ def plot_layer_summary(maps, *, title=None):
     return fig
 
 
-def plot_feature_overview(maps_by_layer, *, top=6):
-    """One row per layer: the mean over channels, then the `top` strongest maps.
+def plot_feature_overview(result, *, image=0, top=6, fig=None):
+    """The input image, then one row per stage: the mean over channels and the `top`
+    strongest maps.
 
     Args:
-        maps_by_layer: `{path: (h, w, c)}` for one image, e.g. from `feature_maps` at
-            `stage_layers(model)`.
+        result: a `FeatureMaps`; its `stages` are shown (every stage of the network when
+            all spatial layers were computed, padding layers skipped).
+        image: which image of the result.
         top: maps per row after the mean.
+        fig: a Figure or SubFigure to draw in.
 
     Returns:
-        A Figure; each map is scaled on its own, the label gives its channel and mean.
+        A Figure; the first tile is the input image, each map is scaled on its own, and the
+        labels give the layer (long paths wrapped), its shape, and each map's channel and mean.
     """
-    tiles, labels = [], []
-    for path, maps in maps_by_layer.items():
-        maps = _one_image(maps)
+    pixels = result.pixels[image].astype(np.float32) / 255.0
+    if pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    blank = [np.zeros((1, 1))] * top
+    tiles, labels = [pixels] + blank, [_wrapped(f"input {result.names[image]}")] + [""] * top
+    for path in result.stages:
+        maps = result.maps[path][image]
         order, scores = rank_channels(maps)
         row = [maps.mean(axis=-1)] + [maps[..., c] for c in order[:top]]
-        tiles += row + [np.zeros((1, 1))] * (top + 1 - len(row))
-        labels += [f"{path} {maps.shape[0]}x{maps.shape[1]}x{maps.shape[2]}\nmean"]
+        tiles += [_unit(t) for t in row] + blank[:top + 1 - len(row)]
+        labels += [_wrapped(path) + f"\n{'x'.join(str(d) for d in maps.shape)} mean"]
         labels += [f"#{c} {s:.3g}" for c, s in zip(order[:top], scores[:top])]
         labels += [""] * (top + 1 - len(row))
-    return image_grid([_unit(t) for t in tiles], titles=labels, cols=top + 1, tile_inches=1.5)
+    fig = image_grid(tiles, titles=labels, cols=top + 1, tile_inches=1.5, fig=fig)
+    for ax, tile in zip(fig.axes, tiles):
+        if tile is blank[0]:
+            ax.images[0].remove()
+    first = fig.axes[0].images[0]
+    first.set_cmap("gray")
+    first.set_clim(0.0, 1.0)
+    return fig
+
+
+def _layer_maps(result, layer, image):
+    path = result.layer(layer)
+    if not 0 <= image < len(result.names):
+        raise KvisError(f"image {image} is out of range: the result holds {len(result.names)}")
+    return path, result.maps[path][image]
+
+
+def _wrapped(text, width=18):
+    """A label broken at '/' and '_' so that no line is wider than a tile."""
+    pieces = text.replace("/", "/\0").replace("_", "_\0").split("\0")
+    lines, line = [], ""
+    for piece in pieces:
+        if line and len(line) + len(piece) > width:
+            lines.append(line)
+            line = ""
+        line += piece
+    lines.append(line)
+    return "\n".join(part for line in lines for part in textwrap.wrap(line, width) or [""])
+
+
+def _listed(paths, count=8):
+    paths = list(paths)
+    return ", ".join(paths[:count]) + (" ..." if len(paths) > count else "")
 
 
 def _unit(tile):

@@ -13,7 +13,9 @@ import numpy as np
 
 from kvis import objectives
 from kvis.engine import Settings, render
+from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
+from kvis.images import as_images
 from kvis.models import preprocessing_for
 from kvis.plot import image_grid
 
@@ -24,6 +26,7 @@ class Inversion:
 
     Attributes:
         original: float32 (H, W, C) in [0, 1], the image as the model saw it.
+        name: the image's name.
         layers: the layer paths inverted.
         images: float32 (L, H, W, C) in [0, 1], one reconstruction per layer.
         errors: float32 (L,) normalized representation errors ||phi(x) - phi0||^2 / ||phi0||^2
@@ -33,6 +36,7 @@ class Inversion:
     """
 
     original: np.ndarray
+    name: str
     layers: list
     images: np.ndarray
     errors: np.ndarray
@@ -49,49 +53,62 @@ def inversion_settings(**changes):
                     jitter=0, scale=0.0, rotate=0.0).replace(**changes)
 
 
-def invert(model, image, layers, *, alpha=6.0, beta=2.0, alpha_weight=0.1, tv_weight=0.05,
-           seed=0, settings=None, preprocessing="auto", progress=True):
+def invert(model, images, layers, *, alpha=6.0, beta=2.0, alpha_weight=0.1, tv_weight=0.05,
+           seed=0, settings=None, progress=True):
     """Reconstruct an image from its representation at each of `layers`.
 
     Args:
         model: a Keras model.
-        image: a `kvis.images.ModelImage` (from `kvis.load_image`).
-        layers: layer paths, spatial or not (e.g. "block1_conv1", "fc1").
+        images: one image: what `kvis.load_image` returns, or preprocessed float32 model
+            input (1, H, W, C) (its pixels are then recovered through the model's
+            preprocessing).
+        layers: a layer path or a list of them, spatial or not (e.g. "block1_conv1", "fc1").
         alpha, alpha_weight: the alpha-norm regularizer (Mahendran: alpha = 6), on the image
             in [0, 1] centred on mid-gray, as a mean over pixels.
         beta, tv_weight: the total-variation regularizer (beta = 2), as a mean over pixels.
         seed: reconstruction i starts from the noise of seed `(seed, i)`.
         settings: engine `Settings` (default: `inversion_settings()`).
-        preprocessing: how pixels become model input (see `preprocessing_for`).
-        progress: show a progress bar.
+        progress: show progress.
 
     Returns:
         An `Inversion`; errors are measured on the final images, without jitter.
 
+    Raises:
+        KvisError: more than one image, or an unknown layer (the closest names are listed).
+
     Example:
         >>> result = kvis.invert(model, kvis.load_image("cat.jpg", model), ["block1_conv2"])
     """
-    layers = [model_graph(model).node(layer).path for layer in layers]
-    preprocess = preprocessing_for(model, preprocessing)
-    targets = _representations(model, layers, image.x)
+    graph = model_graph(model)
+    layers = [graph.node(layer).path for layer in ([layers] if isinstance(layers, str) else layers)]
+    batch = as_images(model, images)
+    if len(batch.x) != 1:
+        raise KvisError(f"invert reconstructs one image; got {len(batch.x)}")
+    preprocess = preprocessing_for(model)
+    targets = _representations(model, layers, batch.x)
     objective = (objectives.select([objectives.feature_match(layer, targets[layer])
                                     for layer in layers])
                  - alpha_weight * objectives.lp_norm(alpha)
                  - tv_weight * objectives.total_variation(beta))
     result = render(model, objective, seeds=[(seed, i) for i in range(len(layers))],
-                    settings=settings or inversion_settings(), size=image.pixels.shape[:2],
-                    preprocessing=preprocess.name, labels=layers, progress=progress)
+                    settings=settings or inversion_settings(), size=batch.pixels.shape[1:3],
+                    labels=layers, progress=progress)
     reached = _representations(model, layers, preprocess(result.images * 255.0))
     errors = [_normalized_error(reached[layer][i], targets[layer][0])
               for i, layer in enumerate(layers)]
-    original = image.pixels.astype(np.float32) / 255.0
+    original = batch.pixels[0].astype(np.float32) / 255.0
     pixel_errors = np.sqrt(np.mean((result.images - original) ** 2, axis=(1, 2, 3)))
-    return Inversion(original, layers, result.images, np.array(errors, np.float32),
+    return Inversion(original, batch.names[0], layers, result.images, np.array(errors, np.float32),
                      pixel_errors.astype(np.float32))
 
 
-def plot_inversion(result, *, title=None):
+def plot_inversion(result, *, fig=None, title=None):
     """The original image, then its reconstruction from each layer with the error reached.
+
+    Args:
+        result: an `Inversion`.
+        fig: a Figure or SubFigure to draw in (default: a new Figure).
+        title: figure title (default: names the image).
 
     Returns:
         A Figure.
@@ -102,7 +119,8 @@ def plot_inversion(result, *, title=None):
         f"{layer}\nerror {error:.2g}, rmse {pixels:.2g}"
         for layer, error, pixels in zip(result.layers, result.errors, result.pixel_errors)]
     return image_grid(tiles, titles=labels, cols=len(tiles), cmap="gray", vmin=0, vmax=1,
-                      title=title or "reconstructions from each layer", tile_inches=1.8)
+                      title=title or f"{result.name} reconstructed from each layer",
+                      tile_inches=1.8, fig=fig)
 
 
 def _representations(model, layers, x):

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvis import objectives
+from kvis.anatomy import spatial_node
 from kvis.engine import render
 from kvis.graph import model_graph
-from kvis.models import class_index, class_names
+from kvis.models import class_index, class_label
 from kvis.plot import image_grid
 
 
@@ -22,7 +23,8 @@ class Synthesis:
 
     Attributes:
         images: float32 (K, H, W, C) in [0, 1], RGB or grayscale.
-        units: a label per image, e.g. "#37" or "#281 tabby".
+        units: a label per image: "#37" for a filter, the class name (`class_label`) for a
+            class, e.g. "tabby".
         scores: float32 (K,) each unit's objective on its final image.
         history: float32 (chunks, K) the objective during the optimization.
         title: what was maximized, for figures.
@@ -45,10 +47,15 @@ def maximize(model, objective, *, count=1, seed=0, labels=None, **options):
         count: images to synthesize.
         seed: image i starts from the noise of seed `(seed, i)`.
         labels: a label per image.
-        **options: `settings`, `size`, `preprocessing`, `progress`, as for `kvis.engine.render`.
+        **options: `settings`, `size`, `progress`, as for `kvis.engine.render`.
 
     Returns:
         A `Synthesis`.
+
+    Example:
+        >>> from kvis import objectives as obj
+        >>> goal = obj.channel("block4_conv1", 37) - 0.05 * obj.total_variation()
+        >>> kvis.plot_synthesis(kvis.maximize(model, goal))
     """
     labels = labels or [f"#{i}" for i in range(count)]
     result = render(model, objective, seeds=[(seed, i) for i in range(count)], labels=labels,
@@ -66,7 +73,7 @@ def maximize_filters(model, layer, filters=None, *, seed=0, batch_size=64, **opt
         seed: the image of filter f starts from the noise of seed `(seed, f)`, whatever the
             other filters in the batch.
         batch_size: filters optimized together in one batch.
-        **options: `settings`, `size`, `preprocessing`, `progress`.
+        **options: `settings`, `size`, `progress`, as for `kvis.engine.render`.
 
     Returns:
         A `Synthesis` with units labelled "#f".
@@ -78,7 +85,7 @@ def maximize_filters(model, layer, filters=None, *, seed=0, batch_size=64, **opt
         >>> grid = kvis.maximize_filters(model, "block4_conv1", range(16))
         >>> kvis.plot_synthesis(grid)
     """
-    node = model_graph(model).node(layer)
+    node = spatial_node(model_graph(model), layer, "a filter objective")
     filters = list(range(node.output.shape[-1])) if filters is None else [int(f) for f in filters]
     return _maximize_units(model, lambda group: objectives.channel(node.path, group), filters,
                            [f"#{f}" for f in filters], f"filters of {node.path}", seed,
@@ -94,17 +101,28 @@ def maximize_classes(model, classes, *, seed=0, batch_size=64, **options):
         seed, batch_size, **options: as for `maximize_filters`.
 
     Returns:
-        A `Synthesis` with units labelled "#c name".
+        A `Synthesis` with units labelled by class name ("#c" where names are unknown).
+
+    Example:
+        >>> kvis.plot_synthesis(kvis.maximize_classes(model, ["tabby", 285]))
     """
+    if isinstance(classes, (str, int, np.integer)):
+        classes = [classes]
     indices = [class_index(model, c) for c in classes]
-    names = class_names(model)
-    labels = [f"#{c} {names[c]}" if names else f"#{c}" for c in indices]
-    return _maximize_units(model, objectives.class_logit, indices, labels, "classes", seed,
+    labels = [class_label(model, c) for c in indices]
+    title = "classes " + ", ".join(labels[:4]) + (" ..." if len(labels) > 4 else "")
+    return _maximize_units(model, objectives.class_logit, indices, labels, title, seed,
                            batch_size, options)
 
 
-def plot_synthesis(result, *, cols=None, title=None):
+def plot_synthesis(result, *, cols=None, fig=None, title=None):
     """The synthesized images as a grid, each labelled with its unit and final score.
+
+    Args:
+        result: a `Synthesis`.
+        cols: tiles per row (default: about square).
+        fig: a Figure or SubFigure to draw in (default: a new Figure).
+        title: figure title (default: what was maximized).
 
     Returns:
         A Figure.
@@ -112,7 +130,7 @@ def plot_synthesis(result, *, cols=None, title=None):
     images = result.images[..., 0] if result.images.shape[-1] == 1 else result.images
     labels = [f"{unit}\n{score:.3g}" for unit, score in zip(result.units, result.scores)]
     return image_grid(list(images), titles=labels, cols=cols, cmap="gray", vmin=0, vmax=1,
-                      title=title or result.title, tile_inches=1.4)
+                      title=title or result.title, tile_inches=1.4, fig=fig)
 
 
 def _maximize_units(model, objective_for, units, labels, title, seed, batch_size, options):

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kvis import demo
 from kvis.errors import KvisError
-from kvis.graph import model_graph
+from kvis.graph import model_graph, probe
 from kvis.preprocessing import PREPROCESSING, preset
+from kvis.runner import compiled, run_batches
 from kvis.vocabulary import MODEL_NAMES, MODEL_SUFFIXES
 
 APPLICATIONS = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}
@@ -247,20 +249,23 @@ def class_indices(model, classes, count):
     return np.array([class_index(model, c) for c in classes], np.int64)
 
 
-def resolve_classes(model, x, classes=None):
-    """One class index per image: given, or each image's top prediction (computed here).
+def resolve_classes(model, x, classes=None, *, batch_size=32):
+    """One class index per image: given, or each image's top prediction (computed here, in one
+    compiled pass).
 
     Args:
         model: a Keras classifier.
         x: float32 (N, H, W, C), preprocessed model input.
         classes: as for `class_indices`.
+        batch_size: images per pass.
 
     Returns:
         int64 (N,), every entry a real class.
     """
     wanted = class_indices(model, classes, len(x))
     if np.any(wanted < 0):
-        top = model.predict(x, verbose=0, batch_size=32).argmax(axis=-1)
+        top = run_batches(compiled(model, "top-class", lambda: _top_class(model)),
+                          (np.asarray(x, np.float32),), batch_size=batch_size, progress=False)
         wanted = np.where(wanted < 0, top, wanted)
     return wanted.astype(np.int64)
 
@@ -348,3 +353,14 @@ def _rescales_itself(graph):
                  None)
     return first is not None and isinstance(first.layer, (keras.layers.Rescaling,
                                                           keras.layers.Normalization))
+
+
+def _top_class(model):
+    outputs_of = probe(model, [next(reversed(model_graph(model).nodes))])
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]))])
+    def top(images):
+        (output,) = outputs_of(images, training=False).values()
+        return tf.argmax(output, axis=-1)
+
+    return top

@@ -12,36 +12,46 @@ gradient under the deconvnet backward rule (`kvis.backprop`): the fast path for 
 checked against the explicit one in the tests.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kvis import objectives
-from kvis.anatomy import logits_start
+from kvis.anatomy import logits_start, require_classifier, spatial_node
 from kvis.backprop import class_gradients, forward_values, is_relu, is_relu_layer, layer_gradients
 from kvis.errors import KvisError
+from kvis.features import feature_maps
 from kvis.graph import model_graph
+from kvis.images import as_images
+from kvis.models import class_index, class_label, preprocessing_for
 from kvis.plot import image_grid
+from kvis.progress import progress_bar
 from kvis.receptive import receptive_fields
-
-METHODS = ("explicit", "gradient")
+from kvis.vocabulary import DECONV_METHODS
 
 
 @dataclass(frozen=True)
 class Projection:
-    """Activations projected back to the input.
+    """Activations of one image projected back to its pixels.
 
     Attributes:
         signals: float32 (K, H, W, C), one projection per unit, in model-input space
             (channel order and scale of the preprocessed input).
-        units: a label per projection, e.g. "#12 at (3, 4)" or "class #281".
+        units: a label per projection, e.g. "#12 at (3, 4)" or "class tabby".
         channels: int (K,) the channel (or class) projected.
         positions: int (K, 2) the (row, col) of the activation kept; -1 for a whole map or a class.
         activations: float32 (K,) the value of the activation kept (the map's sum for a whole map).
+        boxes: int (K, 4) `(top, left, bottom, right)`, inclusive, clipped to the image: the
+            receptive field of the activation kept (`kvis.receptive`); the whole image for
+            a whole map, a class, or a layer whose field is unknown.
+        pixels: uint8 (H, W, C) in [0, 255], the image as the model saw it.
+        name: the image's name.
         layer: path of the layer projected from.
         rule: "deconvnet" or "guided".
+        bgr: the model input is BGR (caffe-style preprocessing): `projection_images` reverses
+            the channels to RGB.
     """
 
     signals: np.ndarray
@@ -49,90 +59,113 @@ class Projection:
     channels: np.ndarray
     positions: np.ndarray
     activations: np.ndarray
+    boxes: np.ndarray
+    pixels: np.ndarray
+    name: str
     layer: str
     rule: str
+    bgr: bool = False
 
 
-def deconvnet(model, x, layer=None, *, channels=None, top=1, whole_map=False, classes=None,
-              guided=False, method="explicit"):
+def deconvnet(model, images, layer=None, *, channels=None, top=1, whole_map=False, classes=None,
+              guided=False, method="explicit", batch_size=32, progress=True):
     """Project activations of one image back to pixels.
+
+    Follows Zeiler & Fergus: the kept activation is not normalized and the projection is in
+    model-input space; `projection_images` scales each one for display.
 
     Args:
         model: a Keras model.
-        x: float32 (1, H, W, C), one preprocessed image (`kvis.load_image(...).x`).
+        images: one image: what `kvis.load_image` returns, or preprocessed float32 model
+            input (1, H, W, C).
         layer: a spatial layer's path to project from.
         channels: the feature maps to project, one projection each; default: the `top`
             strongest (by their largest activation).
         top: how many of the strongest feature maps to project when `channels` is None.
         whole_map: keep the whole feature map instead of its strongest activation alone.
-        classes: project from class scores instead of a layer (pre-softmax, one-hot).
+        classes: project from class scores instead of a layer (pre-softmax, one-hot): a
+            class index or name, or a list of them, one projection each.
         guided: guided backpropagation: rectify also by the forward ReLU masks.
         method: "explicit" (unpooling, rectification, transposed filters) or "gradient"
             (the same quantity as an input gradient under the deconvnet rule).
+        batch_size: projections computed together.
+        progress: show progress.
 
     Returns:
-        A `Projection`.
+        A `Projection`, which `plot_projections` draws on its own.
 
     Raises:
-        KvisError: no layer or classes given, a non-spatial layer, a layer type the explicit
-            deconvnet cannot pass through (named), or an out-of-range channel or class.
+        KvisError: no layer or classes given, more than one image, a non-spatial layer, a
+            layer type the explicit deconvnet cannot pass through (named), or an
+            out-of-range channel or class.
+
+    Example:
+        >>> image = kvis.load_image("cat.jpg", model)
+        >>> kvis.plot_projections(kvis.deconvnet(model, image, "block5_conv3", top=4))
     """
-    if method not in METHODS:
-        raise KvisError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method not in DECONV_METHODS:
+        raise KvisError(f"unknown method {method!r}; choose from {', '.join(DECONV_METHODS)}")
     if (layer is None) == (classes is None):
         raise KvisError("project from a layer or from classes, not both or neither")
-    x = np.asarray(x, np.float32)
-    if x.ndim != 4 or len(x) != 1:
-        raise KvisError(f"the deconvnet projects one image, (1, H, W, C); got shape {x.shape}")
+    batch = as_images(model, images)
+    if len(batch.x) != 1:
+        raise KvisError(f"the deconvnet projects one image; got {len(batch.x)}")
     graph = model_graph(model)
     rule = "guided" if guided else "deconvnet"
-    start = _class_start(graph, classes) if classes is not None else _layer_start(
-        graph, x, layer, channels, top, whole_map)
-    batch = np.repeat(x, len(start.units), axis=0)
+    start = _class_start(model, graph, classes) if classes is not None else _layer_start(
+        model, graph, batch.x, layer, channels, top, whole_map)
+    inputs = np.repeat(batch.x, len(start.units), axis=0)
     if method == "gradient" and classes is not None:
-        signals = class_gradients(model, batch, start.channels, rule=rule)[0]
+        signals = class_gradients(model, inputs, start.channels, rule=rule,
+                                  batch_size=batch_size, progress=progress)[0]
     elif method == "gradient":
-        signals = layer_gradients(model, batch, start.path, start.signal, rule=rule)[0]
+        signals = layer_gradients(model, inputs, start.path, start.signal, rule=rule,
+                                  batch_size=batch_size, progress=progress)[0]
     else:
-        signals = _explicit(graph, batch, start, guided).numpy()
+        signals = _explicit(graph, inputs, start, guided, batch_size, progress)
+    boxes = _crop_boxes(receptive_fields(model)[start.path], start.positions,
+                        batch.pixels.shape[1:3])
     return Projection(signals, start.units, start.channels, start.positions, start.activations,
-                      start.path, rule)
+                      boxes, batch.pixels[0], batch.names[0], start.path, rule,
+                      _bgr_input(model))
 
 
-def projection_images(result, *, bgr=False):
-    """Projections as displayable images: float32 (K, H, W, C) in [0, 1], mid-gray is zero.
+def projection_images(result):
+    """Projections as displayable RGB images: float32 (K, H, W, C) in [0, 1], mid-gray is zero.
 
-    Each projection is scaled by its own largest magnitude. `bgr`: the model input is BGR
-    (caffe-style preprocessing), so the channels are reversed to RGB.
+    Each projection is scaled by its own largest magnitude; a BGR model input
+    (`result.bgr`) is reversed to RGB.
     """
-    signals = result.signals[..., ::-1] if bgr else result.signals
+    signals = result.signals[..., ::-1] if result.bgr else result.signals
     scale = np.abs(signals).max(axis=(1, 2, 3), keepdims=True)
     return 0.5 + 0.5 * signals / np.where(scale > 0, scale, 1.0)
 
 
-def plot_projections(result, pixels, *, model=None, bgr=False, title=None):
+def plot_projections(result, *, fig=None, title=None):
     """Each projection beside the image patch its activation sees.
+
+    Both are cropped to the activation's receptive field (`result.boxes`); projections of a
+    whole map or a class show the whole image.
 
     Args:
         result: a `Projection`.
-        pixels: uint8 (H, W, C), the image as the model saw it (`ModelImage.pixels`).
-        model: the model, to crop both to the activation's receptive field (else whole).
-        bgr: the model input is BGR (see `projection_images`).
-        title: figure title.
+        fig: a Figure or SubFigure to draw in (default: a new Figure).
+        title: figure title (default: the image, the rule and the layer).
 
     Returns:
         A Figure with two tiles per unit: the projection, then the image patch.
     """
-    images = projection_images(result, bgr=bgr)
+    images = projection_images(result)
+    pixels = result.pixels.astype(np.float32) / 255
     tiles, labels = [], []
-    field = receptive_fields(model)[result.layer] if model is not None else None
     for k, unit in enumerate(result.units):
-        crop = _crop_box(field, result.positions[k], pixels.shape[:2])
-        projection, patch = (a[crop] for a in (images[k], pixels.astype(np.float32) / 255))
-        tiles += [_displayable(projection), _displayable(patch)]
+        top, left, bottom, right = result.boxes[k]
+        crop = np.s_[top:bottom + 1, left:right + 1]
+        tiles += [_displayable(images[k][crop]), _displayable(pixels[crop])]
         labels += [f"{unit}\n{result.activations[k]:.3g}", "image patch"]
     return image_grid(tiles, titles=labels, cols=min(6, 2 * len(result.units)), cmap="gray",
-                      vmin=0, vmax=1, title=title or f"{result.rule} from {result.layer}")
+                      vmin=0, vmax=1, fig=fig,
+                      title=title or f"{result.name}: {result.rule} from {result.layer}")
 
 
 @dataclass(frozen=True)
@@ -148,13 +181,12 @@ class _Start:
     activations: np.ndarray
 
 
-def _layer_start(graph, x, layer, channels, top, whole_map):
-    node = graph.node(layer)
-    if len(getattr(node.output, "shape", ())) != 4:
-        raise KvisError(f"the deconvnet projects from a spatial layer; {node.path!r} "
-                        f"({type(node.layer).__name__}) has output shape "
-                        f"{tuple(node.output.shape)}; project from a class instead")
-    activation = forward_values(graph, tf.constant(x))[id(node.output)].numpy()[0]
+def _layer_start(model, graph, x, layer, channels, top, whole_map):
+    try:
+        node = spatial_node(graph, layer, "the deconvnet")
+    except KvisError as error:
+        raise KvisError(f"{error}; project from a class instead") from None
+    activation = feature_maps(model, x, node.path, progress=False)[node.path][0]
     peaks = activation.max(axis=(0, 1))
     if channels is None:
         channels = np.argsort(-peaks, kind="stable")[:top]
@@ -176,21 +208,37 @@ def _layer_start(graph, x, layer, channels, top, whole_map):
     return _Start(node.path, signal, False, units, channels, positions, kept)
 
 
-def _class_start(graph, classes):
-    classes = np.atleast_1d(np.asarray(classes, int))
-    objectives.class_logit(classes).bind(graph)  # validates the class indices
+def _class_start(model, graph, classes):
+    require_classifier(model, "the deconvnet from a class")
+    if isinstance(classes, (str, int, np.integer)):
+        classes = [classes]
+    classes = np.array([class_index(model, c) for c in classes], int)
     path, before_activation = logits_start(graph)
     signal = np.eye(graph.nodes[path].output.shape[-1], dtype=np.float32)[classes]
-    return _Start(path, signal, before_activation, [f"class #{c}" for c in classes],
-                  classes, np.full((len(classes), 2), -1), np.ones(len(classes), np.float32))
+    return _Start(path, signal, before_activation,
+                  [f"class {class_label(model, c)}" for c in classes], classes,
+                  np.full((len(classes), 2), -1), np.ones(len(classes), np.float32))
 
 
-def _explicit(graph, x, start, guided):
-    values = forward_values(graph, tf.constant(x))
+def _explicit(graph, x, start, guided, batch_size, progress):
+    """The explicit deconvnet for every unit of `start`, `batch_size` units at a time."""
     order = list(graph.nodes.values())
     end = [node.path for node in order].index(start.path)
+    parts = []
+    with progress_bar(-(-len(x) // batch_size) * (end + 1),
+                      "guided" if guided else "deconvnet", unit="layer", progress=progress) as bar:
+        for first in range(0, len(x), batch_size):
+            chunk = dataclasses.replace(start, signal=start.signal[first:first + batch_size])
+            parts.append(_explicit_batch(graph, order, end, x[first:first + batch_size],
+                                         chunk, guided, bar).numpy())
+    return np.concatenate(parts)
+
+
+def _explicit_batch(graph, order, end, x, start, guided, bar):
+    values = forward_values(graph, tf.constant(x))
     signals = {id(order[end].output): tf.constant(start.signal)}
     for position in range(end, -1, -1):
+        bar.update(1)
         node = order[position]
         signal = signals.pop(id(node.output), None)
         if signal is None or node.is_container:
@@ -277,11 +325,23 @@ def _unpool(signal, inp, layer):
     return tf.reshape(flat, tf.shape(inp))
 
 
-def _crop_box(field, position, size):
-    if field is None or position[0] < 0:
-        return np.s_[:, :]
-    top, left, bottom, right = field.box(*position)
-    return np.s_[max(top, 0):min(bottom, size[0] - 1) + 1, max(left, 0):min(right, size[1] - 1) + 1]
+def _crop_boxes(field, positions, size):
+    """Per unit `(top, left, bottom, right)`, inclusive: the receptive field of the unit at
+    each position, clipped to an image of `size`; the whole image for position -1."""
+    boxes = np.tile([0, 0, size[0] - 1, size[1] - 1], (len(positions), 1))
+    for k, (row, col) in enumerate(positions):
+        if field is not None and row >= 0:
+            top, left, bottom, right = field.box(row, col)
+            boxes[k] = (max(top, 0), max(left, 0), min(bottom, size[0] - 1),
+                        min(right, size[1] - 1))
+    return boxes
+
+
+def _bgr_input(model):
+    try:
+        return preprocessing_for(model).bgr
+    except KvisError:
+        return False
 
 
 def _displayable(tile):

@@ -68,7 +68,7 @@ def run_batches(step, arrays, *, batch_size=32, desc="batches", progress=True):
             kept = min(size, count - start)
             parts.append(tf.nest.map_structure(lambda t, kept=kept: t.numpy()[:kept], output))
             bar.update(1)
-    return tf.nest.map_structure(lambda *p: np.concatenate(p), *parts)
+    return tf.nest.map_structure(lambda *p: p[0] if len(p) == 1 else np.concatenate(p), *parts)
 
 
 @contextlib.contextmanager

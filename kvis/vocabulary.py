@@ -14,3 +14,13 @@ ATTENTION_METHODS = (*CAM_METHODS, "guided-grad-cam", *GRADIENT_METHODS)
 
 # What a class explanation explains or an analysis records.
 SCORES = ("logit", "probability")
+
+# The transforms of the invariance analysis (Zeiler & Fergus, Fig. 5).
+TRANSFORMS = ("translate", "scale", "rotate")
+
+# Views of a layer's filters, rankings of feature maps, ways to compute a deconvnet projection,
+# and image parameterizations of activation maximization.
+FILTER_VIEWS = ("auto", "grid", "channels", "summary")
+RANKINGS = ("mean", "max")
+DECONV_METHODS = ("explicit", "gradient")
+PARAMETERIZATIONS = ("fft", "pixel")

@@ -19,10 +19,10 @@ import tensorflow as tf  # noqa: E402
 from benchmarking import machine, seconds  # noqa: E402
 
 import kvis  # noqa: E402
-from kvis.attention_maps import METHODS  # noqa: E402
+from kvis.vocabulary import ATTENTION_METHODS  # noqa: E402
 
 BATCHES = {"demo": 64, "vgg16": 4}
-SLOW = ("scorecam", "smoothgrad", "ig")  # many passes per image: timed once
+SLOW = ("score-cam", "smoothgrad", "integrated-gradients")  # many passes per image: timed once
 
 
 def model_throughput(model, x, repeats):
@@ -40,9 +40,11 @@ def model_throughput(model, x, repeats):
 
 def method_throughput(model, x, method, repeats):
     """Images/s of one attention method (after a first call that compiles)."""
-    kvis.attention(model, x[:1], method, batch_size=len(x))
-    return len(x) / min(seconds(lambda: kvis.attention(model, x, method, batch_size=len(x)))
-                        for _ in range(repeats))
+    def explain(images):
+        return kvis.attention(model, images, method, batch_size=len(x), progress=False)
+
+    explain(x[:1])
+    return len(x) / min(seconds(lambda: explain(x)) for _ in range(repeats))
 
 
 def main():
@@ -60,10 +62,10 @@ def main():
         x = x.astype(np.float32)
         reference = model_throughput(model, x, args.repeats)
         print(f"\n{name}, batch {batch}: model forward+backward {reference:.1f} images/s")
-        print(f"{'method':16} {'images/s':>9} {'fraction of fwd+bwd':>20}")
-        for method in METHODS:
+        print(f"{'method':20} {'images/s':>9} {'fraction of fwd+bwd':>20}")
+        for method in ATTENTION_METHODS:
             speed = method_throughput(model, x, method, 1 if method in SLOW else args.repeats)
-            print(f"{method:16} {speed:9.2f} {speed / reference:20.1%}", flush=True)
+            print(f"{method:20} {speed:9.2f} {speed / reference:20.1%}", flush=True)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def bench(name, repeats):
     def run(stride=stride):
         return occlusion(model, x, size=size, stride=stride, memory_mb=budget, progress=False)
 
-    positions = run().probability.size
+    positions = run().scores.size
     batch = min(_batch_size(model, budget), positions)
     speed = positions / min(seconds(run) for _ in range(repeats))
     reference = forward_throughput(model, batch, repeats)
@@ -64,7 +64,7 @@ def bench(name, repeats):
     print(f"  occlusion {speed:.1f} positions/s; model forward {reference:.1f} images/s "
           f"at batch {batch}: {speed / reference:.0%}")
     for finer in (stride, max(1, stride // 2)):
-        count = run(stride=finer).probability.size
+        count = run(stride=finer).scores.size
         print(f"  {count:6d} positions: peak process memory {peak_rss_mb():.0f} MB", flush=True)
 
 

@@ -8,14 +8,12 @@ import pytest
 import tensorflow as tf
 from conftest import nested_sequential, tiny_base
 
-from kvis.cam import (
-    grad_cam,
-    grad_cam_plus_plus,
-    last_conv_layer,
-    score_cam,
-)
+from kvis.anatomy import last_conv_layer
+from kvis.attribution import guided_backprop
+from kvis.cam import grad_cam, grad_cam_plus_plus, guided_grad_cam, score_cam
 from kvis.demo import demo_images
 from kvis.errors import KvisError
+from kvis.models import configure_model
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 
@@ -47,18 +45,22 @@ def zhou_cam(activations, dense, classes):
     return np.einsum("nijk,nk->nij", activations, weights) / (height * width)
 
 
-def activations_and_gradients(model, layer, x, classes):
-    """A and d logit_c / d A by GradientTape on a plain Keras sub-model (compiled, not eager)."""
+def activations_and_gradients(model, layer, x, classes, score="logit"):
+    """A and d score_c / d A by GradientTape on a plain Keras sub-model (compiled, not eager).
+
+    The logit is computed from the final Dense layer's input; the probability is the model's
+    own (softmax) output."""
     dense = model.layers[-1]
-    sub = keras.Model(model.input, [model.get_layer(layer).output, dense.input])
+    sub = keras.Model(model.input, [model.get_layer(layer).output, dense.input, model.output])
 
     @tf.function
     def run(images):
         with tf.GradientTape() as tape:
-            activations, features = sub(images, training=False)
-            logits = tf.matmul(features, dense.kernel) + dense.bias
-            score = tf.reduce_sum(tf.gather(logits, classes, axis=1, batch_dims=1))
-        return activations, tape.gradient(score, activations)
+            activations, features, probabilities = sub(images, training=False)
+            scores = (tf.matmul(features, dense.kernel) + dense.bias if score == "logit"
+                      else probabilities)
+            total = tf.reduce_sum(tf.gather(scores, classes, axis=1, batch_dims=1))
+        return activations, tape.gradient(total, activations)
 
     activations, gradients = run(tf.constant(x))
     return activations.numpy(), gradients.numpy()
@@ -78,20 +80,24 @@ def plus_plus_cam(activations, gradients):
     return raw
 
 
-def brute_force_score_cam(model, activations, x, classes, *, logits):
-    """Score-CAM one masked image at a time; the model outputs probabilities, or logits."""
+def brute_force_score_cam(scores_of, activations, pixels, classes, preprocess):
+    """Score-CAM one masked image at a time: the mask multiplies the pixels, which are then
+    preprocessed; `scores_of(x)` gives the class scores (C,) of one model input (1, H, W, C)."""
     raw = np.zeros(activations.shape[:3])
-    for n in range(len(x)):
+    for n in range(len(pixels)):
         for k in range(activations.shape[-1]):
-            mask = cv2.resize(activations[n, ..., k], x.shape[1:3][::-1],
+            mask = cv2.resize(activations[n, ..., k], pixels.shape[1:3][::-1],
                               interpolation=cv2.INTER_LINEAR)
             span = mask.max() - mask.min()
             mask = (mask - mask.min()) / span if span > 0 else np.zeros_like(mask)
-            output = model(x[n:n + 1] * mask[None, ..., None]).numpy()[0]
-            if logits:
-                output = np.exp(output - output.max()) / np.exp(output - output.max()).sum()
-            raw[n] += output[classes[n]] * activations[n, ..., k]
+            raw[n] += scores_of(preprocess(pixels[n:n + 1] * mask[None, ..., None]))[
+                classes[n]] * activations[n, ..., k]
     return raw
+
+
+def softmax(values):
+    values = np.exp(values - values.max())
+    return values / values.sum()
 
 
 def test_grad_cam_on_a_gap_model_is_zhou_cam_and_follows_weight_changes(images):
@@ -99,12 +105,15 @@ def test_grad_cam_on_a_gap_model_is_zhou_cam_and_follows_weight_changes(images):
     x = images[:, :12, :12]
     conv = keras.Model(model.input, model.get_layer("conv").output)(x).numpy()
     dense = model.get_layer("predictions")
-    result = grad_cam(model, x, classes=[1, 3])
+    result = grad_cam(model, x, classes=[1, 3], progress=False)
     assert result.layer == "conv" and result.classes.tolist() == [1, 3]
+    assert result.method == "grad-cam" and result.values is None and result.score == "logit"
     assert result.raw.dtype == np.float32 and result.raw.shape == (2, 10, 10)
     expected = zhou_cam(conv, dense, [1, 3])
     assert expected.min() < 0 < expected.max()  # raw is before the ReLU
     np.testing.assert_allclose(result.raw, expected, **TOLERANCE)
+    logits = conv.mean(axis=(1, 2)) @ dense.kernel.numpy() + dense.bias.numpy()
+    np.testing.assert_allclose(result.scores, logits[[0, 1], [1, 3]], **TOLERANCE)
     dense.kernel.assign(-2.0 * dense.kernel)  # the compiled function is cached: new weights?
     np.testing.assert_allclose(grad_cam(model, x, classes=[1, 3]).raw,
                                zhou_cam(conv, dense, [1, 3]), **TOLERANCE)
@@ -122,6 +131,21 @@ def test_grad_cam_explains_the_top_prediction_and_matches_an_independent_tape(ti
     np.testing.assert_allclose(one_by_one.raw, result.raw, **TOLERANCE)
 
 
+def test_probability_scores_follow_a_tape_of_the_softmax_output(tiny, images):
+    activations, gradients = activations_and_gradients(tiny, "conv2", images, [0, 2],
+                                                       score="probability")
+    result = grad_cam(tiny, images, classes=[0, 2], score="probability")
+    assert result.score == "probability"
+    expected = np.einsum("nijk,nk->nij", activations, gradients.mean(axis=(1, 2)))
+    np.testing.assert_allclose(result.raw, expected, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(result.scores, tiny(images).numpy()[[0, 1], [0, 2]], **TOLERANCE)
+    logit = grad_cam(tiny, images, classes=[0, 2])
+    assert not np.allclose(logit.raw, result.raw)
+    plus = grad_cam_plus_plus(tiny, images, classes=[0, 2], score="probability")
+    np.testing.assert_allclose(plus.raw, plus_plus_cam(activations, gradients),
+                               rtol=1e-5, atol=1e-8)
+
+
 @pytest.mark.parametrize("case", ["gap", "tiny"])
 def test_grad_cam_plus_plus_matches_the_formula_in_numpy(case, tiny, images):
     model, layer, x = ((gap_model(), "conv", images[:, :12, :12]) if case == "gap"
@@ -132,22 +156,47 @@ def test_grad_cam_plus_plus_matches_the_formula_in_numpy(case, tiny, images):
     np.testing.assert_allclose(result.raw, plus_plus_cam(activations, gradients), **TOLERANCE)
 
 
-@pytest.mark.parametrize("build, classes", [("tiny", None), ("nested", [4, 1])])
-def test_score_cam_matches_a_brute_force_loop(build, classes, tiny, images):
-    if build == "tiny":
+@pytest.mark.parametrize("build, classes, score", [
+    ("tiny", None, "probability"), ("tiny", [1, 0], "logit"),
+    ("nested", [4, 1], "logit"), ("nested", None, "probability")])
+def test_score_cam_matches_a_brute_force_loop(build, classes, score, tiny, images):
+    if build == "tiny":  # a softmax head: its probabilities are the output
         model, layer = tiny, "conv2"
         activations = keras.Model(tiny.input, tiny.get_layer("conv2").output)(images).numpy()
+        features = keras.Model(tiny.input, tiny.get_layer("gap").output)
+        dense = tiny.get_layer("predictions")
+
+        def logits(x):
+            return (features(x).numpy() @ dense.kernel.numpy() + dense.bias.numpy())[0]
     else:  # a nested base model and a head without softmax (raw logits)
         model, layer = nested_sequential(tiny_base()), "base/conv2"
         activations = model.get_layer("base")(images).numpy()
+
+        def logits(x):
+            return model(x).numpy()[0]
+    configure_model(model, preprocessing="none")  # the masks multiply the input itself
     expected_classes = model(images).numpy().argmax(axis=1) if classes is None else classes
-    result = score_cam(model, images, classes=classes, batch_size=5)
+    result = score_cam(model, images, classes=classes, score=score, batch_size=5)
     assert result.layer == layer and result.classes.tolist() == list(expected_classes)
-    expected = brute_force_score_cam(model, activations, images, expected_classes,
-                                     logits=build == "nested")
+    scores_of = logits if score == "logit" else lambda x: softmax(logits(x))
+    expected = brute_force_score_cam(scores_of, activations, images, expected_classes,
+                                     lambda pixels: pixels)
     np.testing.assert_allclose(result.raw, expected, **TOLERANCE)
-    np.testing.assert_allclose(score_cam(model, images, classes=classes, batch_size=64).raw,
-                               result.raw, **TOLERANCE)
+    np.testing.assert_allclose(score_cam(model, images, classes=classes, score=score,
+                                         batch_size=64).raw, result.raw, **TOLERANCE)
+
+
+def test_score_cam_masks_the_pixels_not_the_model_input(tiny, images):
+    configure_model(tiny, preprocessing="tf")  # input in [-1, 1]: a black pixel is -1
+    activations = keras.Model(tiny.input, tiny.get_layer("conv2").output)(images).numpy()
+    result = score_cam(tiny, images, classes=[0, 1], score="probability")
+    pixels = (images + 1.0) * 127.5
+    expected = brute_force_score_cam(lambda x: tiny(x).numpy()[0], activations, pixels, [0, 1],
+                                     lambda p: p / 127.5 - 1.0)
+    np.testing.assert_allclose(result.raw, expected, rtol=1e-4, atol=1e-6)
+    masking_input = brute_force_score_cam(lambda x: tiny(x).numpy()[0], activations, images,
+                                          [0, 1], lambda x: x)
+    assert not np.allclose(result.raw, masking_input, rtol=1e-3)
 
 
 def test_nested_base_model_layer_is_the_default_and_gives_zhou_cam(images):
@@ -163,20 +212,37 @@ def test_nested_base_model_layer_is_the_default_and_gives_zhou_cam(images):
     assert result.classes.tolist() == model(images).numpy().argmax(axis=1).tolist()
 
 
-def test_maps_are_the_rectified_upsampled_raw_map_scaled_to_one(images):
+@pytest.mark.parametrize("upsampling, interpolation", [("bilinear", cv2.INTER_LINEAR),
+                                                       ("nearest", cv2.INTER_NEAREST)])
+def test_maps_are_the_rectified_upsampled_raw_map_scaled_to_one(images, upsampling,
+                                                                  interpolation):
     model = gap_model()
     dense = model.get_layer("predictions")
     kernel = dense.kernel.numpy()
     kernel[:, 0] = -np.abs(kernel[:, 0])  # class 0: only negative weights on relu maps
     dense.kernel.assign(kernel)
     x = np.concatenate([images[:, :12, :12], images[:, 4:, 4:]])
-    result = grad_cam(model, x, classes=[0, 1, 2, 3])
+    result = grad_cam(model, x, classes=[0, 1, 2, 3], upsampling=upsampling)
     assert result.maps.shape == (4, 12, 12) and result.maps.dtype == np.float32
     assert result.raw[0].max() <= 0 and np.all(result.maps[0] == 0)  # nothing positive
     for raw, heat in zip(result.raw[1:], result.maps[1:]):
         assert raw.max() > 0 and heat.max() == 1.0 and heat.min() >= 0
-        upsampled = cv2.resize(np.maximum(raw, 0), (12, 12), interpolation=cv2.INTER_LINEAR)
+        upsampled = cv2.resize(np.maximum(raw, 0), (12, 12), interpolation=interpolation)
         np.testing.assert_allclose(heat, upsampled / upsampled.max(), rtol=1e-6, atol=1e-7)
+
+
+def test_guided_grad_cam_is_guided_backprop_times_the_normalized_grad_cam(demo):
+    pixels, _ = demo_images()
+    x = pixels[::100][:3].astype(np.float32) / 255.0
+    result = guided_grad_cam(demo, x, score="probability", upsampling="nearest")
+    coarse = grad_cam(demo, x, score="probability", upsampling="nearest")
+    fine = guided_backprop(demo, x, classes=coarse.classes, score="probability")
+    assert result.method == "guided-grad-cam" and result.layer == "block3_conv1"
+    np.testing.assert_allclose(result.values, fine.values * coarse.maps[..., None], rtol=1e-6)
+    np.testing.assert_allclose(result.raw, coarse.raw)
+    magnitude = np.abs(result.values).max(axis=-1)
+    np.testing.assert_allclose(result.maps, magnitude / magnitude.max(axis=(1, 2))[:, None, None],
+                               rtol=1e-6)
 
 
 def test_class_names_resolve_on_the_demo_model(demo):
@@ -185,7 +251,9 @@ def test_class_names_resolve_on_the_demo_model(demo):
     by_name = grad_cam(demo, x, classes="ankle boot")
     by_index = grad_cam(demo, x, classes=9)
     assert by_name.layer == "block3_conv1" and by_name.classes.tolist() == [9, 9, 9]
+    assert by_name.class_labels == ["ankle boot"] * 3
     np.testing.assert_allclose(by_name.raw, by_index.raw, **TOLERANCE)
+    np.testing.assert_array_equal(by_name.pixels, pixels[:3])  # mapped back from the input
     assert grad_cam(demo, x).classes.tolist() == demo(x).numpy().argmax(axis=1).tolist()
     with pytest.raises(KvisError, match="unknown class 'ankle bot'.*closest: ankle boot"):
         grad_cam(demo, x, classes="ankle bot")
@@ -206,15 +274,18 @@ def test_bad_input_is_refused_with_one_line(tiny, images):
         grad_cam(tiny, images, classes="cat")
     with pytest.raises(KvisError, match="do not fit the model input"):
         grad_cam(tiny, images[:, :8])
+    with pytest.raises(KvisError, match="unknown score 'softmax'; choose from logit"):
+        grad_cam(tiny, images, score="softmax")
+    with pytest.raises(KvisError, match="unknown upsampling 'cubic'; choose from bilinear"):
+        grad_cam(tiny, images, upsampling="cubic")
     with pytest.raises(KvisError, match="batch_size must be at least 1; got 0"):
-        score_cam(tiny, images, batch_size=0)
-    dense_only = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="flat")
-    with pytest.raises(KvisError, match="model 'flat' has no spatial layer to explain"):
-        last_conv_layer(dense_only)
+        grad_cam(tiny, images, batch_size=0)
+    with pytest.raises(KvisError, match="cannot tell how model 'tiny' expects its pixels"):
+        score_cam(tiny, images)  # the masks are defined on pixels
 
 
 def test_the_model_is_unchanged_and_not_kept_alive(images):
-    model = nested_softmax()
+    model = configure_model(nested_softmax(), preprocessing="none")
     before = model(images).numpy()
     grad_cam(model, images)
     score_cam(model, images)

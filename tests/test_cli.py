@@ -83,17 +83,21 @@ def test_rgb_image_for_the_grayscale_demo_is_converted_and_said(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["features", "demo", "missing.png", "--layer", "block1_conv1", "--out", "m.png"],
-     "Error: image not found: missing.png"),
+     "Error: Invalid value for 'IMAGE': File 'missing.png' does not exist."),
     (["features", "demo", "{boot}", "--layer", "block9_conv1", "--out", "m.png"],
      "Error: no layer 'block9_conv1' in model 'kvis_demo'; closest: block3_conv1"),
     (["features", "demo", "{boot}", "--layer", "fc1", "--out", "m.png"],
-     "Error: layer 'fc1' (Dense) has output shape (None, 128): no spatial feature maps"),
+     "Error: feature maps needs a spatial layer; 'fc1' (Dense) has output shape (None, 128)"),
     (["features", "demo", "{boot}", "--out", "m.png"],
      "give either --layer (one or more) or --all"),
     (["filters", "demo", "--layer", "predictions", "--out", "f.png"],
      "Error: layer 'predictions' (Dense) has no 2-D convolution kernel; conv layers: block1_conv1"),
     (["filters", "demo", "--layer", "block1_conv1", "--out", "f.txt"], "a figure file ends in"),
-    (["layers", "nosuch.keras"], "Error: model file not found: nosuch.keras"),
+    (["layers", "nosuch.keras"], "model file not found: nosuch.keras (or use one of: demo"),
+    (["features", "demo", "{boot}", "--layer", "block1_conv1", "--channels", "5-2",
+      "--out", "m.png"], "'5-2' is a backwards range; write 2-5"),
+    (["filters", "demo", "--layer", "block1_conv1", "--out", "/proc/kvis/f.png"],
+     "Error: cannot write /proc/kvis/f.png: "),
     (["features", "demo", "{boot}", "--layer", "block1_conv1", "--channels", "x",
       "--out", "m.png"],
      "use indices and ranges like 3,17,40-47"),
@@ -104,6 +108,31 @@ def test_user_mistakes_get_one_line_and_no_traceback(args, message, boot, tmp_pa
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+def test_file_mistakes_are_reported_before_tensorflow_starts(tmp_path):
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom kvis.cli import main\n"
+              "try:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n"
+              "    print('tensorflow' in sys.modules, exit.code)")
+    for args in (["features", "demo", "missing.png", "--all", "--out", "m"],
+                 ["occlusion", "nosuch.keras", "x.png", "--out", "o.png"]):
+        result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                                text=True, cwd=tmp_path)
+        assert result.stdout.split() == ["False", "2"], result.stdout + result.stderr
+        assert "does not exist" in result.stderr or "not found" in result.stderr
+
+
+def test_unknown_preprocessing_stops_with_one_line_naming_the_option(tmp_path):
+    nested_functional(tiny_base()).save(tmp_path / "mine.keras")
+    cv2.imwrite(str(tmp_path / "x.png"), np.full((16, 16, 3), 9, np.uint8))
+    result = run("features", tmp_path / "mine.keras", tmp_path / "x.png", "--layer", "base/conv2",
+                 "--out", tmp_path / "m.png")
+    assert result.exit_code == 1 and not (tmp_path / "m.png").exists()
+    assert "cannot tell how model 'finetuned_fn' expects its pixels" in result.output
+    assert "--preprocess" in result.output and "Traceback" not in result.output
 
 
 def test_nested_model_file_through_the_cli(tmp_path):
@@ -160,6 +189,8 @@ def test_maximize_filters_and_classes(tmp_path):
     result = run("maximize", "demo", "--class", "0-1,bag", "--steps", "16", "--param", "pixel",
                  "--out", tmp_path / "c.png")
     assert result.exit_code == 0, result.output
+    names = [line.split(": logit ")[0] for line in result.output.splitlines()[:3]]
+    assert names == ["t-shirt/top", "trouser", "bag"]
 
 
 def test_invert_prints_the_errors(tmp_path, boot):
@@ -179,6 +210,7 @@ def test_invert_prints_the_errors(tmp_path, boot):
     (["--layer", "fc1"], "a filter objective needs a spatial layer; 'fc1' (Dense)"),
     (["--class", "boots"], "unknown class 'boots'"),
     ([], "give --layer (with --filters) or --class"),
+    (["--layer", "block2_conv2", "--filters", "5-2"], "'5-2' is a backwards range; write 2-5"),
 ])
 def test_maximize_mistakes_get_one_line(args, message, tmp_path):
     result = run("maximize", "demo", *args, "--steps", "2", "--out", tmp_path / "m.png")
@@ -194,26 +226,50 @@ def test_deconv_from_a_layer_and_from_a_class(tmp_path, boot):
     result = run("deconv", "demo", boot, "--class", "ankle boot", "--guided", "--method",
                  "gradient", "--out", tmp_path / "c.png")
     assert result.exit_code == 0, result.output
+    assert result.output.startswith("0_ankle_boot.png: guided from predictions: class ankle boot")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["deconv", "demo", "{boot}", "--layer", "block2_conv2", "--filter", "3-1", "--out",
+      "d.png"], "'3-1' is a backwards range; write 1-3"),
+    (["invert", "demo", "{boot}", "--layers", "block1_conv1,block2_conv9", "--out", "i.png"],
+     "Error: no layer 'block2_conv9' in model 'kvis_demo'; closest: block2_conv2"),
+    (["features", "demo", "{boot}", "--all", "--out", "/proc/kvis_maps"],
+     "Error: cannot write /proc/kvis_maps/overview.png"),
+    (["deconv", "demo", "{boot}", "--layer", "block2_conv2", "--out", "/proc/d.png"],
+     "Error: cannot write /proc/d.png"),
+])
+def test_synthesis_and_projection_mistakes_get_one_line(args, message, boot, tmp_path,
+                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(*[a.format(boot=boot) for a in args])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
 
 
 def test_attention_on_one_image_and_on_a_folder(tmp_path, boot):
-    result = run("attention", "demo", boot, "--method", "gradcam++", "--out", tmp_path / "a.png")
+    result = run("attention", "demo", boot, "--method", "grad-cam++", "--score", "probability",
+                 "--out", tmp_path / "a.png")
     assert result.exit_code == 0, result.output
+    assert result.output.startswith("0_ankle_boot.png: ankle boot (probability ")
+    assert "grad-cam++ at block3_conv1" in result.output
     _read(tmp_path / "a.png")
     result = run("attention", "demo", boot.parent, "--batch", "--method", "saliency",
                  "--class", "bag", "--out", tmp_path / "cams")
     assert result.exit_code == 0, result.output
-    assert "0_ankle_boot.png: class #8 bag" in result.output
-    overlays = sorted((tmp_path / "cams").glob("*_saliency.png"))
-    assert len(overlays) == 10 and cv2.imread(str(overlays[0])).shape == (28, 28, 3)
+    assert "0_ankle_boot.png: bag (logit " in result.output
+    figures = sorted((tmp_path / "cams").glob("*_bag_saliency.png"))
+    assert len(figures) == 10 and figures[0].name == "0_ankle_boot_bag_saliency.png"
+    assert _read(figures[0]).shape[0] > 100  # a titled figure, not a 28 px overlay
 
 
 def test_sanity_prints_one_row_per_method(tmp_path, boot):
-    result = run("sanity", "demo", boot, "--methods", "saliency,gradcam",
-                 "--layers", "fc1,block1_conv1", "--out", tmp_path / "s.png")
+    result = run("sanity", "demo", boot, "--methods", "saliency,grad-cam", "--score",
+                 "probability", "--layers", "fc1,block1_conv1", "--out", tmp_path / "s.png")
     assert result.exit_code == 0, result.output
+    assert "(ankle boot, probability)" in result.output.splitlines()[0]
     rows = [line.split() for line in result.output.splitlines() if line.startswith("  ")]
-    assert [row[0] for row in rows] == ["saliency", "gradcam"]
+    assert [row[0] for row in rows] == ["saliency", "grad-cam"]
     assert all(len(row) == 3 and -1 <= float(row[2]) <= 1 for row in rows)
 
 
@@ -222,7 +278,12 @@ def test_sanity_prints_one_row_per_method(tmp_path, boot):
     (["deconv", "demo", "{boot}"], "give --layer or --class"),
     (["attention", "demo", "{boot}", "--class", "shoe"], "unknown class 'shoe'"),
     (["attention", "demo", "{boot}", "--batch"], "is not a folder"),
-    (["sanity", "demo", "{boot}", "--methods", "lime"], "unknown method 'lime'"),
+    (["sanity", "demo", "{boot}", "--methods", "lime"], "unknown method 'lime'; choose from "
+                                                        "grad-cam, grad-cam++"),
+    (["attention", "demo", "{boot}", "--method", "gradcam"], "'gradcam' is not one of"),
+    (["attention", "demo", "{boot}", "--method", "saliency", "--layer", "fc1"],
+     "saliency attributes to the input pixels and takes no layer"),
+    (["attention", "demo", "{boot}", "--class", "12"], "class index 12 is out of range"),
 ])
 def test_projection_and_attention_mistakes(args, message, boot, tmp_path):
     result = run(*[a.format(boot=boot) for a in args], "--out", tmp_path / "x.png")
@@ -235,11 +296,40 @@ def test_occlusion_maps_and_reports_the_drop(tmp_path, boot):
                  "--out", tmp_path / "o.png")
     assert result.exit_code == 0, result.output
     line = result.output.splitlines()[0]
-    assert line.startswith("unoccluded: block3_conv1 #") and "p(class #9)" in line
+    assert line.startswith("unoccluded: block3_conv1 #") and "p(ankle boot) 1.0000" in line
     _read(tmp_path / "o.png")
+    result = run("occlusion", "demo", boot, "--size", "6", "--stride", "4", "--score", "logit",
+                 "--class", "sandal", "--fill", "0", "--out", tmp_path / "o.png")
+    assert result.exit_code == 0, result.output
+    assert "logit(sandal)" in result.output.splitlines()[0]
     result = run("occlusion", "demo", boot, "--size", "40", "--out", tmp_path / "o.png")
     assert result.exit_code == 1
     assert "occluder size 40 does not fit the 28x28 image" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["occlusion", "demo", "{boot}", "--fill", "300"],
+     "Invalid value for '--fill': 300.0 is not in the range 0<=x<=255."),
+    (["occlusion", "demo", "{boot}", "--size", "-3"],
+     "Invalid value for '--size': -3 is not in the range x>=1."),
+    (["occlusion", "demo", "{boot}", "--stride", "0"],
+     "Invalid value for '--stride': 0 is not in the range x>=1."),
+    (["occlusion", "demo", "missing.png"],
+     "Invalid value for 'IMAGE': File 'missing.png' does not exist."),
+    (["occlusion", "demo", "{boot}", "--size", "6", "--class", "boot"],
+     "unknown class 'boot' for model"),
+    (["occlusion", "demo", "{boot}", "--score", "softmax"], "Invalid value for '--score'"),
+    (["invariance", "demo", "{boot}", "missing.png"], "File 'missing.png' does not exist."),
+    (["invariance", "demo", "{boot}", "--layers", "block1_conv3"],
+     "no layer 'block1_conv3' in model 'kvis_demo'; closest: block1_conv2, block1_conv1"),
+    (["correspondence", "demo", "--images", "nowhere", "--boxes", "{boot}"],
+     "Directory 'nowhere' does not exist."),
+])
+def test_analyses_mistakes_are_one_line(args, message, boot, tmp_path):
+    result = run(*[a.format(boot=boot) for a in args], "--out", tmp_path / "x.png")
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_invariance_curves_through_the_cli(tmp_path, boot):
@@ -247,7 +337,13 @@ def test_invariance_curves_through_the_cli(tmp_path, boot):
                  "--out", tmp_path / "i.png")
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == "scale values: 1 1.1 1.2 1.3 1.4 1.5 1.6 1.7 1.8"
+    assert result.output.splitlines()[1].startswith("0_ankle_boot.png: probability of ankle "
+                                                    "boot from ")
     _read(tmp_path / "i.png")
+    result = run("invariance", "demo", boot, boot.parent / "0_bag.png", "--score", "logit",
+                 "--class", "ankle boot,bag", "--out", tmp_path / "i.png")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[2].startswith("0_bag.png: logit of bag from ")
 
 
 def test_correspondence_table_through_the_cli(tmp_path, boot):

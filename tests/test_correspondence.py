@@ -17,8 +17,16 @@ from kvis.analyses.correspondence import (
 from kvis.demo import demo_images
 from kvis.errors import KvisError
 from kvis.images import load_image
+from kvis.models import configure_model
+from kvis.plot import NotebookFigure
 
 BOXES = [(2, 3, 8, 9), (5, 5, 11, 12), (0, 0, 6, 6)]
+
+
+@pytest.fixture
+def tiny(tiny):
+    """The tiny CNN, fed raw pixels."""
+    return configure_model(tiny, preprocessing="none")
 
 
 def tiny_images(model, count=3):
@@ -49,9 +57,11 @@ def numpy_delta(model, layers, images, boxes):
 
 def test_delta_mean_and_std_equal_a_numpy_computation(tiny):
     images = tiny_images(tiny)
-    result = correspondence(tiny, images, BOXES, trials=4, seed=3, batch_size=4)
+    result = correspondence(tiny, images, BOXES, trials=4, seed=3, batch_size=4, progress=False)
     assert result.layers == ["conv2", "gap"]  # last conv layer and penultimate layer
-    assert result.images == ["array"] * 3
+    assert result.names == ["array"] * 3
+    np.testing.assert_array_equal(result.boxes, BOXES)
+    np.testing.assert_array_equal(result.pixels, np.stack([image.pixels for image in images]))
     for i, (delta, mean, std, _) in enumerate(numpy_delta(tiny, result.layers, images, BOXES)):
         np.testing.assert_allclose([result.delta[i], result.mean[i], result.std[i]],
                                    [delta, mean, std], rtol=1e-6)
@@ -83,13 +93,13 @@ def test_random_boxes_keep_the_size_and_stay_inside():
 
 def test_the_random_comparison_is_reproducible(tiny):
     images = tiny_images(tiny)
-    first, again, other = (correspondence(tiny, images, BOXES, trials=3, seed=seed)
-                           for seed in (0, 0, 1))
+    first, again, other = (correspondence(tiny, images, BOXES, trials=3, seed=seed,
+                                          progress=False) for seed in (0, 0, 1))
     for name in ("delta", "mean", "std", "random_delta", "random_mean", "random_std"):
         np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
     np.testing.assert_array_equal(first.delta, other.delta)  # the part does not depend on it
     assert not np.array_equal(first.random_mean, other.random_mean)
-    one = correspondence(tiny, images, BOXES, layers="gap", trials=3)
+    one = correspondence(tiny, images, BOXES, layers="gap", trials=3, progress=False)
     assert one.layers == ["gap"] and one.random_mean[0] == first.random_mean[1]
 
 
@@ -97,7 +107,8 @@ def test_real_images(demo):
     pixels, labels = demo_images()
     boots = [load_image(pixels[i], demo) for i in np.flatnonzero(labels == 9)[:4]]
     heel = (18, 0, 28, 10)
-    result = correspondence(demo, boots, [heel] * 4, layers=["block3_conv1", "fc1"])
+    result = correspondence(demo, boots, [heel] * 4, layers=["block3_conv1", "fc1"],
+                            progress=False)
     # Delta sums the ordered pairs: N (N - 1) times the mean over unordered pairs
     np.testing.assert_allclose(result.delta, 12 * result.mean, rtol=1e-5)
     np.testing.assert_allclose(result.random_delta, 12 * result.random_mean, rtol=1e-5)
@@ -105,9 +116,15 @@ def test_real_images(demo):
     # the same image with the same box four times, split across batches of 3: identical
     # changes, so no sign may differ (float32 round-off must not make up signs)
     same = correspondence(demo, [boots[0]] * 4, [heel] * 4, batch_size=3,
-                          layers=["block1_conv2", "block3_conv1", "fc1"])
+                          layers=["block1_conv2", "block3_conv1", "fc1"], progress=False)
     assert np.all(same.delta == 0) and np.all(same.mean == 0) and np.all(same.std == 0)
     assert np.all(same.random_mean > 0)
+    # an array of model input gives the same scores as the loaded images
+    given = correspondence(demo, np.concatenate([boot.x for boot in boots]), [heel] * 4,
+                           layers=["block3_conv1", "fc1"], progress=False)
+    for name in ("delta", "mean", "std", "random_delta", "random_mean", "random_std"):
+        np.testing.assert_array_equal(getattr(given, name), getattr(result, name))
+    assert given.names == [f"image {i}" for i in range(4)]
 
 
 def test_bad_input_is_refused(tiny):
@@ -127,6 +144,10 @@ def test_bad_input_is_refused(tiny):
         correspondence(tiny, named, [BOXES[0], (5, 5, 11), BOXES[2]])
     with pytest.raises(KvisError, match="no layer 'conv7'"):
         correspondence(tiny, images, BOXES, layers=["conv7"])
+    from conftest import tiny_cnn
+
+    with pytest.raises(KvisError, match="cannot tell how model 'tiny' expects its pixels"):
+        correspondence(tiny_cnn(), np.concatenate([image.x for image in images]), BOXES)
 
 
 def test_load_boxes(tmp_path):
@@ -161,7 +182,8 @@ def example():
     return Correspondence(["block5_conv3", "fc2"], np.float32([2.25, 7.5]),
                           np.float32([0.1125, 0.375]), np.float32([0.01, 0.02]),
                           np.float32([4.5, 7.75]), np.float32([0.225, 0.3875]),
-                          np.float32([0.03, 0.04]), [f"dog{i}.jpg" for i in range(5)])
+                          np.float32([0.03, 0.04]), [f"dog{i}.jpg" for i in range(5)],
+                          np.zeros((5, 4), np.int64), np.zeros((5, 8, 8, 3), np.uint8))
 
 
 def test_table_has_one_row_per_layer():
@@ -182,4 +204,7 @@ def test_plot_draws_part_and_random_bars():
     np.testing.assert_allclose(bars, [*result.mean, *result.random_mean], rtol=1e-6)
     ticks = [label.get_text() for label in fig.axes[0].get_xticklabels()]
     assert ticks == ["block5_conv3\nΔ 2.25 vs 4.50", "fc2\nΔ 7.50 vs 7.75"]
+    ax = NotebookFigure().subplots(1, 2)[1]
+    assert plot_correspondence(result, ax=ax, title="dogs") is ax.figure
+    assert len(ax.patches) == 4 and ax.get_title() == "dogs"
 

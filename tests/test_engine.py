@@ -1,13 +1,22 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_cnn
 
 from kvis import objectives
 from kvis.engine import Settings, _blur, _Pixels, _Spectrum, _transform, default_settings, render
 from kvis.errors import KvisError
+from kvis.features import feature_maps
+from kvis.models import configure_model
 from kvis.objectives import Bound, Objective
 
 QUICK = Settings(steps=24, jitter=1, scale=0.05, rotate=5.0, chunk=8)
+
+
+@pytest.fixture
+def tiny():
+    """The tiny CNN, told that it takes pixels as they are, in [0, 255]."""
+    return configure_model(tiny_cnn(), preprocessing="none")
 
 
 def test_the_objective_rises(tiny):
@@ -17,6 +26,24 @@ def test_the_objective_rises(tiny):
     assert np.all(result.history[-1] > result.history[0] + 0.05)
     assert result.images.shape == (3, 16, 16, 3)
     assert result.images.min() >= 0 and result.images.max() <= 1
+
+
+@pytest.mark.parametrize("preprocessing", ["none", "unit", "tf"])
+def test_images_reach_the_model_through_its_preprocessing(preprocessing):
+    model = configure_model(tiny_cnn(), preprocessing=preprocessing)
+    result = render(model, objectives.channel("conv2", [0, 3]), seeds=[0, 1],
+                    settings=QUICK.replace(steps=8), progress=False)
+    x = {"none": result.images * 255, "unit": result.images, "tf": result.images * 2 - 1}[
+        preprocessing]
+    conv2 = feature_maps(model, x, "conv2", progress=False)["conv2"].mean(axis=(1, 2))
+    np.testing.assert_allclose(result.scores, [conv2[0, 0], conv2[1, 3]], rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_of_unknown_preprocessing_is_refused():
+    with pytest.raises(KvisError, match="cannot tell how model 'tiny' expects its pixels.*"
+                                        "--preprocess"):
+        render(tiny_cnn(), objectives.channel("conv2", 0), seeds=[0], settings=QUICK,
+               progress=False)
 
 
 @pytest.mark.parametrize("parameterization", ["fft", "pixel"])

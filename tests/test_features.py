@@ -1,16 +1,21 @@
+import keras
 import numpy as np
 import pytest
+from conftest import nested_sequential, tiny_base
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from kvis.anatomy import spatial_layers, stage_layers
 from kvis.errors import KvisError
 from kvis.features import (
+    FeatureMaps,
     feature_maps,
     plot_feature_maps,
     plot_feature_overview,
     plot_layer_summary,
     rank_channels,
-    spatial_layers,
-    stage_layers,
 )
+from kvis.images import load_image
+from kvis.models import configure_model
 
 
 def _conv_same(x, kernel, bias):
@@ -25,25 +30,100 @@ def _conv_same(x, kernel, bias):
     return out + bias
 
 
+def _result(maps, names=("image 0",), pixels=None, stages=None):
+    """A FeatureMaps built by hand, for the figure tests."""
+    first = next(iter(maps.values()))
+    if pixels is None:
+        pixels = np.zeros((len(first), 8, 8, 3), np.uint8)
+    return FeatureMaps(maps, pixels, list(names), tuple(stages or maps), "hand")
+
+
 def test_feature_maps_equal_a_numpy_convolution(tiny, images):
     kernel, bias = (w.numpy() for w in tiny.get_layer("conv1").weights)
     conv1 = np.maximum(_conv_same(images, kernel, bias), 0)
     pool1 = conv1.reshape(2, 8, 2, 8, 2, 4).max(axis=(2, 4))
-    maps = feature_maps(tiny, images, ["conv1", "pool1"])
+    maps = feature_maps(tiny, images, ["conv1", "pool1"], progress=False)
+    assert list(maps) == ["conv1", "pool1"] and len(maps) == 2
     np.testing.assert_allclose(maps["conv1"], conv1, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(maps["pool1"], pool1, rtol=1e-5, atol=1e-5)
 
 
-def test_all_layers_means_every_spatial_layer(tiny, images):
+def test_feature_maps_equal_a_keras_sub_model_call(tiny, images):
+    maps = feature_maps(tiny, images, progress=False)
+    for path in ("conv1", "pool1", "conv2"):
+        direct = keras.Model(tiny.input, tiny.get_layer(path).output)(images).numpy()
+        np.testing.assert_allclose(maps[path], direct, rtol=1e-6, atol=1e-6)
+        assert maps[path].dtype == np.float32
+
+
+def test_batches_of_any_size_give_the_same_maps(tiny):
+    x = np.random.default_rng(4).uniform(-1, 1, (5, 16, 16, 3)).astype(np.float32)
+    whole = feature_maps(tiny, x, "conv2", progress=False)["conv2"]
+    split = feature_maps(tiny, x, "conv2", batch_size=2, progress=False)["conv2"]
+    np.testing.assert_array_equal(whole, split)
+    np.testing.assert_array_equal(feature_maps(tiny, x[3:4], "conv2", progress=False)["conv2"],
+                                  split[3:4])
+
+
+def test_a_loaded_image_gives_the_same_maps_as_its_array(tiny):
+    configure_model(tiny, preprocessing="unit")
+    pixels = np.random.default_rng(5).integers(0, 256, (16, 16, 3))
+    image = load_image(pixels, tiny)
+    from_image = feature_maps(tiny, image, "conv2", progress=False)
+    from_array = feature_maps(tiny, image.x, "conv2", progress=False)
+    np.testing.assert_array_equal(from_image["conv2"], from_array["conv2"])
+    np.testing.assert_array_equal(from_image.pixels[0], pixels)
+    np.testing.assert_array_equal(from_array.pixels[0], pixels)  # back through "unit"
+    assert from_image.names == ["array"] and from_array.names == ["image 0"]
+    two = feature_maps(tiny, [image, image], "conv2", progress=False)
+    np.testing.assert_array_equal(two["conv2"][1], from_image["conv2"][0])
+
+
+def test_all_layers_means_every_spatial_layer_and_the_stages(tiny, images):
     assert spatial_layers(tiny) == ["conv1", "pool1", "conv2"]
-    assert list(feature_maps(tiny, images)) == ["conv1", "pool1", "conv2"]
+    maps = feature_maps(tiny, images, progress=False)
+    assert list(maps) == ["conv1", "pool1", "conv2"]
+    assert maps.stages == tuple(stage_layers(tiny)) == ("conv1", "pool1", "conv2")
+    assert repr(maps) == ("FeatureMaps(model='tiny', images=['image 0', 'image 1'], {conv1: "
+                          "(2, 16, 16, 4), pool1: (2, 8, 8, 4), conv2: (2, 6, 6, 6)})")
+    assert feature_maps(tiny, images, ["pool1", "conv1"], progress=False).stages == \
+        ("pool1", "conv1")
+
+
+def test_nested_layers_are_found_by_their_suffix():
+    model = nested_sequential(tiny_base())
+    x = np.random.default_rng(6).uniform(size=(1, 16, 16, 3)).astype(np.float32)
+    maps = feature_maps(model, x, "conv2", progress=False)
+    assert list(maps) == ["base/conv2"] and maps.layer() == "base/conv2"
+    np.testing.assert_array_equal(maps["conv2"], maps["base/conv2"])
+    with pytest.raises(KeyError):
+        maps["conv9"]
 
 
 def test_non_spatial_layer_and_wrong_input_are_refused(tiny, images):
-    with pytest.raises(KvisError, match=r"'gap' \(GlobalAveragePooling2D\).*no spatial"):
+    with pytest.raises(KvisError, match=r"feature maps needs a spatial layer; 'gap' "
+                                        r"\(GlobalAveragePooling2D\)"):
         feature_maps(tiny, images, "gap")
     with pytest.raises(KvisError, match=r"do not fit the model input \(N, 16, 16, 3\)"):
         feature_maps(tiny, images[:, :8], "conv1")
+    with pytest.raises(KvisError, match="no layer 'conv3' in model 'tiny'; closest: conv"):
+        feature_maps(tiny, images, "conv3")
+
+
+def test_a_model_without_spatial_layers_is_refused():
+    inputs = keras.Input((4,))
+    dense = keras.Model(inputs, keras.layers.Dense(2)(inputs), name="mlp")
+    with pytest.raises(KvisError, match="'mlp' has no layers with spatial feature maps"):
+        feature_maps(dense, np.zeros((1, 4), np.float32))
+
+
+def test_the_caller_model_is_unchanged(tiny, images):
+    before = [w.copy() for w in tiny.get_weights()]
+    nodes = [len(layer._inbound_nodes) for layer in tiny.layers]
+    feature_maps(tiny, images, progress=False)
+    assert [len(layer._inbound_nodes) for layer in tiny.layers] == nodes
+    for old, new in zip(before, tiny.get_weights()):
+        np.testing.assert_array_equal(old, new)
 
 
 def test_rank_channels_orders_by_mean_or_max():
@@ -59,30 +139,90 @@ def test_rank_channels_orders_by_mean_or_max():
 def test_feature_map_figure_shows_the_strongest_channels_in_order():
     rng = np.random.default_rng(0)
     maps = (1 + 0.1 * rng.uniform(0, 1, (5, 5, 10))).astype(np.float32) * np.arange(10)
-    fig = plot_feature_maps(maps, top=3)
+    result = _result({"conv": maps[None]}, names=["boot.png"])
+    fig = plot_feature_maps(result, top=3)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert [t.split()[0] for t in titles] == ["#9", "#8", "#7"]
+    assert fig._suptitle.get_text() == "boot.png at conv"
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), maps[..., 9])
-    chosen = plot_feature_maps(maps, channels=[2, 0])
+    chosen = plot_feature_maps(result, "conv", channels=[2, 0])
     assert [ax.get_title().split()[0] for ax in chosen.axes if ax.get_title()] == ["#2", "#0"]
-    with pytest.raises(KvisError, match=r"channels \[10\] out of range"):
-        plot_feature_maps(maps, channels=[10])
+    with pytest.raises(KvisError, match=r"channels \[10\] out of range: conv has 10"):
+        plot_feature_maps(result, channels=[10])
 
 
-def test_layer_summary_and_overview_show_the_layer_statistics():
-    maps = np.zeros((4, 4, 3), np.float32)
+def test_figures_pick_the_layer_and_image_asked():
+    first, second = np.zeros((2, 3, 3, 2), np.float32), np.ones((2, 3, 3, 2), np.float32)
+    second[1] *= 5
+    result = _result({"a": first, "net/b": second}, names=["x", "y"])
+    fig = plot_layer_summary(result, "b", image=1)
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), np.full((3, 3), 5.0))
+    assert fig._suptitle.get_text() == "y at net/b"
+    with pytest.raises(KvisError, match="hold 2 layers; pick one with layer=: a, net/b"):
+        plot_feature_maps(result)
+    with pytest.raises(KvisError, match="layer 'c' is not in these feature maps"):
+        plot_feature_maps(result, "c")
+    with pytest.raises(KvisError, match="image 2 is out of range"):
+        plot_feature_maps(result, "a", image=2)
+
+
+def test_layer_summary_shows_the_layer_statistics():
+    maps = np.zeros((1, 4, 4, 3), np.float32)
     maps[..., 1] = 2.0
-    summary = plot_layer_summary(maps)
+    summary = plot_layer_summary(_result({"a": maps}))
     np.testing.assert_allclose(summary.axes[0].images[0].get_array(), np.full((4, 4), 2 / 3))
+    np.testing.assert_allclose(summary.axes[1].images[0].get_array(), np.full((4, 4), 2.0))
     assert "2/3 silent" in summary.axes[2].get_title()
-    overview = plot_feature_overview({"a": maps, "b": maps[:2, :2]}, top=2)
-    titles = [ax.get_title() for ax in overview.axes]
-    assert titles[0].startswith("a 4x4x3") and titles[1].startswith("#1") and \
-        titles[3].startswith("b 2x2x3")
 
 
-def test_stage_layers_of_the_demo_model(demo):
-    assert stage_layers(demo) == ["block1_conv2", "block2_conv2", "block3_conv1", "block3_pool"]
+def test_overview_starts_with_the_input_image_and_skips_padding(demo):
+    from kvis.demo import demo_images
+
+    images, labels = demo_images()
+    boot = load_image(images[np.flatnonzero(labels == 9)[0]], demo)
+    maps = feature_maps(demo, boot, progress=False)
+    overview = plot_feature_overview(maps, top=2)
+    first = overview.axes[0]
+    np.testing.assert_allclose(first.images[0].get_array(), boot.pixels[..., 0] / 255.0)
+    assert first.get_title().startswith("input") and first.images[0].get_cmap().name == "gray"
+    assert not any(ax.images for ax in overview.axes[1:3])  # the input's row holds it alone
+    rows = [ax.get_title().split("\n")[0] for ax in overview.axes[3::3]]
+    assert rows == ["block1_conv2", "block2_conv2", "block3_conv1", "block3_pool"]
+    np.testing.assert_allclose(overview.axes[4].images[0].get_array().max(), 1.0)
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.ZeroPadding2D(1, name="pad")(inputs)
+    x = keras.layers.Conv2D(4, 3, name="conv")(x)
+    padded = keras.Model(inputs, keras.layers.MaxPooling2D(2, name="pool")(x))
+    result = feature_maps(padded, np.ones((1, 16, 16, 3), np.float32), progress=False)
+    assert list(result) == ["pad", "conv", "pool"] and result.stages == ("conv", "pool")
+    titles = [ax.get_title() for ax in plot_feature_overview(result, top=1).axes]
+    assert not any(title.startswith("pad") for title in titles)
+
+
+def test_long_layer_paths_stay_inside_the_overview():
+    long = "a_rather_long_feature_extractor_name/conv5_block3_out_with_suffix"
+    result = _result({long: np.random.default_rng(0).uniform(size=(1, 4, 4, 3))})
+    fig = plot_feature_overview(result, top=2)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    bounds = fig.bbox
+    for ax in fig.axes:
+        box = ax.title.get_window_extent(renderer)
+        assert bounds.x0 <= box.x0 and box.x1 <= bounds.x1, ax.get_title()
+    assert all(len(line) <= 18 for line in fig.axes[3].get_title().split("\n")[:-1])
+
+
+def test_figures_draw_into_a_given_figure_and_in_a_notebook():
+    from kvis.plot import NotebookFigure
+
+    result = _result({"a": np.ones((1, 3, 3, 2), np.float32)})
+    fig = plot_layer_summary(result)
+    assert fig._repr_png_().startswith(b"\x89PNG")
+    outer = NotebookFigure()
+    left, right = outer.subfigures(1, 2)
+    assert plot_feature_maps(result, fig=left) is left and len(left.axes) == 3  # + colorbar
+    assert plot_feature_overview(result, top=1, fig=right) is right
 
 
 @pytest.mark.integration
@@ -95,24 +235,8 @@ def test_stage_layers_of_vgg16_and_resnet50(vgg16, resnet50):
 
 @pytest.mark.integration
 def test_vgg16_feature_maps_match_the_layer_output(vgg16):
-    import keras
-
     x = np.random.default_rng(0).normal(0, 50, (1, 224, 224, 3)).astype(np.float32)
-    maps = feature_maps(vgg16, x, ["block3_conv2", "block5_pool"])
+    maps = feature_maps(vgg16, x, ["block3_conv2", "block5_pool"], progress=False)
     alone = keras.Model(vgg16.input, vgg16.get_layer("block3_conv2").output)(x)
     np.testing.assert_allclose(maps["block3_conv2"], alone, rtol=1e-4, atol=1e-3)
     assert maps["block5_pool"].shape == (1, 7, 7, 512)
-
-
-def test_figures_render_in_a_notebook_without_pyplot():
-    fig = plot_layer_summary(np.ones((3, 3, 2), np.float32))
-    assert fig._repr_png_().startswith(b"\x89PNG")
-
-
-def test_a_model_without_spatial_layers_is_refused():
-    import keras
-
-    inputs = keras.Input((4,))
-    dense = keras.Model(inputs, keras.layers.Dense(2)(inputs), name="mlp")
-    with pytest.raises(KvisError, match="'mlp' has no layers with spatial feature maps"):
-        feature_maps(dense, np.zeros((1, 4), np.float32))

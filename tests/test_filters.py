@@ -4,44 +4,79 @@ import pytest
 
 from kvis.anatomy import conv_layers
 from kvis.errors import KvisError
-from kvis.filters import conv_kernel, plot_filters
+from kvis.filters import Filters, conv_filters, plot_filters
+from kvis.models import configure_model
 
 
-def test_conv_kernel_is_the_layer_kernel(tiny):
-    np.testing.assert_array_equal(conv_kernel(tiny, "conv2"),
-                                  tiny.get_layer("conv2").get_weights()[0])
+def test_conv_filters_hold_the_layer_kernel(tiny):
+    result = conv_filters(tiny, "conv2")
+    np.testing.assert_array_equal(result.kernel, tiny.get_layer("conv2").get_weights()[0])
+    assert result.layer == "conv2" and result.model == "tiny" and not result.bgr
     assert conv_layers(tiny) == ["conv1", "conv2"]
+
+
+def test_bgr_comes_from_the_model_preprocessing(tiny):
+    assert not conv_filters(tiny, "conv1").bgr  # preprocessing unknown: as given
+    configure_model(tiny, preprocessing="caffe")
+    assert conv_filters(tiny, "conv1").bgr
+    assert not conv_filters(tiny, "conv2").bgr  # 4 input channels: not an image's
+    configure_model(tiny, preprocessing="tf")
+    assert not conv_filters(tiny, "conv1").bgr
+
+
+def test_nested_conv_layer_by_suffix():
+    from conftest import nested_functional, tiny_base
+
+    base = tiny_base()
+    result = conv_filters(nested_functional(base), "conv2")
+    assert result.layer == "base/conv2"
+    np.testing.assert_array_equal(result.kernel, base.get_layer("conv2").kernel.numpy())
 
 
 def test_depthwise_kernel_becomes_one_filter_per_channel():
     inputs = keras.Input((8, 8, 3))
     depthwise = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")
     model = keras.Model(inputs, depthwise(inputs))
-    kernel = conv_kernel(model, "dw")
+    kernel = conv_filters(model, "dw").kernel
     assert kernel.shape == (3, 3, 1, 6)
     np.testing.assert_array_equal(kernel[:, :, 0, 5], depthwise.kernel.numpy()[:, :, 2, 1])
 
 
 def test_non_conv_layers_are_refused_with_the_conv_layers_listed(tiny):
     with pytest.raises(KvisError, match=r"'gap' .* no 2-D convolution kernel; conv layers: conv1"):
-        conv_kernel(tiny, "gap")
+        conv_filters(tiny, "gap")
     inputs = keras.Input((4,))
     dense = keras.Model(inputs, keras.layers.Dense(2, name="d")(inputs))
     with pytest.raises(KvisError, match="the model has no conv layers"):
-        conv_kernel(dense, "d")
+        conv_filters(dense, "d")
 
 
 def test_colour_grid_shows_each_filter_on_one_symmetric_scale():
     kernel = np.random.default_rng(0).normal(size=(3, 3, 3, 5)).astype(np.float32)
     scale = np.abs(kernel).max()
-    fig = plot_filters(kernel, bgr=True)
+    fig = plot_filters(Filters(kernel, "conv", bgr=True, model="m"))
     shown = fig.axes[4].images[0].get_array()
     np.testing.assert_allclose(shown, kernel[:, :, ::-1, 4] / (2 * scale) + 0.5, rtol=1e-6)
+    assert fig._suptitle.get_text() == "m conv (3, 3, 3, 5)"
+    rgb = plot_filters(Filters(kernel, "conv"), title="as given")
+    np.testing.assert_allclose(rgb.axes[4].images[0].get_array(),
+                               kernel[:, :, :, 4] / (2 * scale) + 0.5, rtol=1e-6)
+
+
+def test_gray_grid_draws_into_a_given_figure():
+    from kvis.plot import NotebookFigure
+
+    kernel = np.random.default_rng(2).normal(size=(3, 3, 1, 4)).astype(np.float32)
+    outer = NotebookFigure()
+    sub = outer.subfigures(1, 2)[1]
+    assert plot_filters(Filters(kernel, "c"), fig=sub) is sub
+    np.testing.assert_array_equal(sub.axes[2].images[0].get_array(), kernel[:, :, 0, 2])
+    assert sub.axes[2].images[0].get_clim() == (-np.abs(kernel).max(), np.abs(kernel).max())
 
 
 def test_channels_view_lays_out_filters_by_input_channel():
     kernel = np.random.default_rng(1).normal(size=(3, 3, 4, 2)).astype(np.float32)
-    fig = plot_filters(kernel, mode="channels", max_channels=3)
+    fig = plot_filters(Filters(kernel, "c"), mode="channels", max_channels=3)
     tiles = [ax for ax in fig.axes if ax.images]
     assert len(tiles) == 6 and tiles[4].get_title() == "#1 in 1"
     np.testing.assert_array_equal(tiles[4].images[0].get_array(), kernel[:, :, 1, 1])
@@ -51,7 +86,7 @@ def test_summary_shows_kernel_norms_strongest_filter_first():
     kernel = np.ones((3, 3, 4, 3), np.float32)
     kernel[..., 2] *= 3.0
     kernel[:, :, 1, 0] = 0.0
-    fig = plot_filters(kernel)  # auto: 4 input channels -> summary
+    fig = plot_filters(Filters(kernel, "c"))  # auto: 4 input channels -> summary
     norms = fig.axes[0].images[0].get_array()
     np.testing.assert_allclose(norms[:, 0], np.full(4, 9.0))  # filter 2 first: 3 * sqrt(9)
     np.testing.assert_allclose(norms[:, 2], [3.0, 0.0, 3.0, 3.0])  # filter 0 last
@@ -60,6 +95,8 @@ def test_summary_shows_kernel_norms_strongest_filter_first():
 
 def test_bad_views_are_refused():
     with pytest.raises(KvisError, match="use the channels or summary view"):
-        plot_filters(np.zeros((3, 3, 8, 2)), mode="grid")
+        plot_filters(Filters(np.zeros((3, 3, 8, 2)), "c"), mode="grid")
     with pytest.raises(KvisError, match=r"\(kh, kw, in, out\)"):
-        plot_filters(np.zeros((3, 3, 8)))
+        plot_filters(Filters(np.zeros((3, 3, 8)), "c"))
+    with pytest.raises(KvisError, match="unknown filter view 'tiles'"):
+        plot_filters(Filters(np.zeros((3, 3, 3, 2)), "c"), mode="tiles")

@@ -31,18 +31,39 @@ def test_errors_are_measured_independently(boot_inversion, demo):
     from kvis.models import preprocessing_for
 
     x = preprocessing_for(demo)(boot_inversion.original[None] * 255)
-    target = feature_maps(demo, x, "block2_conv2")["block2_conv2"]
-    reached = feature_maps(demo, boot_inversion.images[1:2], "block2_conv2")["block2_conv2"]
+    target = feature_maps(demo, x, "block2_conv2", progress=False)["block2_conv2"]
+    reached = feature_maps(demo, preprocessing_for(demo)(boot_inversion.images[1:2] * 255),
+                           "block2_conv2", progress=False)["block2_conv2"]
     expected = np.sum((reached - target) ** 2) / np.sum(target ** 2)
     assert boot_inversion.errors[1] == pytest.approx(expected, rel=1e-3)
 
 
-def test_figure_labels_each_layer_with_its_errors(boot_inversion):
-    titles = [ax.get_title() for ax in plot_inversion(boot_inversion).axes]
+def test_figure_shows_the_original_and_labels_each_layer(boot_inversion):
+    figure = plot_inversion(boot_inversion)
+    titles = [ax.get_title() for ax in figure.axes]
     assert titles[0] == "original" and titles[1].startswith("block1_conv1\nerror ")
+    np.testing.assert_array_equal(figure.axes[0].images[0].get_array(),
+                                  boot_inversion.original[..., 0])
+    assert figure._suptitle.get_text() == "array reconstructed from each layer"
 
 
-def test_unknown_layer_is_refused(demo):
+def test_an_array_gives_the_same_target_and_original(demo):
+    from kvis.engine import Settings
+
     images, _ = demo_images()
-    with pytest.raises(KvisError, match="no layer 'block4_conv1'"):
+    image = load_image(images[3], demo)
+    quick = Settings(parameterization="pixel", steps=4, jitter=0, scale=0.0, rotate=0.0)
+    from_image = invert(demo, image, "block2_conv2", settings=quick, progress=False)
+    from_array = invert(demo, image.x, ["block2_conv2"], settings=quick, progress=False)
+    np.testing.assert_array_equal(from_image.images, from_array.images)
+    np.testing.assert_array_equal(from_image.errors, from_array.errors)
+    np.testing.assert_allclose(from_array.original, image.pixels / 255.0)
+
+
+def test_unknown_layer_and_several_images_are_refused(demo):
+    images, _ = demo_images()
+    with pytest.raises(KvisError, match="no layer 'block4_conv1'.*closest: block"):
         invert(demo, load_image(images[0], demo), ["block4_conv1"], progress=False)
+    pair = [load_image(images[0], demo), load_image(images[1], demo)]
+    with pytest.raises(KvisError, match="reconstructs one image; got 2"):
+        invert(demo, pair, ["block1_conv1"], progress=False)

@@ -15,9 +15,11 @@ def test_synthesized_images_beat_every_real_image_on_most_filters(demo):
     the 400 real test images that ship with kvis (measured independently)."""
     result = maximize_filters(demo, "block2_conv2", progress=False)
     images, _ = demo_images()
-    real = feature_maps(demo, preprocessing_for(demo)(images), "block2_conv2")["block2_conv2"]
+    real = feature_maps(demo, preprocessing_for(demo)(images), "block2_conv2",
+                        progress=False)["block2_conv2"]
     best_real = real.mean(axis=(1, 2)).max(axis=0)
-    synthesized = feature_maps(demo, result.images, "block2_conv2")["block2_conv2"]
+    synthesized = feature_maps(demo, preprocessing_for(demo)(result.images * 255),
+                               "block2_conv2", progress=False)["block2_conv2"]
     own = synthesized.mean(axis=(1, 2))[np.arange(64), np.arange(64)]
     np.testing.assert_allclose(own, result.scores, rtol=1e-4, atol=1e-5)
     assert np.mean(own > best_real) >= 0.9
@@ -44,7 +46,7 @@ def test_batches_split_large_layers(demo):
 def test_classes_by_index_or_name(demo):
     settings = default_settings(demo, steps=32)
     result = maximize_classes(demo, [5, "bag"], settings=settings, progress=False)
-    assert result.units == ["#5 sandal", "#8 bag"]
+    assert result.units == ["sandal", "bag"] and result.title == "classes sandal, bag"
     probabilities = demo.predict(preprocessing_for(demo)(result.images * 255), verbose=0)
     assert probabilities[0].argmax() == 5 and probabilities[1].argmax() == 8
     with pytest.raises(KvisError, match="unknown class 'sandals'.*closest: sandal"):
@@ -54,12 +56,24 @@ def test_classes_by_index_or_name(demo):
 
 
 def test_any_objective_and_the_grid_figure(tiny):
+    from kvis.models import configure_model
+    from kvis.plot import NotebookFigure
+
+    configure_model(tiny, preprocessing="unit")
     result = maximize(tiny, channel("conv2", [0, 1]), count=2,
                       settings=default_settings(tiny, steps=8), progress=False)
     figure = plot_synthesis(result)
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
     assert titles[0] == f"#0\n{result.scores[0]:.3g}"
+    assert figure._suptitle.get_text() == "channel(conv2, 2 units)"
     np.testing.assert_allclose(figure.axes[1].images[0].get_array(), result.images[1])
+    sub = NotebookFigure().subfigures(1, 2)[0]
+    assert plot_synthesis(result, fig=sub, title="mine") is sub and len(sub.axes) == 2
+
+
+def test_a_non_spatial_layer_has_no_filters_to_maximize(demo):
+    with pytest.raises(KvisError, match=r"a filter objective needs a spatial layer; 'fc1'"):
+        maximize_filters(demo, "fc1", [0])
 
 
 @pytest.mark.integration

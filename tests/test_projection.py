@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from kvis.errors import KvisError
+from kvis.images import load_image
 from kvis.projection import deconvnet, plot_projections, projection_images
 
 
@@ -27,7 +28,7 @@ def test_one_activation_is_kept_at_its_peak(demo):
 
     images, _ = demo_images()
     x = preprocessing_for(demo)(images[:1])
-    maps = feature_maps(demo, x, "block2_conv2")["block2_conv2"][0]
+    maps = feature_maps(demo, x, "block2_conv2", progress=False)["block2_conv2"][0]
     result = deconvnet(demo, x, "block2_conv2", top=3)
     strongest = np.argsort(-maps.max(axis=(0, 1)))[:3]
     np.testing.assert_array_equal(result.channels, strongest)
@@ -65,11 +66,55 @@ def test_explicit_equals_gradient_on_real_graphs(name, layer, vgg16, resnet50):
         np.testing.assert_allclose(explicit.signals, gradient.signals, atol=1e-5 * scale)
 
 
-def test_guided_differs_and_is_masked(demo):
+def _relu_then_mix(fused):
+    """(6, 6, 2) -> ReLU (a layer, or fused into an identity 1x1 conv) -> 1x1 conv to one
+    channel with weights (1, 0.5): the signals below the ReLU are known in closed form."""
+    inputs = keras.Input((6, 6, 2))
+    if fused:
+        relu = keras.layers.Conv2D(2, 1, activation="relu", use_bias=False, name="relu",
+                                   kernel_initializer=keras.initializers.Constant(
+                                       np.eye(2).reshape(1, 1, 2, 2)))
+    else:
+        relu = keras.layers.ReLU(name="relu")
+    weights = keras.initializers.Constant(np.array([1.0, 0.5]).reshape(1, 1, 2, 1))
+    mix = keras.layers.Conv2D(1, 1, use_bias=False, name="mix", kernel_initializer=weights)
+    return keras.Model(inputs, mix(relu(inputs)))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("method", ["explicit", "gradient"])
+def test_guided_is_masked_where_the_forward_relu_was_off(fused, method):
+    model = _relu_then_mix(fused)
+    x = np.random.default_rng(2).normal(size=(1, 6, 6, 2)).astype(np.float32)
+    on = np.maximum(x[0], 0)
+    kept = on[..., 0] + 0.5 * on[..., 1]  # the mix layer's map, kept whole
+    below = kept[..., None] * np.array([1.0, 0.5], np.float32)  # through the 1x1 conv
+    plain = deconvnet(model, x, "mix", channels=[0], whole_map=True, method=method,
+                      progress=False).signals[0]
+    guided = deconvnet(model, x, "mix", channels=[0], whole_map=True, guided=True,
+                       method=method, progress=False).signals[0]
+    off = x[0] <= 0
+    assert off.any() and (~off).any()
+    assert np.all(guided[off] == 0.0)  # exactly zero where the forward ReLU was off
+    np.testing.assert_allclose(guided[~off], np.maximum(below, 0)[~off], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(plain, np.maximum(below, 0), rtol=1e-6, atol=1e-7)
+    assert np.abs(plain[off]).max() > 0  # the deconvnet ignores the forward mask
+    if fused:  # the fused ReLU was bypassed without touching the caller's layer
+        assert model.get_layer("relu").activation is keras.activations.relu
+
+
+def test_guided_differs_from_the_deconvnet_on_the_demo(demo):
     x = np.random.default_rng(2).uniform(size=(1, 28, 28, 1)).astype(np.float32)
     plain = deconvnet(demo, x, "block1_conv2", channels=[4], whole_map=True)
     guided = deconvnet(demo, x, "block1_conv2", channels=[4], whole_map=True, guided=True)
+    assert plain.rule == "deconvnet" and guided.rule == "guided"
     assert not np.allclose(plain.signals, guided.signals)
+
+
+def demo_model():
+    from kvis.models import load_model
+
+    return load_model("demo")
 
 
 def test_unsupported_layers_and_bad_starts_are_named():
@@ -83,16 +128,64 @@ def test_unsupported_layers_and_bad_starts_are_named():
     assert np.abs(deconvnet(model, image, "top", method="gradient").signals).max() > 0
     with pytest.raises(KvisError, match="filter index 2 is out of range"):
         deconvnet(model, image, "conv", channels=[2])
-    with pytest.raises(KvisError, match="one image"):
+    with pytest.raises(KvisError, match="projects one image; got 2"):
         deconvnet(model, np.ones((2, 8, 8, 1), np.float32), "conv")
+    with pytest.raises(KvisError, match="needs a spatial layer; 'fc1'.*project from a class"):
+        deconvnet(demo_model(), np.ones((1, 28, 28, 1), np.float32), "fc1")
+    with pytest.raises(KvisError, match="needs a classifier"):
+        deconvnet(model, image, classes=[0])
 
 
-def test_figure_shows_projection_and_receptive_field_patch(demo):
-    x = np.random.default_rng(3).uniform(size=(1, 28, 28, 1)).astype(np.float32)
-    pixels = (x[0] * 255).astype(np.uint8)
-    result = deconvnet(demo, x, "block2_conv1", top=2)
-    figure = plot_projections(result, pixels, model=demo)
-    patch = figure.axes[1].images[0].get_array()
-    assert patch.shape == (10, 10) or min(patch.shape) < 10  # receptive field 10x10, clipped
-    np.testing.assert_allclose(projection_images(result)[0].max(), max(
-        0.5 + 0.5 * result.signals[0].max() / np.abs(result.signals[0]).max(), 0.5), rtol=1e-6)
+def test_crop_boxes_are_the_receptive_fields_and_the_figure_shows_them(demo):
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (28, 28, 1))
+    image = load_image(pixels, demo)
+    result = deconvnet(demo, image, "block2_conv1", top=4)
+    # block2_conv1: a 10x10 field, stride 2, unit (0, 0) centred at 0.5: unit (r, c) sees
+    # rows 2r - 4 ... 2r + 5 and cols 2c - 4 ... 2c + 5, clipped to the 28x28 image.
+    for k, (row, col) in enumerate(result.positions):
+        expected = (max(2 * row - 4, 0), max(2 * col - 4, 0), min(2 * row + 5, 27),
+                    min(2 * col + 5, 27))
+        assert tuple(result.boxes[k]) == expected
+    np.testing.assert_array_equal(result.pixels, pixels)
+    assert result.name == "array" and not result.bgr
+    figure = plot_projections(result)
+    for k in range(len(result.units)):
+        top, left, bottom, right = result.boxes[k]
+        patch = figure.axes[2 * k + 1].images[0].get_array()
+        np.testing.assert_allclose(patch, pixels[top:bottom + 1, left:right + 1, 0] / 255)
+        shown = figure.axes[2 * k].images[0].get_array()
+        np.testing.assert_allclose(shown, projection_images(result)[k][
+            top:bottom + 1, left:right + 1, 0])
+    assert figure._suptitle.get_text() == "array: deconvnet from block2_conv1"
+    whole = deconvnet(demo, image, "block2_conv1", channels=[0], whole_map=True)
+    assert whole.boxes.tolist() == [[0, 0, 27, 27]]
+
+
+def test_a_loaded_image_projects_as_its_array(demo):
+    from kvis.demo import demo_images
+
+    images, labels = demo_images()
+    boot = load_image(images[np.flatnonzero(labels == 9)[0]], demo)
+    for start in (dict(layer="block2_conv2", top=2), dict(classes="ankle boot")):
+        from_image = deconvnet(demo, boot, **start)
+        from_array = deconvnet(demo, boot.x, **start)
+        np.testing.assert_array_equal(from_image.signals, from_array.signals)
+        np.testing.assert_array_equal(from_image.pixels, boot.pixels)
+        np.testing.assert_array_equal(from_array.pixels, boot.pixels)
+    assert from_image.units == ["class ankle boot"] and from_image.channels.tolist() == [9]
+
+
+def test_display_images_reverse_bgr_and_scale_each_projection():
+    from kvis.projection import Projection
+
+    signals = np.zeros((2, 2, 2, 3), np.float32)
+    signals[0, 0, 0] = [4.0, 0.0, -2.0]
+    signals[1, 1, 1] = [0.0, 1.0, 0.0]
+    result = Projection(signals, ["a", "b"], np.array([0, 1]), np.full((2, 2), -1),
+                        np.ones(2), np.tile([0, 0, 1, 1], (2, 1)), np.zeros((2, 2, 3), np.uint8),
+                        "x", "l", "deconvnet", bgr=True)
+    shown = projection_images(result)
+    np.testing.assert_allclose(shown[0, 0, 0], [0.25, 0.5, 1.0])  # BGR -> RGB, max |4| -> 1
+    np.testing.assert_allclose(shown[1, 1, 1], [0.5, 1.0, 0.5])
+    np.testing.assert_allclose(shown[0, 1, 1], [0.5, 0.5, 0.5])  # zero is mid-gray

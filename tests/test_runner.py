@@ -32,3 +32,21 @@ def test_compiled_passes_are_traced_once_per_model_and_key(tiny):
     first = compiled(tiny, "forward", build)
     assert compiled(tiny, "forward", build) is first and len(builds) == 1
     assert compiled(tiny, "other", build) is not first and len(builds) == 2
+
+
+def test_caches_do_not_keep_a_model_alive(images):
+    import gc
+    import weakref
+
+    from conftest import tiny_cnn
+
+    from kvis.attribution import saliency
+    from kvis.cam import grad_cam
+
+    model = tiny_cnn("short_lived")
+    saliency(model, images, progress=False)
+    grad_cam(model, images, progress=False)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None

@@ -1,10 +1,13 @@
+import types
+
 import numpy as np
 import pytest
 
-from kvis.attention_maps import method_functions
+from kvis.attention_maps import METHODS
 from kvis.demo import demo_images
 from kvis.errors import KvisError
-from kvis.models import preprocessing_for, resolve_classes
+from kvis.images import load_image
+from kvis.models import load_model, preprocessing_for
 from kvis.sanity import cascading_randomization, plot_sanity_check, rank_correlation
 
 
@@ -18,31 +21,68 @@ def test_rank_correlation_against_known_cases():
                                                                           [1, 2, 3, 4])[0, 1])
 
 
-def test_faithful_maps_change_and_model_free_maps_do_not(demo):
+def edges(model, images, **options):
+    """A model-free 'method': horizontal differences of the input."""
+    return types.SimpleNamespace(maps=np.abs(np.diff(images[..., 0], axis=1, prepend=0)))
+
+
+def guard_assignments(monkeypatch, variables):
+    """Make any assignment to `variables` fail the test, whatever route it takes."""
+    watched = {id(variable) for variable in variables}
+    for name in ("assign", "assign_add", "assign_sub"):
+        cls = type(variables[0])
+        original = getattr(cls, name)
+
+        def guarded(self, *args, _original=original, _name=name, **kwargs):
+            if id(self) in watched:
+                raise AssertionError(f"{_name} on the caller's variable {self.path}")
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, guarded)
+
+
+def test_faithful_maps_change_model_free_maps_do_not_and_the_model_is_only_read(monkeypatch):
+    model = load_model("demo")  # its own copy: the check must not touch it anyway
     images, _ = demo_images()
-    x = preprocessing_for(demo)(images[::100][:3])
-    weights = [w.copy() for w in demo.get_weights()]
-    classes = resolve_classes(demo, x)
-    methods = method_functions(["saliency", "gradcam"], classes=classes)
-    methods["edges"] = lambda model, x: np.abs(np.diff(x[..., 0], axis=1, prepend=0))
-    result = cascading_randomization(demo, x, methods, progress=False)
+    x = preprocessing_for(model)(images[::100][:3])
+    variables = list(model.weights)
+    weights = [w.numpy().copy() for w in variables]
+    guard_assignments(monkeypatch, variables)
+    monkeypatch.setitem(METHODS, "edges", edges)
+    result = cascading_randomization(model, x, ["saliency", "grad-cam", "edges"],
+                                     progress=False)
     assert result.layers == ["predictions", "fc1", "block3_conv1", "block2_conv2",
                              "block2_conv1", "block1_conv2", "block1_conv1"]
     by_method = dict(zip(result.methods, result.correlations))
-    assert by_method["saliency"][-1] < 0.5 and by_method["gradcam"][-1] < 0.5
+    assert by_method["saliency"][-1] < 0.5 and by_method["grad-cam"][-1] < 0.5
     np.testing.assert_allclose(by_method["edges"], 1.0)
-    for old, new in zip(weights, demo.get_weights()):
-        np.testing.assert_array_equal(old, new)  # the model got its weights back
+    assert list(model.weights) == variables  # the same variable objects, holding ...
+    for old, variable in zip(weights, variables):
+        np.testing.assert_array_equal(old, variable.numpy())  # ... bitwise the same values
+    top = model(x).numpy().argmax(axis=1)
+    np.testing.assert_array_equal(result.classes, top)
     figure = plot_sanity_check(result)
     np.testing.assert_allclose(figure.axes[0].lines[0].get_ydata(), by_method["saliency"])
 
 
-def test_checkpoints_and_bad_layers(demo):
+def test_classes_are_chosen_once_on_the_intact_model(demo):
+    images, _ = demo_images()
+    boot = load_image(images[0], demo)
+    result = cascading_randomization(demo, boot, ["grad-cam"], classes="bag",
+                                     score="probability", layers=["fc1"], progress=False)
+    assert result.classes.tolist() == [8] and result.class_labels == ["bag"]
+    assert result.score == "probability" and result.names == ["array"]
+    assert "bag, probability" in plot_sanity_check(result).axes[0].get_title()
+
+
+def test_checkpoints_and_bad_input(demo):
     images, _ = demo_images()
     x = preprocessing_for(demo)(images[:1])
-    methods = method_functions(["saliency"], classes=[0])
-    result = cascading_randomization(demo, x, methods, layers=["block2_conv1", "fc1"],
-                                     progress=False)
+    result = cascading_randomization(demo, x, ["saliency"], classes=0,
+                                     layers=["block2_conv1", "fc1"], progress=False)
     assert result.layers == ["fc1", "block2_conv1"] and result.correlations.shape == (1, 2)
     with pytest.raises(KvisError, match="'block1_pool' has no kernel to randomize"):
-        cascading_randomization(demo, x, methods, layers=["block1_pool"], progress=False)
+        cascading_randomization(demo, x, ["saliency"], layers=["block1_pool"], progress=False)
+    with pytest.raises(KvisError, match="unknown attention method 'gradcam'; choose from "
+                                        "grad-cam, grad-cam\\+\\+"):
+        cascading_randomization(demo, x, ["saliency", "gradcam"], progress=False)

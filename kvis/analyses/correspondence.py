@@ -21,13 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
-from kvis.analyses.invariance import forward, prepared_pixels
 from kvis.anatomy import last_conv_layer, penultimate_layer
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
-from kvis.models import mean_pixel
+from kvis.images import as_images
+from kvis.models import mean_pixel, preprocessing_for
 from kvis.plot import NotebookFigure
+from kvis.runner import compiled, run_batches
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,9 @@ class Correspondence:
             unordered pairs i < j, each in [0, 1].
         random_delta: float32 (L,) Delta_l with random boxes, averaged over the trials.
         random_mean, random_std: float32 (L,) the same for the pair distances of all trials.
-        images: the N image names.
+        names: the N image names.
+        boxes: int64 (N, 4) the occluded part in each image, (top, left, bottom, right).
+        pixels: uint8 (N, H, W, C) the images, for display.
     """
 
     layers: list
@@ -52,20 +56,24 @@ class Correspondence:
     random_delta: np.ndarray
     random_mean: np.ndarray
     random_std: np.ndarray
-    images: list
+    names: list
+    boxes: np.ndarray
+    pixels: np.ndarray
 
 
 def correspondence(model, images, boxes, *, layers=None, trials=5, seed=0, batch_size=32,
-                   preprocessing="auto", tolerance=1e-5):
+                   tolerance=1e-5, progress=True):
     """Delta scores of Z&F Table 1 for one occluded part, and for random boxes.
 
-    The originals, the images with the part occluded and the images with random boxes
-    occluded (`random_boxes`) all go through one probe, a batch at a time.
+    The part is set to the model's mean pixel (`kvis.mean_pixel(model)`, through the model's
+    preprocessing) in the model input; the rest of the input is kept exactly. The originals,
+    the images with the part occluded and the images with random boxes occluded
+    (`random_boxes`) all go through one compiled pass, a batch at a time.
 
     Args:
         model: a Keras model.
-        images: N >= 2 `kvis.ModelImage`s of one size (from `kvis.load_image`), showing
-            objects of one kind.
+        images: N >= 2 `kvis.ModelImage`s of one size (from `kvis.load_image`), or a
+            preprocessed float32 array (N, H, W, C), showing objects of one kind.
         boxes: one (top, left, bottom, right) per image in the model image's pixels, rows
             top..bottom-1 and columns left..right-1, around the same part in each image.
         layers: layer paths (default: `kvis.last_conv_layer(model)` and
@@ -73,19 +81,19 @@ def correspondence(model, images, boxes, *, layers=None, trials=5, seed=0, batch
             and 7).
         trials: how many times to draw random boxes.
         seed: seeds the random boxes.
-        batch_size: images per forward pass.
-        preprocessing: the preprocessing the images were loaded with (see
-            `kvis.preprocessing_for`); the occluded pixels are prepared the same way.
+        batch_size: images per compiled pass.
         tolerance: entries of eps smaller than `tolerance` times the image's largest absolute
             output at the layer count as 0: a unit out of the occluder's reach is then 0 even
             where float32 round-off differs between two forward passes.
+        progress: show progress.
 
     Returns:
         A `Correspondence`.
 
     Raises:
-        KvisError: fewer than two images, as many boxes as images, a box that is empty or
-            outside its image, an unknown layer, or images as for `kvis.analyses.invariance`.
+        KvisError: fewer than two images, not as many boxes as images, a box that is empty
+            or outside its image, an unknown layer, images of different sizes, or a model
+            whose preprocessing kvis cannot tell.
 
     Example:
         >>> paths, boxes = load_boxes("eyes.json", "dogs")
@@ -94,41 +102,39 @@ def correspondence(model, images, boxes, *, layers=None, trials=5, seed=0, batch
         ...          for path, box in zip(paths, boxes)]
         >>> print(correspondence_table(correspondence(model, images, boxes)))
     """
-    images, boxes = list(images), list(boxes)
-    if len(images) < 2:
+    batch = as_images(model, images)
+    boxes, count = list(boxes), len(batch.x)
+    if count < 2:
         raise KvisError("correspondence needs at least two images")
-    if len(boxes) != len(images):
-        raise KvisError(f"{len(boxes)} boxes given for {len(images)} images")
-    pixels, preprocess = prepared_pixels(model, images, preprocessing)
-    height, width = pixels.shape[1:3]
-    boxes = np.array([_checked_box(box, image.name, height, width)
-                      for box, image in zip(boxes, images)], np.int64)
+    if len(boxes) != count:
+        raise KvisError(f"{len(boxes)} boxes given for {count} images")
+    height, width = batch.x.shape[1:3]
+    boxes = np.array([_checked_box(box, name, height, width)
+                      for box, name in zip(boxes, batch.names)], np.int64)
     if trials < 1:
         raise KvisError(f"trials must be at least 1; got {trials}")
     if batch_size < 1:
         raise KvisError(f"batch_size must be at least 1; got {batch_size}")
     graph = model_graph(model)
-    paths = [graph.node(path).path for path in (
+    paths = tuple(graph.node(path).path for path in (
         [last_conv_layer(model), penultimate_layer(model)] if layers is None
-        else [layers] if isinstance(layers, str) else layers)]
+        else [layers] if isinstance(layers, str) else layers))
     if not paths:
         raise KvisError("no layers given")
 
     placements = np.concatenate([boxes[None], random_boxes(boxes, (height, width),
                                                            trials=trials, seed=seed)])
-    fill = mean_pixel(model)
-    occluded = [_occlude(pixels[i], box, fill) for placed in placements
+    fill = preprocessing_for(model)(mean_pixel(model)[None, None, None])[0, 0, 0]
+    occluded = [_occlude(batch.x[i], box, fill) for placed in placements
                 for i, box in enumerate(placed)]
-    x = preprocess(np.concatenate([pixels.astype(np.float32), np.stack(occluded)]))
-    parts = {path: [] for path in paths}
-    for _, outputs in forward(probe(model, paths), x, batch_size, "correspondence"):
-        for path in paths:
-            parts[path].append(outputs[path].reshape(len(outputs[path]), -1))
+    shape = batch.x.shape[1:]
+    outputs_of = compiled(model, ("correspondence", paths, shape),
+                          lambda: _flat_pass(model, paths, shape))
+    flats = run_batches(outputs_of, (np.concatenate([batch.x, np.stack(occluded)]),),
+                        batch_size=batch_size, desc="correspondence", progress=progress)
 
-    count = len(images)
     scores = np.zeros((6, len(paths)), np.float32)
-    for column, path in enumerate(paths):
-        flat = np.concatenate(parts[path])
+    for column, flat in enumerate(flats):
         originals = flat[:count]
         distances = np.stack([
             pair_distances(_signs(originals, flat[count * (k + 1):count * (k + 2)], tolerance))
@@ -136,7 +142,7 @@ def correspondence(model, images, boxes, *, layers=None, trials=5, seed=0, batch
         part, random = distances[0], distances[1:]
         scores[:, column] = (2 * part.sum(), part.mean(), part.std(),
                              2 * random.sum(axis=1).mean(), random.mean(), random.std())
-    return Correspondence(paths, *scores, [image.name for image in images])
+    return Correspondence(list(paths), *scores, list(batch.names), boxes, batch.pixels)
 
 
 def pair_distances(signs):
@@ -250,16 +256,23 @@ def correspondence_table(result):
                      for row in [header, *rows])
 
 
-def plot_correspondence(result, *, title=None):
+def plot_correspondence(result, *, ax=None, title=None):
     """Mean pair distance per layer for the occluded part and for random boxes, with the
     standard deviation as error bars and the Delta scores under each layer's name.
 
+    Args:
+        result: a `Correspondence`.
+        ax: the matplotlib Axes to draw on (default: a new Figure's).
+        title: the axes' title.
+
     Returns:
-        A Figure; a part bar below its random bar means the model relates the parts.
+        The Figure drawn in; a part bar below its random bar means the model relates the
+        parts.
     """
-    fig = NotebookFigure(figsize=(max(4.5, 2.2 * len(result.layers) + 1.5), 3.8),
-                         layout="constrained")
-    ax = fig.subplots()
+    if ax is None:
+        fig = NotebookFigure(figsize=(max(4.5, 2.2 * len(result.layers) + 1.5), 3.8),
+                             layout="constrained")
+        ax = fig.subplots()
     at = np.arange(len(result.layers))
     ax.bar(at - 0.2, result.mean, 0.4, yerr=result.std, capsize=3, label="occluded part")
     ax.bar(at + 0.2, result.random_mean, 0.4, yerr=result.random_std, capsize=3,
@@ -269,9 +282,9 @@ def plot_correspondence(result, *, title=None):
     ax.set_ylabel("Hamming distance of sign(eps), pair mean", fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=8)
-    ax.set_title(title or f"correspondence of {len(result.images)} images (Zeiler & Fergus "
+    ax.set_title(title or f"correspondence of {len(result.names)} images (Zeiler & Fergus "
                           "2014, Table 1)\nlower is more consistent", fontsize=9)
-    return fig
+    return ax.figure
 
 
 def _checked_box(box, name, height, width):
@@ -287,12 +300,25 @@ def _checked_box(box, name, height, width):
     return top, left, bottom, right
 
 
-def _occlude(pixels, box, fill):
-    """float32 (H, W, C) pixels with rows top..bottom-1, columns left..right-1 set to `fill`."""
+def _occlude(x, box, fill):
+    """float32 (H, W, C) model input with rows top..bottom-1, columns left..right-1 set to
+    `fill` (the preprocessed fill pixel)."""
     top, left, bottom, right = box
-    occluded = pixels.astype(np.float32)
+    occluded = np.array(x, np.float32)
     occluded[top:bottom, left:right] = fill
     return occluded
+
+
+def _flat_pass(model, paths, shape):
+    """The flattened outputs of `paths` for a batch of model input."""
+    outputs_of = probe(model, list(paths))
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *shape))])
+    def run(x):
+        outputs = outputs_of(x, training=False)
+        return tuple(tf.reshape(outputs[path], (tf.shape(x)[0], -1)) for path in paths)
+
+    return run
 
 
 def _signs(originals, occluded, tolerance):

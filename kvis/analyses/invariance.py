@@ -1,36 +1,44 @@
 """Feature invariance (Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks",
-ECCV 2014, Section 4, Fig. 5): how much a layer's output and the class probability change as
-an image is shifted, scaled or rotated.
+ECCV 2014, Section 4, Fig. 5): how much a layer's output and the class score change as an
+image is shifted, scaled or rotated.
 
 Each image is transformed on a canvas of its own size (what leaves the canvas is lost, what
 enters is the mean pixel), and the Euclidean distance between the flattened layer output of
 the original and of the transformed image is measured at an early and a late layer (Z&F: layers
-1 and 7), next to the probability of the image's true class. Z&F found the early layer
-changing sharply with any transform and the late layer changing little (quasi-linearly) under
-translation and scaling, but not under rotation unless the object is rotationally symmetric.
+1 and 7), next to the score of the image's true class: its probability, as in the paper, or
+its logit. Z&F found the early layer changing sharply with any transform and the late layer
+changing little (quasi-linearly) under translation and scaling, but not under rotation unless
+the object is rotationally symmetric.
 """
 
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
+import tensorflow as tf
 
-from kvis.anatomy import penultimate_layer, stage_layers
+from kvis.anatomy import (
+    check_score,
+    class_scores,
+    penultimate_layer,
+    require_classifier,
+    stage_layers,
+)
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
-from kvis.images import ModelImage, check_input
-from kvis.models import class_indices, mean_pixel
+from kvis.images import as_images
+from kvis.models import class_indices, class_label, mean_pixel, preprocessing_for
 from kvis.plot import NotebookFigure
+from kvis.runner import compiled, run_batches
+from kvis.vocabulary import TRANSFORMS
 
-TRANSFORMS = ("translate", "scale", "rotate")
 UNITS = {"translate": "vertical shift (pixels)", "scale": "scale factor",
          "rotate": "rotation (degrees)"}
 
 
 @dataclass(frozen=True)
 class InvarianceCurves:
-    """Distances and probabilities of images under one transform, at several strengths.
+    """Distances and class scores of images under one transform, at several strengths.
 
     Attributes:
         transform: "translate", "scale" or "rotate".
@@ -39,19 +47,25 @@ class InvarianceCurves:
         layers: tuple of L layer paths, by default 2: (early, late).
         distances: float32 (L, N, T) >= 0, Euclidean distance between the flattened layer
             output of the original and of the transformed image; exactly 0 at the identity.
-        probabilities: float32 (N, T) in [0, 1], softmax probability of each image's true class
-            on the transformed image.
+        scores: float32 (N, T) the score of each image's true class on the transformed
+            image: a probability in [0, 1] or a logit, as `score` says.
+        score: "probability" (softmax) or "logit" (pre-softmax).
         classes: int64 (N,) the true classes.
+        class_labels: their N names ("#c" where kvis does not know the names).
         names: the N image names.
+        pixels: uint8 (N, H, W, C) the untransformed images, for display.
     """
 
     transform: str
     values: np.ndarray
     layers: tuple
     distances: np.ndarray
-    probabilities: np.ndarray
+    scores: np.ndarray
+    score: str
     classes: np.ndarray
+    class_labels: list
     names: list
+    pixels: np.ndarray
 
 
 def default_values(transform, size):
@@ -121,109 +135,105 @@ def transform_image(pixels, transform, value, *, fill):
 
 
 def invariance(model, images, *, transform="translate", values=None, layers=None, classes=None,
-               batch_size=32, preprocessing="auto"):
-    """Distances at an early and a late layer, and the true class's probability, as images
-    are transformed more and more strongly (Z&F Fig. 5).
+               score="probability", batch_size=32, progress=True):
+    """Distances at an early and a late layer, and the true class's score, as images are
+    transformed more and more strongly (Z&F Fig. 5).
 
-    All N x T transformed images go through one probe of the layers and the model's output,
-    a batch at a time; the identity transform reuses the original's outputs.
+    The transforms work on the images' pixels (`kvis.as_images(...).pixels`; for an array,
+    the model input mapped back through the model's preprocessing), and the transformed
+    pixels go through the model's preprocessing (`kvis.preprocessing_for(model)`). The
+    originals go through one compiled pass; the N x T transformed images through another,
+    a batch at a time, which measures the distances on the device. The identity transform
+    reuses the original's outputs (distance exactly 0).
 
     Args:
         model: a Keras classifier with output (N, classes).
-        images: `kvis.ModelImage`s of one size (from `kvis.load_image`).
+        images: `kvis.ModelImage`s of one size (from `kvis.load_image`), or a preprocessed
+            float32 array (N, H, W, C).
         transform: "translate", "scale" or "rotate" (see `transform_image`).
         values: the transform's strengths (default: `default_values`).
         layers: layer paths (default: the first stage, `stage_layers(model)[0]`, e.g. VGG16's
             block1_conv2, and `penultimate_layer(model)`, e.g. fc2).
         classes: the true class of each image (index or name), one for all, or None for each
             image's top prediction on the untransformed image.
-        batch_size: images per forward pass.
-        preprocessing: the preprocessing the images were loaded with (see
-            `kvis.preprocessing_for`); the transformed pixels are prepared the same way.
+        score: "probability" (default: the paper's Fig. 5 plots it) or "logit".
+        batch_size: images per compiled pass.
+        progress: show progress.
 
     Returns:
         An `InvarianceCurves`.
 
     Raises:
-        KvisError: an unknown transform, layer or class, no images, images of different
-            sizes or not prepared with `preprocessing`, or a model that is not a classifier.
+        KvisError: an unknown transform, score, layer or class, no images, images of
+            different sizes, a model that is not a classifier, or one whose preprocessing
+            kvis cannot tell.
 
     Example:
         >>> images = [kvis.load_image(path, model) for path in ["dog.jpg", "boat.jpg"]]
-        >>> curves = kvis.invariance(model, images, transform="rotate")
-        >>> kvis.plot_invariance(curves, class_names=kvis.class_names(model))
+        >>> curves = kvis.invariance(model, images, transform="rotate", score="logit")
+        >>> kvis.plot_invariance(curves)
     """
     _check_transform(transform)
-    images = list(images)
-    pixels, preprocess = prepared_pixels(model, images, preprocessing)
+    check_score(score)
+    require_classifier(model, "invariance")
+    batch = as_images(model, images)
+    preprocess = preprocessing_for(model)
     if batch_size < 1:
         raise KvisError(f"batch_size must be at least 1; got {batch_size}")
-    if len(model.output_shape) != 2:
-        raise KvisError(f"invariance needs a classifier with output (N, classes); model "
-                        f"{model.name!r} has output shape {model.output_shape}")
+    pixels = batch.pixels
     values = (default_values(transform, pixels.shape[1:3]) if values is None
               else _checked_values(transform, values))
-    paths = _layers(model, layers)
-    graph = model_graph(model)
-    output = next(reversed(graph.nodes))
+    paths = tuple(_layers(model, layers))
     wanted = class_indices(model, classes, len(pixels))
-    count, steps = len(pixels), len(values)
+    count, steps, shape = len(pixels), len(values), pixels.shape[1:]
+
+    outputs_of = compiled(model, ("invariance outputs", paths, score, shape),
+                          lambda: _outputs_pass(model, paths, score, shape))
+    originals, first = run_batches(outputs_of, (preprocess(pixels),), batch_size=batch_size,
+                                   desc="invariance, originals", progress=progress)
+    classes = np.where(wanted < 0, first.argmax(axis=-1), wanted).astype(np.int64)
+    distances = np.zeros((len(paths), count, steps), np.float32)
+    scores = np.repeat(first[np.arange(count), classes][:, None], steps, axis=1)  # identity
 
     fill = mean_pixel(model)
-    jobs = [(n, t) for n in range(count) for t in range(steps)
-            if not _is_identity(transform, values[t])]
-    image_of = np.r_[np.arange(count), [n for n, _ in jobs]].astype(np.int64)
-    step_of = np.r_[np.full(count, -1), [t for _, t in jobs]].astype(np.int64)
-    x = preprocess(np.stack(list(pixels) + [
-        transform_image(pixels[n], transform, values[t], fill=fill) for n, t in jobs]))
-
-    distances = np.zeros((len(paths), count, steps), np.float32)
-    final = None
-    originals = [None] * len(paths)
-    for start, outputs in forward(probe(model, [*paths, output]), x, batch_size, "invariance"):
-        rows = np.arange(start, start + len(outputs[output]))
-        if final is None:
-            final = np.empty((len(x), outputs[output].shape[-1]), np.float32)
-        final[rows] = outputs[output]
-        first, moved = rows < count, rows >= count
-        for i, path in enumerate(paths):
-            flat = outputs[path].reshape(len(rows), -1)
-            if originals[i] is None:
-                originals[i] = np.empty((count, flat.shape[1]), np.float32)
-            originals[i][rows[first]] = flat[first]  # originals come first, before their moves
-            change = flat[moved].astype(np.float64) - originals[i][image_of[rows[moved]]]
-            distances[i, image_of[rows[moved]], step_of[rows[moved]]] = np.linalg.norm(
-                change, axis=1)
-
-    probabilities_all = final if _are_probabilities(final) else _softmax(final)
-    classes = np.where(wanted < 0, probabilities_all[:count].argmax(axis=-1), wanted)
-    true = probabilities_all[np.arange(len(x)), classes[image_of]]
-    probabilities = np.repeat(true[:count, None], steps, axis=1)  # identity columns
-    probabilities[image_of[count:], step_of[count:]] = true[count:]
-    return InvarianceCurves(transform, values, tuple(paths), distances,
-                            probabilities.astype(np.float32), classes.astype(np.int64),
-                            [image.name for image in images])
+    jobs = np.array([(n, t) for n in range(count) for t in range(steps)
+                     if not _is_identity(transform, values[t])], np.int64).reshape(-1, 2)
+    if len(jobs):
+        moved = preprocess(np.stack([transform_image(pixels[n], transform, values[t], fill=fill)
+                                     for n, t in jobs]))
+        measure = compiled(model, ("invariance distances", paths, score, shape),
+                           lambda: _distance_pass(model, paths, score, shape,
+                                                  [flat.shape[1] for flat in originals]))
+        references = [tf.constant(flat) for flat in originals]
+        change, after = run_batches(lambda x, n: measure(x, n, *references),
+                                    (moved, jobs[:, 0].astype(np.int32)),
+                                    batch_size=batch_size, desc="invariance", progress=progress)
+        distances[:, jobs[:, 0], jobs[:, 1]] = change.T
+        scores[jobs[:, 0], jobs[:, 1]] = after[np.arange(len(jobs)), classes[jobs[:, 0]]]
+    return InvarianceCurves(transform, values, paths, distances, scores.astype(np.float32),
+                            score, classes, [class_label(model, int(c)) for c in classes],
+                            list(batch.names), pixels)
 
 
-def plot_invariance(result, *, class_names=None, title=None):
-    """The paper's Fig. 5: distance at each layer and probability of the true class against
-    the transform's strength, one line per image.
+def plot_invariance(result, *, fig=None, title=None):
+    """The paper's Fig. 5: distance at each layer and the true class's score against the
+    transform's strength, one line per image, labelled with its name and class.
 
     Args:
         result: an `InvarianceCurves`.
-        class_names: names indexed by class, to label each image with its true class.
-        title: figure title.
+        fig: a Figure or SubFigure to draw in (default: a new Figure).
+        title: the figure's title.
 
     Returns:
-        A Figure with L + 1 panels side by side (by default 3: early layer, late layer,
-        probability).
+        The Figure (or SubFigure) drawn in, with L + 1 panels side by side (by default 3:
+        early layer, late layer, score).
     """
     panels = len(result.layers) + 1
-    fig = NotebookFigure(figsize=(3.6 * panels + 1.4, 3.4), layout="constrained")
+    if fig is None:
+        fig = NotebookFigure(figsize=(3.6 * panels + 1.4, 3.4), layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)[0]
-    labels = [name if class_names is None else f"{name}: {class_names[c]}"
-              for name, c in zip(result.names, result.classes)]
-    curves = [*zip(result.layers, result.distances), ("", result.probabilities)]
+    labels = [f"{name}: {label}" for name, label in zip(result.names, result.class_labels)]
+    curves = [*zip(result.layers, result.distances), ("", result.scores)]
     for ax, (path, rows) in zip(axes, curves):
         for label, row in zip(labels, rows):
             ax.plot(result.values, row, marker="o", markersize=3, label=label)
@@ -232,61 +242,45 @@ def plot_invariance(result, *, class_names=None, title=None):
         if path:
             ax.set_title(f"{path}: change of the output", fontsize=9)
             ax.set_ylabel("Euclidean distance to the original", fontsize=8)
-    axes[-1].set_title("probability of the true class", fontsize=9)
-    axes[-1].set_ylim(-0.02, 1.02)
+    axes[-1].set_title(f"{result.score} of the true class", fontsize=9)
+    if result.score == "probability":
+        axes[-1].set_ylim(-0.02, 1.02)
     fig.legend(*axes[-1].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
     fig.suptitle(title or f"invariance to {result.transform} (Zeiler & Fergus 2014, Fig. 5)")
     return fig
 
 
-def prepared_pixels(model, images, preprocessing="auto"):
-    """The pixels of `ModelImage`s and the preprocessing that turned them into their `x`.
+def _outputs_pass(model, paths, score, shape):
+    """The flattened outputs of `paths` and the class scores, of a batch of model input."""
+    head, read = class_scores(model_graph(model), score)
+    outputs_of = probe(model, [*paths, head])
 
-    Returns:
-        `(pixels, preprocess)`: uint8 (N, H, W, C) and the `kvis.images.Preprocessing`.
+    @tf.function(input_signature=[tf.TensorSpec((None, *shape))])
+    def run(x):
+        outputs = outputs_of(x, training=False)
+        flat = tuple(tf.reshape(outputs[path], (tf.shape(x)[0], -1)) for path in paths)
+        return flat, read(outputs[head])
 
-    Raises:
-        KvisError: no images, something other than `ModelImage`s, images of different sizes
-            or that do not fit the model, or an `x` that `preprocessing` does not reproduce
-            (the images were loaded with another preprocessing).
-    """
-    images = list(images)
-    if not images:
-        raise KvisError("no images given")
-    if not all(isinstance(image, ModelImage) for image in images):
-        raise KvisError("images must be kvis.ModelImage objects: load them with kvis.load_image")
-    if len({image.pixels.shape for image in images}) > 1:
-        sizes = ", ".join(f"{image.name} {image.pixels.shape}" for image in images)
-        raise KvisError(f"images differ in size ({sizes}); load them all for the same model")
-    pixels = np.stack([np.asarray(image.pixels, np.uint8) for image in images])
-    check_input(model, pixels)
-    preprocess = preprocessing_for_quietly(model, preprocessing)
-    for image in images:
-        expected = preprocess(image.pixels[None])
-        if np.shape(image.x) != expected.shape or not np.allclose(image.x, expected, rtol=1e-5,
-                                                                  atol=1e-4):
-            raise KvisError(f"image {image.name!r} was not prepared with the "
-                            f"{preprocess.name!r} preprocessing; pass the preprocessing it "
-                            "was loaded with")
-    return pixels, preprocess
+    return run
 
 
-def forward(probe_model, x, batch_size, desc):
-    """Run a probe over `x` a batch at a time: yields `(start, {path: float32 array})`.
+def _distance_pass(model, paths, score, shape, sizes):
+    """Distances of a batch's layer outputs to those of its originals (rows `index` of the
+    flattened originals, one array per layer), and the batch's class scores."""
+    head, read = class_scores(model_graph(model), score)
+    outputs_of = probe(model, [*paths, head])
 
-    Every batch has the same size (the last one is padded by repeating its final image), so an
-    image gives bitwise the same outputs wherever it sits: backends pick kernels by batch
-    size, and another kernel changes the float32 round-off (by ~1e-7 relative on CPU).
-    """
-    size = min(batch_size, len(x))
-    for start in tqdm(range(0, len(x), size), desc=desc, unit="batch", disable=None):
-        batch = x[start:start + size]
-        count = len(batch)
-        if count < size:
-            batch = np.concatenate([batch, np.repeat(batch[-1:], size - count, axis=0)])
-        outputs = probe_model.predict_on_batch(batch)
-        yield start, {path: np.asarray(value, np.float32)[:count]
-                      for path, value in outputs.items()}
+    @tf.function(input_signature=[tf.TensorSpec((None, *shape)), tf.TensorSpec((None,), tf.int32),
+                                  *(tf.TensorSpec((None, size)) for size in sizes)])
+    def run(x, index, *originals):
+        outputs = outputs_of(x, training=False)
+        distances = [
+            tf.norm(tf.cast(tf.reshape(outputs[path], (tf.shape(x)[0], -1))
+                            - tf.gather(original, index), tf.float64), axis=1)
+            for path, original in zip(paths, originals)]
+        return tf.cast(tf.stack(distances, axis=1), tf.float32), read(outputs[head])
+
+    return run
 
 
 def _layers(model, layers):
@@ -323,12 +317,3 @@ def _is_identity(transform, value):
     if transform == "scale":
         return value == 1
     return value % 360 == 0
-
-
-def _are_probabilities(outputs):
-    return bool(np.all(outputs >= 0) and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3))
-
-
-def _softmax(logits):
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)

@@ -5,30 +5,37 @@ import click
 
 from kvis.cli import common
 from kvis.cli.common import main
+from kvis.vocabulary import TRANSFORMS
+
+
+def _layer_list(text):
+    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
 
 
 @main.command()
 @common.model_options
-@click.argument("image", type=click.Path(dir_okay=False))
-@click.option("--size", default=32, show_default=True, type=int,
-              help="Side of the gray occluder square, in pixels.")
-@click.option("--stride", default=8, show_default=True, type=int,
+@common.image_argument
+@click.option("--size", default=32, show_default=True, type=click.IntRange(1),
+              help="Side of the occluder square, in pixels.")
+@click.option("--stride", default=8, show_default=True, type=click.IntRange(1),
               help="Pixels between occluder positions.")
 @click.option("--layer", "-l", help="Layer whose strongest feature map is recorded "
                                     "(default: the last conv layer).")
-@click.option("--class", "classes", help="Class whose probability is mapped (default: the top "
-                                          "prediction).")
-@click.option("--fill", type=float, help="Occluder gray level 0-255 (default: the dataset's "
-                                         "mean pixel).")
+@click.option("--class", "cls", help="Class whose score is mapped, index or name (default: "
+                                      "the top prediction).")
+@common.score_option("probability")  # what the paper plots (Fig. 5, 7)
+@click.option("--fill", type=click.FloatRange(0, 255),
+              help="Occluder gray level in pixels, 0-255 (default: the dataset's mean pixel).")
 @click.option("--memory", "memory_mb", default=1024, show_default=True, type=click.IntRange(1),
               help="Memory budget in MB for one batch of occluded images.")
 @common.figure_option
-def occlusion(model, weights, labels, image, size, stride, layer, classes, fill, memory_mb, out,
-              preprocess):
-    """Slide a gray square over IMAGE and map what MODEL says (Zeiler & Fergus, Fig. 7).
+def occlusion(model, weights, labels, preprocess, image, size, stride, layer, cls, score, fill,
+              memory_mb, out):
+    """Slide a square over IMAGE and map what MODEL says (Zeiler & Fergus, Fig. 7).
 
     For each position: the total activation of the layer's strongest feature map, the
-    probability of the class, and the most probable label.
+    class's score and the most likely label; and per pixel, the mean score drop over the
+    positions that cover it (Captum's occlusion map).
 
     \b
     kvis occlusion demo boot.png --size 6 --stride 2 --out occlusion.png
@@ -38,41 +45,41 @@ def occlusion(model, weights, labels, image, size, stride, layer, classes, fill,
     from kvis.analyses.occlusion import plot_occlusion
     from kvis.images import load_image
     from kvis.io import save_figure
-    from kvis.models import class_names
 
     out = common.figure_path(out)
     net = common.load_network(model, weights, labels, preprocess)
-    picture = load_image(image, net, preprocessing=preprocess)
-    result = occlude(net, picture.x, size=size, stride=stride, fill=fill, layer=layer,
-                     classes=None if classes is None else common.class_list(classes)[0],
-                     memory_mb=memory_mb, preprocessing=preprocess)
-    names = class_names(net)
-    save_figure(plot_occlusion(result, picture.pixels, class_names=names,
-                               title=f"{picture.name}: occlusion sensitivity"), out)
-    feature, probability, label = result.unoccluded
+    result = occlude(net, load_image(image, net), size=size, stride=stride, fill=fill,
+                     layer=layer, classes=cls, score=score, memory_mb=memory_mb)
+    save_figure(plot_occlusion(result), out)
+    feature, value, _ = result.unoccluded
+    name = "p" if score == "probability" else "logit"
     click.echo(f"unoccluded: {result.layer} #{result.channel} total {feature:.4g}, "
-               f"p(class #{result.class_index}) {probability:.4f}; lowest with the occluder: "
-               f"{result.probability.min():.4f}")
+               f"{name}({result.class_label}) {value:.4f}; lowest with the occluder: "
+               f"{result.scores.min():.4f}")
     click.echo(f"wrote {out}")
 
 
 @main.command()
 @common.model_options
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--transform", "-t", type=click.Choice(["translate", "scale", "rotate"]),
+@click.argument("images", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("--transform", "-t", type=click.Choice(TRANSFORMS),
               default="translate", show_default=True,
               help="Vertical translation (pixels), scaling (factor) or rotation (degrees).")
 @click.option("--layers", "-l", help="Comma-separated layers to compare (default: the first "
                                      "stage and the penultimate layer).")
-@click.option("--class", "classes", help="True class of the images, index or name (default: "
-                                          "each image's top prediction).")
+@click.option("--class", "classes", help="True class of the images, index or name, one for all "
+                                          "or one per image (default: each image's top "
+                                          "prediction).")
+@common.score_option("probability")  # what the paper plots (Fig. 5, 7)
 @common.figure_option
-def invariance(model, weights, labels, images, transform, layers, classes, out, preprocess):
+def invariance(model, weights, labels, preprocess, images, transform, layers, classes, score,
+               out):
     """How MODEL's features react to moving IMAGES (Zeiler & Fergus, Fig. 5).
 
     For each transformed copy: the Euclidean distance between its feature vector and the
-    original's at an early and a late layer, and the probability of the true class; one
-    curve per image.
+    original's at an early and a late layer, and the score of the true class; one curve per
+    image.
 
     \b
     kvis invariance demo boot.png bag.png --transform rotate --out rotate.png
@@ -82,24 +89,25 @@ def invariance(model, weights, labels, images, transform, layers, classes, out, 
     from kvis.analyses.invariance import plot_invariance
     from kvis.images import load_image
     from kvis.io import save_figure
-    from kvis.models import class_names
 
     out = common.figure_path(out)
     net = common.load_network(model, weights, labels, preprocess)
-    pictures = [load_image(image, net, preprocessing=preprocess) for image in images]
-    result = curves_of(net, pictures, transform=transform, preprocessing=preprocess,
-                       layers=None if layers is None else [n.strip() for n in layers.split(",")],
-                       classes=None if classes is None else common.class_list(classes)[0])
-    save_figure(plot_invariance(result, class_names=class_names(net)), out)
+    wanted = None if classes is None else common.class_list(classes)
+    result = curves_of(net, [load_image(image, net) for image in images], transform=transform,
+                       layers=_layer_list(layers), score=score,
+                       classes=wanted[0] if wanted and len(wanted) == 1 else wanted)
+    save_figure(plot_invariance(result), out)
     click.echo(f"{transform} values: " + " ".join(f"{v:g}" for v in result.values))
+    for name, label, row in zip(result.names, result.class_labels, result.scores):
+        click.echo(f"{name}: {score} of {label} from {row.min():.4f} to {row.max():.4f}")
     click.echo(f"wrote {out}")
 
 
 @main.command()
 @common.model_options
-@click.option("--images", "folder", required=True, type=click.Path(file_okay=False),
+@click.option("--images", "folder", required=True, type=click.Path(exists=True, file_okay=False),
               help="Folder of images of one kind (e.g. dog faces).")
-@click.option("--boxes", required=True, type=click.Path(dir_okay=False),
+@click.option("--boxes", required=True, type=click.Path(exists=True, dir_okay=False),
               help='JSON file: {"image file name": [x, y, width, height], ...}, the same part '
                    "(e.g. the left eye) in each image, in its own pixels.")
 @click.option("--layers", "-l", help="Comma-separated layers (default: the last conv layer "
@@ -108,7 +116,8 @@ def invariance(model, weights, labels, images, transform, layers, classes, out, 
               help="Random-box draws for the comparison.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random boxes.")
 @common.figure_option
-def correspondence(model, weights, labels, folder, boxes, layers, trials, seed, out, preprocess):
+def correspondence(model, weights, labels, preprocess, folder, boxes, layers, trials, seed,
+                   out):
     """Does MODEL relate the same part across images? (Zeiler & Fergus, Table 1)
 
     Occludes the given part in each image and measures how consistently the feature vectors
@@ -128,12 +137,11 @@ def correspondence(model, weights, labels, folder, boxes, layers, trials, seed, 
     out = common.figure_path(out)
     net = common.load_network(model, weights, labels, preprocess)
     paths, part_boxes = load_boxes(boxes, folder)
-    pictures = [load_image(path, net, preprocessing=preprocess) for path in paths]
+    pictures = [load_image(path, net) for path in paths]
     scaled = [scale_box(box, read_image(path, channels=net.input_shape[-1]).shape[:2],
                         picture.pixels.shape[:2])
               for path, box, picture in zip(paths, part_boxes, pictures)]
-    result = analyse(net, pictures, scaled, trials=trials, seed=seed, preprocessing=preprocess,
-                     layers=None if layers is None else [n.strip() for n in layers.split(",")])
+    result = analyse(net, pictures, scaled, trials=trials, seed=seed, layers=_layer_list(layers))
     save_figure(plot_correspondence(result), out)
     click.echo(correspondence_table(result))
     click.echo(f"wrote {out}")

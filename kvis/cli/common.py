@@ -90,9 +90,12 @@ class _ModelSpec(click.ParamType):
 image_argument = click.argument("image", type=click.Path(exists=True, dir_okay=False))
 figure_option = click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
                               help="Figure file (.png, .pdf, .svg, .jpg).")
-score_option = click.option("--score", type=click.Choice(SCORES), default="logit",
-                            show_default=True,
-                            help="Class score: the pre-softmax logit or the probability.")
+
+
+def score_option(default="logit"):
+    """--score: which class score a command explains or records."""
+    return click.option("--score", type=click.Choice(SCORES), default=default, show_default=True,
+                        help="Class score: the pre-softmax logit or the softmax probability.")
 
 
 def model_options(command):

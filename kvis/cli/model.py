@@ -7,6 +7,7 @@ import click
 
 from kvis.cli import common
 from kvis.cli.common import main
+from kvis.vocabulary import FILTER_VIEWS, RANKINGS
 
 
 @main.command()
@@ -27,7 +28,7 @@ def layers(model):
 @common.model_options
 @click.option("--layer", "-l", required=True, help="A conv layer's name or path.")
 @common.figure_option
-@click.option("--mode", type=click.Choice(["auto", "grid", "channels", "summary"]),
+@click.option("--mode", type=click.Choice(FILTER_VIEWS),
               default="auto", show_default=True,
               help="grid: one tile per filter (1 or 3 input channels); channels: a tile per "
                    "input channel; summary: kernel norms and the strongest filters.")
@@ -36,27 +37,24 @@ def layers(model):
 def filters(model, weights, labels, preprocess, layer, out, mode, max_filters):
     """Draw the filters (kernels) of a conv LAYER of MODEL.
 
+    The kernels of a caffe-style model (VGG16, ResNet50: BGR input) are drawn in RGB.
+
     \b
     kvis filters vgg16 --layer block1_conv1 --out filters.png
     kvis filters demo --layer block2_conv1 --mode summary --out block2.png
     """
-    from kvis.filters import conv_kernel, plot_filters
-    from kvis.images import preprocessing_for_quietly
+    from kvis.filters import conv_filters, plot_filters
     from kvis.io import save_figure
 
     out = common.figure_path(out)
     net = common.load_network(model, weights, labels, preprocess)
-    kernel = conv_kernel(net, layer)
-    figure = plot_filters(kernel, mode=mode, max_filters=max_filters,
-                          bgr=preprocessing_for_quietly(net).bgr,
-                          title=f"{net.name} {layer} {kernel.shape}")
-    save_figure(figure, out)
+    save_figure(plot_filters(conv_filters(net, layer), mode=mode, max_filters=max_filters), out)
     click.echo(f"wrote {out}")
 
 
 @main.command()
 @common.model_options
-@click.argument("image", type=click.Path(dir_okay=False))
+@common.image_argument
 @click.option("--layer", "-l", "layer_names", multiple=True,
               help="A layer's name or path; repeat for several layers.")
 @click.option("--all", "all_layers", is_flag=True, help="Every layer with spatial output.")
@@ -65,59 +63,54 @@ def filters(model, weights, labels, preprocess, layer, out, mode, max_filters):
 @click.option("--top", default=16, show_default=True, type=click.IntRange(1),
               help="Show the N strongest maps of each layer.")
 @click.option("--channels", help="Show these channels instead, e.g. 3,17,40-47.")
-@click.option("--rank-by", type=click.Choice(["mean", "max"]), default="mean",
-              show_default=True, help="Score that ranks the maps.")
+@click.option("--rank-by", type=click.Choice(RANKINGS), default="mean", show_default=True,
+              help="Score that ranks the maps.")
 @click.option("--summary", is_flag=True, help="Summarise each layer instead of showing maps.")
-def features(model, weights, labels, image, layer_names, all_layers, out, top, channels, rank_by,
-             summary, preprocess):
+def features(model, weights, labels, preprocess, image, layer_names, all_layers, out, top,
+             channels, rank_by, summary):
     """Draw the feature maps IMAGE produces in MODEL, strongest first.
 
     With one --layer, OUT is a figure file. With several --layer options or --all, OUT is a
-    folder that receives one figure per layer and overview.png, which shows every stage of
-    the network (the last layer at each resolution).
+    folder that receives one figure per layer and overview.png, which shows the input and
+    every stage of the network (the last layer at each resolution).
 
     \b
     kvis features demo boot.png --layer block2_conv1 --out maps.png
     kvis features vgg16 cat.jpg --all --out cat_maps/
     """
-    from tqdm.auto import tqdm
-
     from kvis.features import (
         feature_maps,
         plot_feature_maps,
         plot_feature_overview,
         plot_layer_summary,
-        stage_layers,
     )
     from kvis.images import load_image
     from kvis.io import save_figure
+    from kvis.progress import progress_bar
 
     if all_layers == bool(layer_names):
         raise click.UsageError("give either --layer (one or more) or --all")
+    chosen = common.index_list(channels, "--channels")
+    folder = None if len(layer_names) == 1 else common.writable(Path(out) / "overview.png").parent
+    out = common.figure_path(out) if folder is None else None
     net = common.load_network(model, weights, labels, preprocess)
-    picture = load_image(image, net, preprocessing=preprocess)
-    maps = {path: m[0] for path, m in
-            feature_maps(net, picture.x, None if all_layers else layer_names).items()}
-    paths = list(maps)
+    maps = feature_maps(net, load_image(image, net), None if all_layers else layer_names)
 
     def draw(path):
-        title = f"{picture.name} at {path}"
         if summary:
-            return plot_layer_summary(maps[path], title=title)
-        chosen = common.index_list(channels, "--channels")
-        return plot_feature_maps(maps[path], top=top, channels=chosen,
-                                 rank_by=rank_by, title=title)
+            return plot_layer_summary(maps, path)
+        return plot_feature_maps(maps, path, top=top, channels=chosen, rank_by=rank_by)
 
-    if len(paths) == 1:
-        save_figure(draw(paths[0]), common.figure_path(out))
+    if folder is None:
+        save_figure(draw(next(iter(maps))), out)
         click.echo(f"wrote {out}")
         return
-    folder = Path(out)
-    for i, path in enumerate(tqdm(paths, desc="layers", unit="layer", disable=None)):
-        save_figure(draw(path), folder / f"{i:03d}_{path.replace('/', '__')}.png")
-    stages = [p for p in stage_layers(net) if p in maps] if all_layers else paths
-    save_figure(plot_feature_overview({p: maps[p] for p in stages}), folder / "overview.png")
-    click.echo(f"wrote {len(paths)} layer figures and overview.png to {folder}")
+    with progress_bar(len(maps), "drawing", unit="figure") as bar:
+        for i, path in enumerate(maps):
+            save_figure(draw(path), folder / f"{i:03d}_{path.replace('/', '__')}.png")
+            bar.update(1)
+    save_figure(plot_feature_overview(maps), folder / "overview.png")
+    click.echo(f"wrote {len(maps)} layer figures and overview.png to {folder}")
 
 
 @main.command("demo-images")

@@ -1,10 +1,10 @@
 """Commands that synthesize images: maximize, invert."""
 
-
 import click
 
 from kvis.cli import common
 from kvis.cli.common import main
+from kvis.vocabulary import PARAMETERIZATIONS
 
 
 @main.command()
@@ -18,7 +18,7 @@ from kvis.cli.common import main
               help="Gradient steps.")
 @click.option("--size", type=click.IntRange(8),
               help="Image size in pixels (default: the model's input size).")
-@click.option("--param", "parameterization", type=click.Choice(["fft", "pixel"]),
+@click.option("--param", "parameterization", type=click.Choice(PARAMETERIZATIONS),
               default="fft", show_default=True,
               help="Optimize Fourier coefficients in decorrelated colour, or raw pixels.")
 @click.option("--lr", "learning_rate", default=0.05, show_default=True, type=float,
@@ -43,24 +43,27 @@ def maximize(model, weights, labels, layer, filters, classes, out, steps, size, 
 
     if (layer is None) == (classes is None):
         raise click.UsageError("give --layer (with --filters) or --class")
+    units = (common.class_list(classes) if classes is not None
+             else common.index_list(filters or "0-15", "--filters"))
     out = common.figure_path(out)
     net = common.load_network(model, weights, labels, preprocess)
     image_size = None if size is None else (size, size)
     settings = default_settings(net, image_size, steps=steps, learning_rate=learning_rate,
                                 parameterization=parameterization, jit_compile=xla)
-    options = dict(seed=seed, settings=settings, size=image_size, preprocessing=preprocess)
-    if classes is not None:
-        result = maximize_classes(net, common.class_list(classes), **options)
+    options = dict(seed=seed, settings=settings, size=image_size)
+    if classes is None:
+        result = maximize_filters(net, layer, units, **options)
     else:
-        result = maximize_filters(net, layer, common.index_list(filters or "0-15", "--filters"),
-                                  **options)
+        result = maximize_classes(net, units, **options)
+        for unit, score in zip(result.units, result.scores):
+            click.echo(f"{unit}: logit {score:.4g}")
     save_figure(plot_synthesis(result, title=f"{net.name}: {result.title}"), out)
     click.echo(f"wrote {out}")
 
 
 @main.command()
 @common.model_options
-@click.argument("image", type=click.Path(dir_okay=False))
+@common.image_argument
 @click.option("--layers", "-l", required=True,
               help="Comma-separated layer names, shallow to deep, e.g. block1_conv2,block3_conv1.")
 @common.figure_option
@@ -85,11 +88,10 @@ def invert(model, weights, labels, image, layers, out, steps, seed, preprocess):
 
     out = common.figure_path(out)
     net = common.load_network(model, weights, labels, preprocess)
-    picture = load_image(image, net, preprocessing=preprocess)
-    result = invert_image(net, picture, [name.strip() for name in layers.split(",")],
-                          seed=seed, settings=inversion_settings(steps=steps),
-                          preprocessing=preprocess)
-    save_figure(plot_inversion(result, title=f"{picture.name} reconstructed from {net.name}"),
+    result = invert_image(net, load_image(image, net),
+                          [name.strip() for name in layers.split(",")],
+                          seed=seed, settings=inversion_settings(steps=steps))
+    save_figure(plot_inversion(result, title=f"{result.name} reconstructed from {net.name}"),
                 out)
     for layer, error, pixels in zip(result.layers, result.errors, result.pixel_errors):
         click.echo(f"{layer}: representation error {error:.4g}, pixel RMSE {pixels:.4f}")
