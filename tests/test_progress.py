@@ -27,3 +27,10 @@ def test_progress_false_is_silent_and_short_work_says_nothing_in_a_log(monkeypat
     with progress_bar(3, "occlusion", progress=enabled) as bar:
         bar.update(3)
     assert err.getvalue() == ""
+
+
+def test_jupyter_without_ipywidgets_gets_the_text_bar_not_a_warning(monkeypatch):
+    from tqdm import std
+
+    monkeypatch.setattr(progress.importlib.util, "find_spec", lambda name: None)
+    assert progress._notebook_bar() is std.tqdm
