@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from kvis.errors import KvisError
+from kvis.topk import TopK, merge
+
+
+def _dataset(seed=0, count=23):
+    """Activations with many ties (ReLU zeros, small integers), as a layer gives."""
+    rng = np.random.default_rng(seed)
+    return np.maximum(rng.integers(-3, 4, (count, 3, 4, 5)), 0).astype(np.float32)
+
+
+def _brute_force(activations, ids, k):
+    count, height, width, channels = activations.shape
+    n, r, c = np.meshgrid(np.arange(count), np.arange(height), np.arange(width), indexing="ij")
+    values, images, positions = [], [], []
+    for channel in range(channels):
+        entries = sorted(zip(-activations[..., channel].ravel(), ids[n.ravel()], r.ravel(),
+                             c.ravel()))[:k]
+        values.append([-e[0] for e in entries])
+        images.append([e[1] for e in entries])
+        positions.append([(e[2], e[3]) for e in entries])
+    return np.float32(values), np.int64(images), np.int32(positions)
+
+
+def _scan(activations, ids, k, batch):
+    state = TopK.empty(activations.shape[-1], k)
+    for start in range(0, len(activations), batch):
+        state = state.update(activations[start:start + batch], ids[start:start + batch])
+    return state
+
+
+@pytest.mark.parametrize("k, batch", [(1, 4), (9, 5), (9, 23), (40, 2)])
+def test_streaming_top_k_equals_brute_force_over_all_activations(k, batch):
+    activations = _dataset()
+    ids = np.arange(100, 100 + len(activations))
+    state = _scan(activations, ids, k, batch)
+    values, images, positions = _brute_force(activations, ids, k)
+    np.testing.assert_array_equal(state.values, values)
+    np.testing.assert_array_equal(state.images, images)
+    np.testing.assert_array_equal(state.positions, positions)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_merging_shards_of_any_split_equals_one_pass(seed):
+    activations = _dataset(seed)
+    ids = np.arange(len(activations))
+    cuts = np.sort(np.random.default_rng(seed).choice(np.arange(1, len(ids)), 3, replace=False))
+    shards = [_scan(part, part_ids, 9, 4) for part, part_ids in
+              zip(np.split(activations, cuts), np.split(ids, cuts))]
+    whole = _scan(activations, ids, 9, 7)
+    merged = merge(*shards[::-1])  # in any order
+    for field in ("values", "images", "positions"):
+        np.testing.assert_array_equal(getattr(merged, field), getattr(whole, field))
+
+
+def test_fewer_activations_than_k_leave_empties_last():
+    state = TopK.empty(2, 5).update(np.float32([[[[3, 0]], [[1, 0]]]]), [7])  # 1x2x1x2
+    np.testing.assert_array_equal(state.values[0], [3, 1, -np.inf, -np.inf, -np.inf])
+    np.testing.assert_array_equal(state.images[0], [7, 7, -1, -1, -1])
+    np.testing.assert_array_equal(state.positions[1, :2], [[0, 0], [1, 0]])
+
+
+def test_bad_updates_are_refused():
+    with pytest.raises(KvisError, match="k must be at least 1"):
+        TopK.empty(3, 0)
+    with pytest.raises(KvisError, match="4 channels for a top-k state of 3"):
+        TopK.empty(3, 2).update(np.zeros((1, 2, 2, 4)), [0])
+    with pytest.raises(KvisError, match="must increase"):
+        TopK.empty(3, 2).update(np.zeros((2, 2, 2, 3)), [5, 5])
