@@ -19,6 +19,7 @@ from kvis.anatomy import class_scores, last_conv_layer, spatial_node
 from kvis.attribution import explained_images, guided_backprop, make_explanation, unit_maps
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
+from kvis.images import unit_range
 from kvis.models import preprocessing_for
 from kvis.runner import compiled, run_batches
 
@@ -118,7 +119,7 @@ def score_cam(model, images, *, classes=None, score="logit", layer=None, upsampl
 
     def masked_scores(image_of, channel_of):
         image_of, channel_of = image_of.numpy(), channel_of.numpy()
-        masks = np.stack([_unit_range(upsample(activations[i, ..., k], size, method))
+        masks = np.stack([unit_range(upsample(activations[i, ..., k], size, method))
                           for i, k in zip(image_of, channel_of)])
         x = preprocess(pixels[image_of] * masks[..., None])
         return rate(tf.constant(x), tf.constant(explained[image_of], tf.int32))
@@ -246,8 +247,3 @@ def _explanation(model, batch, method, raw, layer, classes, scores, score, upsam
     maps = unit_maps(np.stack([upsample(np.maximum(r, 0), size, interpolation) for r in raw]))
     return make_explanation(model, batch, method, classes=classes, scores=scores, score=score,
                             maps=maps, raw=raw, layer=layer)
-
-
-def _unit_range(mask):
-    low, high = float(mask.min()), float(mask.max())
-    return (mask - low) / (high - low) if high > low else np.zeros_like(mask)

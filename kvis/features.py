@@ -11,7 +11,7 @@ import tensorflow as tf
 from kvis.anatomy import spatial_layers, spatial_node, stage_layers
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
-from kvis.images import as_images
+from kvis.images import as_images, unit_range
 from kvis.plot import image_grid
 from kvis.runner import compiled, run_batches
 from kvis.vocabulary import RANKINGS
@@ -246,7 +246,7 @@ def plot_feature_overview(result, *, image=0, top=6, fig=None):
         maps = result.maps[path][image]
         order, scores = rank_channels(maps)
         row = [maps.mean(axis=-1)] + [maps[..., c] for c in order[:top]]
-        tiles += [_unit(t) for t in row] + blank[:top + 1 - len(row)]
+        tiles += [unit_range(t) for t in row] + blank[:top + 1 - len(row)]
         labels += [_wrapped(path) + f"\n{'x'.join(str(d) for d in maps.shape)} mean"]
         labels += [f"#{c} {s:.3g}" for c, s in zip(order[:top], scores[:top])]
         labels += [""] * (top + 1 - len(row))
@@ -283,11 +283,6 @@ def _wrapped(text, width=18):
 def _listed(paths, count=8):
     paths = list(paths)
     return ", ".join(paths[:count]) + (" ..." if len(paths) > count else "")
-
-
-def _unit(tile):
-    low, high = float(tile.min()), float(tile.max())
-    return (tile - low) / (high - low) if high > low else np.zeros_like(tile)
 
 
 def _one_image(maps):

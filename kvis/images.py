@@ -175,6 +175,25 @@ def _as_pixels(array):
     return np.clip(np.round(array), 0, 255).astype(np.uint8)
 
 
+def one_image(model, images, purpose):
+    """`as_images` for a technique that works on one image.
+
+    Raises:
+        KvisError: as for `as_images`, or more than one image: "`purpose` one image; got N
+            images" (`purpose` such as "occlusion maps").
+    """
+    batch = as_images(model, images)
+    if len(batch.x) != 1:
+        raise KvisError(f"{purpose} one image; got {len(batch.x)} images")
+    return batch
+
+
+def unit_range(array):
+    """`array` stretched to [0, 1] by its minimum and maximum; a constant array gives zeros."""
+    low, high = float(array.min()), float(array.max())
+    return (array - low) / (high - low) if high > low else np.zeros_like(array)
+
+
 def _display_pixels(model, x):
     try:
         pixels = preprocessing_for(model).invert(x)

@@ -13,9 +13,8 @@ import numpy as np
 
 from kvis import objectives
 from kvis.engine import Settings, render
-from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
-from kvis.images import as_images
+from kvis.images import one_image
 from kvis.models import preprocessing_for
 from kvis.plot import image_grid
 
@@ -81,9 +80,7 @@ def invert(model, images, layers, *, alpha=6.0, beta=2.0, alpha_weight=0.1, tv_w
     """
     graph = model_graph(model)
     layers = [graph.node(layer).path for layer in ([layers] if isinstance(layers, str) else layers)]
-    batch = as_images(model, images)
-    if len(batch.x) != 1:
-        raise KvisError(f"invert reconstructs one image; got {len(batch.x)}")
+    batch = one_image(model, images, "invert reconstructs")
     preprocess = preprocessing_for(model)
     targets = _representations(model, layers, batch.x)
     objective = (objectives.select([objectives.feature_match(layer, targets[layer])

@@ -24,7 +24,7 @@ from kvis.backprop import class_gradients, forward_values, is_relu, is_relu_laye
 from kvis.errors import KvisError
 from kvis.features import feature_maps
 from kvis.graph import model_graph
-from kvis.images import as_images
+from kvis.images import one_image
 from kvis.models import class_index, class_label, preprocessing_for
 from kvis.plot import image_grid
 from kvis.progress import progress_bar
@@ -107,9 +107,7 @@ def deconvnet(model, images, layer=None, *, channels=None, top=1, whole_map=Fals
         raise KvisError(f"unknown method {method!r}; choose from {', '.join(DECONV_METHODS)}")
     if (layer is None) == (classes is None):
         raise KvisError("project from a layer or from classes, not both or neither")
-    batch = as_images(model, images)
-    if len(batch.x) != 1:
-        raise KvisError(f"the deconvnet projects one image; got {len(batch.x)}")
+    batch = one_image(model, images, "the deconvnet projects")
     graph = model_graph(model)
     rule = "guided" if guided else "deconvnet"
     start = _class_start(model, graph, classes) if classes is not None else _layer_start(

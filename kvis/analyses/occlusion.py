@@ -26,7 +26,7 @@ from kvis.anatomy import (
 )
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
-from kvis.images import as_images
+from kvis.images import one_image
 from kvis.models import class_indices, class_label, mean_pixel, preprocessing_for
 from kvis.plot import NotebookFigure
 from kvis.runner import compiled, run_batches
@@ -116,9 +116,7 @@ def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classe
         >>> result = kvis.occlusion(model, boot, size=6, stride=2)
         >>> kvis.plot_occlusion(result)
     """
-    batch = as_images(model, images)
-    if len(batch.x) != 1:
-        raise KvisError(f"occlusion maps one image; got {len(batch.x)} images")
+    batch = one_image(model, images, "occlusion maps")
     height, width, channels = batch.x.shape[1:]
     if size < 1:
         raise KvisError(f"occluder size must be at least 1; got {size}")
