@@ -42,6 +42,23 @@ class ReceptiveField:
         )
         return math.floor(top), math.floor(left), math.floor(bottom), math.floor(right)
 
+    def window(self, row, col, image_size):
+        """A crop of one size for every unit: the field's box, at most the image's size, moved
+        inside the image where it sticks out. `(top, left, bottom, right)`, inclusive.
+
+        Args:
+            row, col: the unit.
+            image_size: the input's `(height, width)`.
+        """
+        box = self.box(row, col)
+        window = []
+        for start, size, limit in ((box[0], self.size[0], image_size[0]),
+                                   (box[1], self.size[1], image_size[1])):
+            extent = min(size, limit)
+            window.append(min(max(start, 0), limit - extent))
+        (top, left), extents = window, [min(s, n) for s, n in zip(self.size, image_size)]
+        return top, left, top + extents[0] - 1, left + extents[1] - 1
+
 
 def receptive_fields(model):
     """Receptive field of every layer of `model` that keeps a spatial layout.

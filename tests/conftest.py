@@ -49,6 +49,20 @@ def nested_functional(base):
     return keras.Model(inputs, keras.layers.Dense(5, name="head")(x), name="finetuned_fn")
 
 
+def brute_force_top_k(activations, ids, k):
+    """Per channel, the k largest activations by (value desc, id, row, col), sorted in Python."""
+    count, height, width, channels = activations.shape
+    n, r, c = np.meshgrid(np.arange(count), np.arange(height), np.arange(width), indexing="ij")
+    values, images, positions = [], [], []
+    for channel in range(channels):
+        entries = sorted(zip(-activations[..., channel].ravel(), ids[n.ravel()], r.ravel(),
+                             c.ravel()))[:k]
+        values.append([-e[0] for e in entries])
+        images.append([e[1] for e in entries])
+        positions.append([(e[2], e[3]) for e in entries])
+    return np.float32(values), np.int64(images), np.int32(positions)
+
+
 @pytest.fixture
 def tiny():
     return tiny_cnn()

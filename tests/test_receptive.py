@@ -91,3 +91,14 @@ def test_resnet50_fields(resnet50):
     for layer, (size, stride) in expected.items():
         assert fields[layer] == ReceptiveField((size,) * 2, (stride,) * 2, (0.0, 0.0)), layer
     assert fields["conv1_pad"].offset == (-3.0, -3.0)
+
+
+def test_windows_have_one_size_and_stay_inside_the_image():
+    from kvis.receptive import ReceptiveField
+
+    field = ReceptiveField((10, 10), (2, 2), (0.5, 0.5))  # unit (i, j) centred at 0.5 + 2i
+    assert field.box(5, 5) == (6, 6, 15, 15)
+    assert field.window(5, 5, (28, 28)) == (6, 6, 15, 15)
+    assert field.window(0, 13, (28, 28)) == (0, 18, 9, 27)  # moved in from both edges
+    big = ReceptiveField((40, 40), (4, 4), (1.5, 1.5))
+    assert big.window(3, 3, (28, 28)) == (0, 0, 27, 27)  # a field larger than the image

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from conftest import brute_force_top_k
 
 from kvis.errors import KvisError
 from kvis.topk import TopK, merge
@@ -9,19 +10,6 @@ def _dataset(seed=0, count=23):
     """Activations with many ties (ReLU zeros, small integers), as a layer gives."""
     rng = np.random.default_rng(seed)
     return np.maximum(rng.integers(-3, 4, (count, 3, 4, 5)), 0).astype(np.float32)
-
-
-def _brute_force(activations, ids, k):
-    count, height, width, channels = activations.shape
-    n, r, c = np.meshgrid(np.arange(count), np.arange(height), np.arange(width), indexing="ij")
-    values, images, positions = [], [], []
-    for channel in range(channels):
-        entries = sorted(zip(-activations[..., channel].ravel(), ids[n.ravel()], r.ravel(),
-                             c.ravel()))[:k]
-        values.append([-e[0] for e in entries])
-        images.append([e[1] for e in entries])
-        positions.append([(e[2], e[3]) for e in entries])
-    return np.float32(values), np.int64(images), np.int32(positions)
 
 
 def _scan(activations, ids, k, batch):
@@ -36,7 +24,7 @@ def test_streaming_top_k_equals_brute_force_over_all_activations(k, batch):
     activations = _dataset()
     ids = np.arange(100, 100 + len(activations))
     state = _scan(activations, ids, k, batch)
-    values, images, positions = _brute_force(activations, ids, k)
+    values, images, positions = brute_force_top_k(activations, ids, k)
     np.testing.assert_array_equal(state.values, values)
     np.testing.assert_array_equal(state.images, images)
     np.testing.assert_array_equal(state.positions, positions)

@@ -3,7 +3,7 @@
 Importing the command modules registers their commands on the group.
 """
 
-from kvis.cli import analyses, explanation, model, projection, synthesis  # noqa: F401
+from kvis.cli import analyses, explanation, model, projection, scan, synthesis  # noqa: F401
 from kvis.cli.common import main
 
 __all__ = ["main"]
