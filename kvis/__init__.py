@@ -100,7 +100,14 @@ _EXPORTS = {
     "mean_pixel": "kvis.models",
     "penultimate_layer": "kvis.anatomy",
     "demo_images": "kvis.demo",
+    "image_source": "kvis.datasets",
+    "ImageSource": "kvis.datasets",
     "save_figure": "kvis.io",
+    "ConceptDataset": "kvis.dissection",
+    "concept_dataset": "kvis.dissection",
+    "Dissection": "kvis.dissection",
+    "dissect": "kvis.dissection",
+    "plot_dissection": "kvis.dissection",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

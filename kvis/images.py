@@ -117,10 +117,10 @@ def as_images(model, images):
     if isinstance(images, (list, tuple)) and any(isinstance(i, ModelImage) for i in images):
         raise KvisError("a list of images must hold kvis.ModelImage objects only")
     x = check_input(model, images)
-    return Images(x, _display_pixels(model, x), [f"image {i}" for i in range(len(x))])
+    return Images(x, display_pixels(model, x), [f"image {i}" for i in range(len(x))])
 
 
-def read_image(source, *, size=None, channels=3):
+def read_image(source, *, size=None, channels=3, warn=True):
     """Read an image as uint8 pixels, converted and resized as asked (with a warning).
 
     Args:
@@ -128,22 +128,26 @@ def read_image(source, *, size=None, channels=3):
             C in 1, 3, 4, of RGB(A) pixels in [0, 255].
         size: `(height, width)` to resize to, or None to keep the size.
         channels: 3 for RGB, 1 for grayscale.
+        warn: warn about each conversion and resize (a dataset summarises them instead).
 
     Returns:
         uint8 (H, W, channels).
     """
-    pixels, name = (_read_file(Path(source)) if isinstance(source, (str, Path))
+    pixels, name = (read_file(Path(source)) if isinstance(source, (str, Path))
                     else (_as_pixels(source), "array"))
     if pixels.shape[-1] == 4:
         pixels = pixels[..., :3]
     if pixels.shape[-1] != channels:
         kind = "grayscale" if channels == 1 else "RGB"
-        warnings.warn(f"{name}: converted to {kind} for a {channels}-channel model", stacklevel=2)
+        if warn:
+            warnings.warn(f"{name}: converted to {kind} for a {channels}-channel model",
+                          stacklevel=2)
         code = cv2.COLOR_RGB2GRAY if channels == 1 else cv2.COLOR_GRAY2RGB
         pixels = cv2.cvtColor(pixels, code).reshape(*pixels.shape[:2], channels)
     if size is not None and pixels.shape[:2] != tuple(size):
-        warnings.warn(f"{name}: resized from {pixels.shape[0]}x{pixels.shape[1]} to "
-                      f"{size[0]}x{size[1]} (height x width)", stacklevel=2)
+        if warn:
+            warnings.warn(f"{name}: resized from {pixels.shape[0]}x{pixels.shape[1]} to "
+                          f"{size[0]}x{size[1]} (height x width)", stacklevel=2)
         shrink = pixels.shape[0] * pixels.shape[1] > size[0] * size[1]
         resized = cv2.resize(pixels, (size[1], size[0]),
                              interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -151,7 +155,12 @@ def read_image(source, *, size=None, channels=3):
     return pixels
 
 
-def _read_file(path):
+def read_file(path):
+    """The pixels of an image file as stored (RGB or RGBA, or gray (H, W, 1)), and its name.
+
+    Raises:
+        KvisError: a missing file, or one OpenCV cannot decode.
+    """
     if not path.is_file():
         raise KvisError(f"image not found: {path}")
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -194,7 +203,9 @@ def unit_range(array):
     return (array - low) / (high - low) if high > low else np.zeros_like(array)
 
 
-def _display_pixels(model, x):
+def display_pixels(model, x):
+    """Model input (N, H, W, C) as uint8 pixels to draw: through the model's preprocessing
+    where kvis knows it, else each image stretched to [0, 255]."""
     try:
         pixels = preprocessing_for(model).invert(x)
     except KvisError:

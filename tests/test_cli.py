@@ -359,3 +359,44 @@ def test_correspondence_table_through_the_cli(tmp_path, boot):
     result = run("correspondence", "demo", "--images", boot.parent, "--boxes",
                  tmp_path / "one.json", "--out", tmp_path / "c.png")
     assert result.exit_code == 1 and "at least two images" in result.output
+
+
+@pytest.fixture(scope="module")
+def concept_folder(tmp_path_factory):
+    from test_dissection import COLOURS, colour_detector, colour_patches, write_concepts
+
+    folder = tmp_path_factory.mktemp("dissect")
+    images, masks = colour_patches(20)
+    colour_detector().save(folder / "colours.keras")
+    return write_concepts(folder / "concepts", images, masks, list(COLOURS))
+
+
+def test_dissect_through_the_cli(concept_folder, tmp_path):
+    model = concept_folder.parent / "colours.keras"
+    result = run("dissect", model, concept_folder, "--preprocess", "unit", "--quantile", 0.05,
+                 "--top", 3, "--out", tmp_path / "d.png", "--json", tmp_path / "d.json")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert sorted(line.split()[2] for line in lines[:3]) == ["blue", "green", "red"]
+    assert all(line.startswith("units #") and " IoU 0." in line for line in lines[:3])
+    assert lines[3] == "3 of 4 units detect a concept (IoU > 0.04), 3 concepts covered"
+    summary = __import__("json").loads((tmp_path / "d.json").read_text())
+    assert [(u["channel"], u["concept"]) for u in summary["units"][:3]] == [
+        (0, "red"), (1, "green"), (2, "blue")]
+    assert f"{max(u['iou'] for u in summary['units']):.4f}" in lines[0]
+    _read(tmp_path / "d.png")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{model}", "nowhere"], "Directory 'nowhere' does not exist."),
+    (["{model}", "{folder}", "--quantile", "0"], "0<x<1"),
+    (["{model}", "{folder}", "--layers", "colours,units,nothing"], "no layer 'nothing'"),
+    (["{model}", "{folder}/images"], "has no concepts.txt"),
+    (["{model}", "{folder}", "--json", "/proc/x.json"], "cannot write /proc/x.json"),
+])
+def test_dissect_mistakes_are_one_line(concept_folder, tmp_path, args, message):
+    model = concept_folder.parent / "colours.keras"
+    args = [a.format(model=model, folder=concept_folder) for a in args]
+    result = run("dissect", *args, "--preprocess", "unit", "--out", tmp_path / "d.png")
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "d.png").exists()

@@ -3,7 +3,15 @@
 Importing the command modules registers their commands on the group.
 """
 
-from kvis.cli import analyses, explanation, model, projection, scan, synthesis  # noqa: F401
+from kvis.cli import (  # noqa: F401
+    analyses,
+    dissection,
+    explanation,
+    model,
+    projection,
+    scan,
+    synthesis,
+)
 from kvis.cli.common import main
 
 __all__ = ["main"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from kvis.preprocessing import PREPROCESSING
-from kvis.vocabulary import MODEL_NAMES, MODEL_SUFFIXES, SCORES
+from kvis.vocabulary import IMAGE_SUFFIXES, MODEL_NAMES, MODEL_SUFFIXES, SCORES
 
 
 class _Command(click.Command):
@@ -144,10 +144,9 @@ def writable(path):
 
 def image_folder(folder):
     """The image files in a folder, sorted by name."""
-    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
     if not Path(folder).is_dir():
         raise click.BadParameter(f"{folder} is not a folder", param_hint="IMAGE")
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes)
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise click.BadParameter(f"no image files in {folder}", param_hint="IMAGE")
     return files
