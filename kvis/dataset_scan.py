@@ -198,7 +198,9 @@ def batch_runner(model, paths, k, strategy=None):
         shards = np.array_split(np.arange(len(batch.x)), strategy.num_replicas_in_sync)
         values = strategy.experimental_distribute_values_from_function(
             lambda context: tf.constant(batch.x[shards[context.replica_id_in_sync_group]]))
-        outputs = strategy.experimental_local_results(strategy.run(step, args=(values,)))
+        # A plain callable: each replica then calls the compiled step on its own shard.
+        outputs = strategy.experimental_local_results(
+            strategy.run(lambda images: step(images), args=(values,)))
         return _merge_batch(state, batch, [(batch.ids[shard], output) for shard, output
                                            in zip(shards, outputs) if len(shard)])
 

@@ -400,3 +400,49 @@ def test_dissect_mistakes_are_one_line(concept_folder, tmp_path, args, message):
     result = run("dissect", *args, "--preprocess", "unit", "--out", tmp_path / "d.png")
     assert result.exit_code != 0 and message in result.output, result.output
     assert "Traceback" not in result.output and not (tmp_path / "d.png").exists()
+
+
+def test_topk_writes_the_index_and_a_figure_per_layer_and_resumes(tmp_path):
+    import json
+
+    out = tmp_path / "scan"
+    result = run("topk", "demo", "demo", "--layers", "block2_conv2,block3_conv1", "--k", 4,
+                 "--channels", 6, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "scanned 400 images (0 skipped)" in result.output
+    index = json.loads((out / "index.json").read_text())
+    assert index["images"] == 400 and set(index["layers"]) == {"block2_conv2", "block3_conv1"}
+    values = np.array(index["layers"]["block3_conv1"]["values"])
+    assert values.shape == (128, 4) and np.all(np.diff(values, axis=1) <= 0)
+    _read(out / "top4_block2_conv2.png")
+    again = run("topk", "demo", "demo", "--layers", "block2_conv2,block3_conv1", "--k", 4,
+                "--channels", 6, "--out", out, "--resume")
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "index.json").read_text())["layers"] == index["layers"]
+
+
+def test_stats_lists_dead_and_rare_channels_and_the_first_layer_spectrum(tmp_path):
+    result = run("stats", "demo", "demo", "--layers", "block1_conv1,block3_conv1",
+                 "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "block3_conv1: " in result.output and " dead [" in result.output
+    assert "block1_conv1: spectral energy low" in result.output
+    _read(tmp_path / "statistics.png")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["topk", "demo", "nowhere/", "--out", "o"], "dataset not found: nowhere/"),
+    (["topk", "demo", "demo", "--k", "0", "--out", "o"], "0 is not in the range x>=1"),
+    (["topk", "demo", "demo", "--layers", "fc1", "--out", "o"],
+     "the dataset scan needs a spatial layer; 'fc1'"),
+    (["topk", "demo", "{empty}", "--out", "o"], "is empty"),
+    (["stats", "demo", "{texts}", "--out", "o"], "no image files"),
+])
+def test_scan_mistakes_get_one_line(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "notes.txt").write_text("not an image")
+    result = run(*[a.format(empty=tmp_path / "empty", texts=tmp_path / "texts") for a in args])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output

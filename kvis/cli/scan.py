@@ -101,7 +101,8 @@ def stats(model, weights, labels, preprocess, data, layers, k, batch_size, out, 
     kvis stats demo demo --out scan/
     """
     from kvis.io import save_figure
-    from kvis.unit_statistics import RARE, filter_spectrum, plot_statistics
+    from kvis.dataset_scan import RARE
+    from kvis.unit_statistics import filter_spectrum, plot_statistics
 
     net, found = run_scan(model, weights, labels, preprocess, data, layers, k, batch_size, out,
                           resume)

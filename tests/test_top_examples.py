@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from kvis.dataset_scan import scan
+from kvis.errors import KvisError
+from kvis.models import configure_model
+from kvis.projection import deconvnet
+from kvis.receptive import receptive_fields
+from kvis.top_examples import plot_top_examples, read_index, top_examples, write_index
+
+
+@pytest.fixture
+def scanned(tiny):
+    configure_model(tiny, preprocessing="unit")
+    pixels = np.random.default_rng(8).integers(0, 256, (20, 16, 16, 3))
+    data = (pixels / 255.0).astype(np.float32)  # exact pixels: the source gives them back
+    return tiny, data, pixels, scan(tiny, data, ["conv1", "conv2"], k=4, progress=False)
+
+
+def test_projections_are_the_deconvnet_of_each_activation_and_patches_its_window(scanned):
+    model, data, pixels, found = scanned
+    result = top_examples(model, found, data, "conv2", channels=[0, 3, 5], progress=False)
+    field = receptive_fields(model)["conv2"]
+    top = found.top["conv2"]
+    checked = 0
+    for i, channel in enumerate([0, 3, 5]):
+        for j in range(found.k):
+            image, position = top.images[channel, j], tuple(top.positions[channel, j])
+            top_, left, bottom, right = field.window(*position, (16, 16))
+            crop = np.s_[top_:bottom + 1, left:right + 1]
+            np.testing.assert_array_equal(result.patches[i, j], pixels[image][crop])
+            own = deconvnet(model, data[image:image + 1], "conv2", channels=[channel],
+                            progress=False)
+            if tuple(own.positions[0]) == position:  # the image's own strongest activation
+                signal = own.signals[0][crop]
+                expected = 0.5 + 0.5 * signal / np.abs(own.signals[0]).max()
+                np.testing.assert_allclose(result.projections[i, j], expected, atol=1e-5)
+                checked += 1
+    assert checked >= 3
+    np.testing.assert_array_equal(result.values, top.values[[0, 3, 5]])
+    assert result.names[0][0] == f"image {top.images[0, 0]}"
+
+
+def test_the_index_gives_back_the_scan(scanned, tmp_path):
+    _, _, _, found = scanned
+    write_index(found, tmp_path / "index.json")
+    again = read_index(tmp_path / "index.json")
+    assert (again.model, again.layers, again.k, again.images) == (
+        found.model, found.layers, found.k, found.images)
+    for layer in found.layers:
+        for field in ("values", "images", "positions"):
+            np.testing.assert_array_equal(getattr(again.top[layer], field),
+                                          getattr(found.top[layer], field))
+        np.testing.assert_allclose(again.stats[layer].mean, found.stats[layer].mean)
+    with pytest.raises(KvisError, match="scan index not found"):
+        read_index(tmp_path / "missing.json")
+
+
+def test_the_figure_shows_every_channel_block(scanned):
+    model, data, _, found = scanned
+    result = top_examples(model, found, data, "conv1", count=3, progress=False)
+    figure = plot_top_examples(result, per_row=3)
+    shown = [ax for ax in figure.axes if ax.images]
+    assert len(shown) == 3 * 2 * found.k  # projections and patches of 3 channels
+    with pytest.raises(KvisError, match="channel 9 is out of range"):
+        top_examples(model, found, data, "conv1", channels=[9])
+    with pytest.raises(KvisError, match="the scan covered conv1, conv2, not 'gap'"):
+        top_examples(model, found, data, "gap")
