@@ -100,8 +100,8 @@ def stats(model, weights, labels, preprocess, data, layers, k, batch_size, out, 
     \b
     kvis stats demo demo --out scan/
     """
-    from kvis.io import save_figure
     from kvis.dataset_scan import RARE
+    from kvis.io import save_figure
     from kvis.unit_statistics import filter_spectrum, plot_statistics
 
     net, found = run_scan(model, weights, labels, preprocess, data, layers, k, batch_size, out,
