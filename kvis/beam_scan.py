@@ -3,7 +3,7 @@
 The dataset's batches are cut into shards; each worker loads the model once and runs the same
 per-batch function as the in-process scan (`kvis.dataset_scan.batch_runner`) over its shards;
 a combiner merges the shards' states (`merge_scans`, exact for any split), and the result is
-written as a scan index (`kvis.top_examples.write_index`). It runs on the DirectRunner here
+written as a scan index (`kvis.dataset_examples.write_index`). It runs on the DirectRunner here
 and unchanged on Dataflow, Flink or Spark, given pipeline options and a model file and data
 that the workers can read. Install with `pip install "kvis[beam]"`.
 """
@@ -22,7 +22,7 @@ def scan_on_beam(model, data, out, layers=None, *, weights="imagenet", class_nam
             workers can read (each worker loads it once).
         data: what `kvis.datasets.image_source` takes, readable by the workers: a folder, an
             IDX file or "demo".
-        out: the JSON index to write (see `kvis.top_examples.read_index`).
+        out: the JSON index to write (see `kvis.dataset_examples.read_index`).
         layers: as for `kvis.dataset_scan.scan`.
         weights, class_names, preprocessing: as for `kvis.load_model`.
         k, batch_size: as for `kvis.dataset_scan.scan`.
@@ -68,8 +68,8 @@ def _beam():
 
 
 def _write_index(found, out, data):
+    from kvis.dataset_examples import write_index
     from kvis.datasets import image_source
-    from kvis.top_examples import write_index
 
     write_index(found, out, names=image_source(data).names)
 

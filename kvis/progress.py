@@ -68,8 +68,9 @@ class _LogLines:
 
     def _write(self, now):
         share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        print(f"{self.desc}: {self.done}/{self.total} {self.unit}{share}, "
-              f"{now - self.start:.0f} s", file=sys.stderr, flush=True)
+        elapsed = now - self.start
+        print(f"{self.desc}: {self.done}/{self.total} {self.unit}{share}, {elapsed:.0f} s, "
+              f"{self.done / max(elapsed, 1e-9):.3g} {self.unit}/s", file=sys.stderr, flush=True)
 
 
 def _in_jupyter():

@@ -50,9 +50,9 @@ def _beam_or_skip():
 def test_beam_pipeline_on_the_direct_runner_gives_the_single_process_scan(tmp_path):
     _beam_or_skip()
     from kvis.beam_scan import scan_on_beam
+    from kvis.dataset_examples import read_index
     from kvis.dataset_scan import scan
     from kvis.models import load_model
-    from kvis.top_examples import read_index
 
     scan_on_beam("demo", "demo", tmp_path / "index.json", ["block2_conv2", "block3_conv1"],
                  k=9, batch_size=32, batches_per_shard=3)

@@ -16,8 +16,9 @@ def test_logs_and_pipes_get_a_line_every_few_seconds(monkeypatch):
         for _ in range(4):
             bar.update(1)
     lines = err.getvalue().splitlines()
-    assert lines == ["grad-cam: 2/4 batch (50%), 6 s", "grad-cam: 4/4 batch (100%), 13 s",
-                     "grad-cam: 4/4 batch (100%), 14 s"]
+    assert lines == ["grad-cam: 2/4 batch (50%), 6 s, 0.333 batch/s",
+                     "grad-cam: 4/4 batch (100%), 13 s, 0.308 batch/s",
+                     "grad-cam: 4/4 batch (100%), 14 s, 0.286 batch/s"]
 
 
 @pytest.mark.parametrize("enabled", [False, True])

@@ -41,9 +41,9 @@ def scan_options(command):
 
 def run_scan(model, weights, labels, preprocess, data, layers, k, batch_size, out, resume):
     """Load the model, scan DATA with a checkpoint in OUT, write OUT/index.json."""
+    from kvis.dataset_examples import write_index
     from kvis.dataset_scan import scan
     from kvis.datasets import image_source
-    from kvis.top_examples import write_index
 
     folder = Path(out)
     common.writable(folder / "index.json")
@@ -77,8 +77,8 @@ def topk(model, weights, labels, preprocess, data, layers, k, batch_size, out, r
     kvis topk demo demo --out scan/
     kvis topk vgg16 photos/ --layers block3_conv3,block5_conv3 --out scan/ --resume
     """
+    from kvis.dataset_examples import plot_top_examples, top_examples
     from kvis.io import save_figure
-    from kvis.top_examples import plot_top_examples, top_examples
 
     net, found = run_scan(model, weights, labels, preprocess, data, layers, k, batch_size, out,
                           resume)

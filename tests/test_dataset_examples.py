@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
+from kvis.dataset_examples import plot_top_examples, read_index, top_examples, write_index
 from kvis.dataset_scan import scan
 from kvis.errors import KvisError
 from kvis.models import configure_model
 from kvis.projection import deconvnet
 from kvis.receptive import receptive_fields
-from kvis.top_examples import plot_top_examples, read_index, top_examples, write_index
 
 
 @pytest.fixture
