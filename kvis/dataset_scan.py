@@ -300,8 +300,8 @@ def _merge_batch(state, batch, parts):
             image, row, col = np.unravel_index(flat, (len(ids), *size))
             top[path] = merge(top[path], TopK(values, ids[image],
                                               np.stack([row, col], -1).astype(np.int32)))
-            stats[path] = stats[path] + LayerStats(len(ids) * int(np.prod(size)), total, peak,
-                                                   active)
+            stats[path] = stats[path] + LayerStats(len(ids) * int(np.prod(size)),
+                                                   total.astype(np.float64), peak, active)
     return dataclasses.replace(state, top=top, stats=stats, images=state.images + len(batch.x),
                                skipped=state.skipped + [tuple(s) for s in batch.skipped],
                                batches=state.batches + 1)
@@ -313,16 +313,33 @@ def _scan_step(model, paths, k):
     @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]))])
     def step(images):
         outputs = outputs_of(images, training=False)
-        found = {}
-        for path in paths:
-            maps = outputs[path]
-            channels = maps.shape[-1]
-            per_channel = tf.transpose(tf.reshape(maps, (-1, channels)))
-            values, flat = tf.math.top_k(per_channel, k=tf.minimum(k, tf.shape(per_channel)[1]))
-            found[path] = (values, flat, tf.reduce_sum(tf.cast(per_channel, tf.float64), 1),
-                           tf.reduce_max(per_channel, 1),
-                           tf.reduce_sum(tf.cast(per_channel > 0, tf.int64), 1),
-                           tf.shape(maps)[1:3])
-        return found
+        return {path: _batch_summary(outputs[path], k) for path in paths}
 
     return step
+
+
+def _batch_summary(maps, k):
+    """What one batch adds to a layer's state: per channel, the batch's k strongest activations
+    (values (C, k') and flat indices into (N, h, w), in the total order of `kvis.topk`), the
+    sum (float32), the maximum, the count of activations above 0 (int64, exact: counted per
+    image in float32, exact below 2**24 positions), and the map size.
+
+    The top k is found in two stages, exactly: an image holding one of a channel's k strongest
+    activations is among the k images with the largest maximum of that channel (fewer than k
+    images can have a larger one, each holding a stronger activation), so only those images'
+    maps, in image order, are searched, not every position of the batch.
+    """
+    count, height, width, channels = (tf.shape(maps)[0], tf.shape(maps)[1],
+                                      tf.shape(maps)[2], maps.shape[-1])
+    peaks = tf.transpose(tf.reduce_max(maps, axis=(1, 2)))  # (C, N)
+    _, best = tf.math.top_k(peaks, tf.minimum(k, count))
+    best = tf.sort(best, axis=1)  # image order, for the tie order of top_k below
+    per_channel = tf.transpose(tf.reshape(maps, (count, height * width, channels)), (2, 0, 1))
+    chosen = tf.reshape(tf.gather(per_channel, best, batch_dims=1), (channels, -1))
+    values, index = tf.math.top_k(chosen, tf.minimum(k, tf.shape(chosen)[1]))
+    image = tf.gather(best, index // (height * width), batch_dims=1)
+    active = tf.reduce_sum(tf.cast(tf.reduce_sum(tf.cast(maps > 0, tf.float32), (1, 2)),
+                                   tf.int64), 0)
+    return (values, image * height * width + index % (height * width),
+            tf.reduce_sum(maps, (0, 1, 2)), tf.reduce_max(peaks, 1), active,
+            tf.shape(maps)[1:3])

@@ -15,12 +15,14 @@ def data(tiny):
     return np.random.default_rng(5).uniform(0, 1, (37, 16, 16, 3)).astype(np.float32)
 
 
-def test_scan_equals_brute_force_over_every_activation(tiny, data):
-    found = scan(tiny, data, ["conv1", "conv2"], k=9, batch_size=8, progress=False)
+@pytest.mark.parametrize("k", [9, 1000])  # 1000: past the positive activations, ties at 0
+def test_scan_equals_brute_force_over_every_activation(tiny, data, k):
+    found = scan(tiny, data, ["conv1", "conv2"], k=k, batch_size=8, progress=False)
     maps = feature_maps(tiny, data, ["conv1", "conv2"], progress=False)
     assert found.images == 37 and found.batches == 5 and not found.skipped
+    assert k < 1000 or np.any(found.top["conv2"].values == 0)  # ties at 0 were ordered
     for path in ("conv1", "conv2"):
-        values, images, positions = brute_force_top_k(maps[path], np.arange(37), 9)
+        values, images, positions = brute_force_top_k(maps[path], np.arange(37), k)
         np.testing.assert_allclose(found.top[path].values, values, rtol=1e-6)
         np.testing.assert_array_equal(found.top[path].images, images)
         np.testing.assert_array_equal(found.top[path].positions, positions)
