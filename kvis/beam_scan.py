@@ -13,7 +13,7 @@ import itertools
 from kvis.errors import KvisError
 
 
-def scan_on_beam(model, data, out, layers=None, *, weights="imagenet", class_names=None,
+def scan_on_beam(model, data, out, *, layers=None, weights="imagenet", class_names=None,
                  preprocessing=None, k=9, batch_size=32, batches_per_shard=20, options=None):
     """Scan a dataset with an Apache Beam pipeline and write the scan's index to `out`.
 
@@ -34,7 +34,7 @@ def scan_on_beam(model, data, out, layers=None, *, weights="imagenet", class_nam
         KvisError: Apache Beam is not installed, or what the scan raises.
 
     Example:
-        >>> scan_on_beam("demo", "demo", "scan/index.json", ["block2_conv2"], k=9)
+        >>> scan_on_beam("demo", "demo", "scan/index.json", layers=["block2_conv2"], k=9)
     """
     beam = _beam()
     from kvis.dataset_scan import scan_layers

@@ -61,7 +61,7 @@ def interesting_channels(found, layer, count=16):
     return np.argsort(-strength, kind="stable")[:count]
 
 
-def top_examples(model, found, data, layer, *, channels=None, count=16, batch_size=32,
+def top_examples(model, found, data, *, layer, channels=None, count=16, batch_size=32,
                  labels=None, progress=True):
     """Project the top-k activations of chosen channels and crop their image patches.
 

@@ -8,8 +8,11 @@ model's work; a file that cannot be read is left out of its batch and listed the
 Nothing here holds a whole folder or IDX file as float arrays: a batch is made when it is needed.
 """
 
+import atexit
+import functools
 import gzip
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +29,15 @@ from kvis.vocabulary import IMAGE_SUFFIXES
 IDX_IMAGES = 0x00000803  # unsigned bytes, 3 dimensions: (N, rows, columns)
 IDX_LABELS = 0x00000801  # unsigned bytes, 1 dimension: (N,)
 _RESIZED, _CONVERTED = 1, 2
+
+
+_open_batches = weakref.WeakSet()
+
+
+@functools.cache
+def _close_unfinished_batches_at_exit():
+    """Registered once, on the first `batches()` call (nothing happens at import)."""
+    atexit.register(lambda: [batches.close() for batches in list(_open_batches)])
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,9 @@ class ImageSource:
                 are not read. A `tf.data.Dataset` still produces them (its own pipeline runs).
 
         Yields:
-            `Batch`es in order of ids.
+            `Batch`es in order of ids. A generator left unfinished is closed when the program
+            exits, before the interpreter shuts down (a tf.data pipeline still reading then
+            would deadlock it).
 
         Raises:
             KvisError: a batch_size below 1 or a negative start, images that do not fit the
@@ -102,7 +116,10 @@ class ImageSource:
         if int(batch_size) < 1 or int(start) < 0:
             raise KvisError(f"batch_size must be at least 1 and start at least 0; got "
                             f"{batch_size} and {start}")
-        return self._reader.batches(self, model, int(batch_size), int(start))
+        batches = self._reader.batches(self, model, int(batch_size), int(start))
+        _close_unfinished_batches_at_exit()
+        _open_batches.add(batches)
+        return batches
 
     def pixels(self, model, ids):
         """The images of some ids as `model` sees them, for display.
@@ -326,13 +343,19 @@ class _Decoded:
             ids = ids.batch(batch_size).map(many, num_parallel_calls=tf.data.AUTOTUNE,
                                             deterministic=True)
         counts = {_RESIZED: 0, _CONVERTED: 0}
-        for batch_ids, x, reasons, flags in ids.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-            good = reasons == b""
-            for flag in counts:
-                counts[flag] += int(np.count_nonzero(flags[good] & flag))
-            yield Batch(batch_ids[good], x[good],
-                        [(int(i), source.names[i], reason.decode())
-                         for i, reason in zip(batch_ids[~good], reasons[~good])])
+        iterator = ids.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+        try:
+            for batch_ids, x, reasons, flags in iterator:
+                good = reasons == b""
+                for flag in counts:
+                    counts[flag] += int(np.count_nonzero(flags[good] & flag))
+                yield Batch(batch_ids[good], x[good],
+                            [(int(i), source.names[i], reason.decode())
+                             for i, reason in zip(batch_ids[~good], reasons[~good])])
+        finally:
+            # Stop the readers now: a pipeline left running until the interpreter exits can
+            # deadlock there (its Python readers wait for the interpreter's lock).
+            del iterator
         self.summarise(source, counts, shape)
 
     def pixels(self, source, model, ids):

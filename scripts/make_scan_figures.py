@@ -23,7 +23,7 @@ def main():
     data = args.data / "t10k-images-idx3-ubyte.gz"
     found = kvis.scan(model, data, ["block2_conv2", "block3_conv1"], k=9)
     for layer in found.layers:
-        examples = kvis.top_examples(model, found, data, layer, count=8)
+        examples = kvis.top_examples(model, found, data, layer=layer, count=8)
         save_figure(kvis.plot_top_examples(
             examples, title=f"demo {layer}: the 9 strongest activations of 8 feature maps over "
                             "the Fashion-MNIST test set (projections | patches)"),

@@ -19,7 +19,7 @@ def scanned(tiny):
 
 def test_projections_are_the_deconvnet_of_each_activation_and_patches_its_window(scanned):
     model, data, pixels, found = scanned
-    result = top_examples(model, found, data, "conv2", channels=[0, 3, 5], progress=False)
+    result = top_examples(model, found, data, layer="conv2", channels=[0, 3, 5], progress=False)
     field = receptive_fields(model)["conv2"]
     top = found.top["conv2"]
     checked = 0
@@ -58,11 +58,11 @@ def test_the_index_gives_back_the_scan(scanned, tmp_path):
 
 def test_the_figure_shows_every_channel_block(scanned):
     model, data, _, found = scanned
-    result = top_examples(model, found, data, "conv1", count=3, progress=False)
+    result = top_examples(model, found, data, layer="conv1", count=3, progress=False)
     figure = plot_top_examples(result, per_row=3)
     shown = [ax for ax in figure.axes if ax.images]
     assert len(shown) == 3 * 2 * found.k  # projections and patches of 3 channels
     with pytest.raises(KvisError, match="channel 9 is out of range"):
-        top_examples(model, found, data, "conv1", channels=[9])
+        top_examples(model, found, data, layer="conv1", channels=[9])
     with pytest.raises(KvisError, match="the scan covered conv1, conv2, not 'gap'"):
-        top_examples(model, found, data, "gap")
+        top_examples(model, found, data, layer="gap")

@@ -277,3 +277,18 @@ def test_errors_are_one_clear_line(tmp_path, unit):
         list(image_source(np.zeros((3, 8, 8, 3))).batches(unit))
     with pytest.raises(KvisError, match="batch_size must be at least 1"):
         image_source("demo").batches(unit, batch_size=0)
+
+
+def test_a_program_that_stops_reading_early_still_exits(tmp_path):
+    import subprocess
+    import sys
+
+    make_folder(tmp_path / "photos", [f"{i:03d}.png" for i in range(200)])
+    code = ("import kvis\nfrom kvis.datasets import image_source\n"
+            "model = kvis.configure_model(kvis.load_model('demo'), preprocessing='unit')\n"
+            f"batches = image_source({str(tmp_path / 'photos')!r}).batches(model, batch_size=4)\n"
+            "next(batches)\nprint('read one batch')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env={**__import__("os").environ,
+                                              "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0 and "read one batch" in result.stdout, result.stderr[-2000:]

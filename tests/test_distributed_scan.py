@@ -54,8 +54,9 @@ def test_beam_pipeline_on_the_direct_runner_gives_the_single_process_scan(tmp_pa
     from kvis.dataset_scan import scan
     from kvis.models import load_model
 
-    scan_on_beam("demo", "demo", tmp_path / "index.json", ["block2_conv2", "block3_conv1"],
-                 k=9, batch_size=32, batches_per_shard=3)
+    scan_on_beam("demo", "demo", tmp_path / "index.json",
+                 layers=["block2_conv2", "block3_conv1"], k=9, batch_size=32,
+                 batches_per_shard=3)
     on_beam = read_index(tmp_path / "index.json")
     single = scan(load_model("demo"), "demo", ["block2_conv2", "block3_conv1"], k=9,
                   progress=False)

@@ -83,7 +83,7 @@ def topk(model, weights, labels, preprocess, data, layers, k, batch_size, out, r
     net, found = run_scan(model, weights, labels, preprocess, data, layers, k, batch_size, out,
                           resume)
     for layer in found.layers:
-        figure = plot_top_examples(top_examples(net, found, data, layer, count=channels,
+        figure = plot_top_examples(top_examples(net, found, data, layer=layer, count=channels,
                                                 batch_size=batch_size))
         target = Path(out) / f"top{k}_{layer.replace('/', '__')}.png"
         save_figure(figure, target)
