@@ -10,6 +10,7 @@ receptive field (`ReceptiveField.window`), the same size for all.
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -177,7 +178,7 @@ def write_index(found, path, *, names=None):
              "images": found.images, "batches": found.batches,
              "skipped": [list(entry) for entry in found.skipped], "layers": layers}
     text = json.dumps(index, indent=1)
-    write_atomically(path, lambda temporary: open(temporary, "w").write(text))
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
 
 def read_index(path):
