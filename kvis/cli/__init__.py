@@ -11,6 +11,7 @@ from kvis.cli import (  # noqa: F401
     projection,
     scan,
     synthesis,
+    training,
 )
 from kvis.cli.common import main
 
