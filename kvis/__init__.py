@@ -125,6 +125,8 @@ _EXPORTS = {
     "Dissection": "kvis.dissection",
     "dissect": "kvis.dissection",
     "plot_dissection": "kvis.dissection",
+    "FilterNormConstraint": "kvis.constraints",
+    "TensorBoardImages": "kvis.tensorboard_images",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
