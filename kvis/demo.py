@@ -18,13 +18,15 @@ MODEL_FILE = "demo_model.keras"
 IMAGES_FILE = "demo_images.npz"
 
 
-def build_demo_model():
+def build_demo_model(kernel_constraint=None):
     """The untrained demo architecture: three VGG-style conv blocks and a dense head.
 
     Input: float32 (N, 28, 28, 1) grayscale in [0, 1]. Output: (N, 10) softmax probabilities.
     Layers are named like VGG16's (`block1_conv1`, `block2_pool`, `fc1`, `predictions`).
+    `kernel_constraint` applies to every conv layer (e.g. `kvis.FilterNormConstraint`).
     """
-    conv = dict(kernel_size=3, padding="same", activation="relu")
+    conv = dict(kernel_size=3, padding="same", activation="relu",
+                kernel_constraint=kernel_constraint)
     inputs = keras.Input(INPUT_SHAPE, name="input")
     x = keras.layers.Conv2D(32, name="block1_conv1", **conv)(inputs)
     x = keras.layers.Conv2D(32, name="block1_conv2", **conv)(x)

@@ -62,15 +62,16 @@ class FeatureEvolution(keras.callbacks.Callback):
         layers: spatial layer paths (nested `base/layer` paths work).
         channels: the feature maps to follow: a list for every layer, or `{layer: list}`;
             default the first 6 of each layer.
-        epochs: the 1-based epochs to record (default 1, 2, 5, 10, 20, 30, 40, 64; those past
-            the run are dropped at `on_train_begin`).
+        epochs: the 1-based epochs to record (default 1, 2, 5, 10, 20, 30, 40, 64, clipped to
+            the run; epochs you give must lie within it).
         log_dir: where the states are saved (`feature_evolution.npz`) after each recorded
             epoch, and read back when training resumes; None keeps them in memory.
         batch_size: images per forward pass over the sample.
 
     Raises (at `on_train_begin`, before any epoch runs):
-        KvisError: an unknown or non-spatial layer, a channel out of range, an epoch below 1,
-            an unwritable log directory, a saved state of other layers or channels.
+        KvisError: an unknown or non-spatial layer, a channel out of range, an epoch below 1
+            or past the run, an unwritable log directory, a saved state of other layers or
+            channels.
 
     Example:
         >>> evolution = kvis.FeatureEvolution(x_test[:500], ["block2_conv2", "block3_conv1"],
@@ -104,6 +105,8 @@ class FeatureEvolution(keras.callbacks.Callback):
         if bad := [e for e in self.epochs_asked if int(e) < 1]:
             raise KvisError(f"epochs are counted from 1; got {bad[0]}")
         last = (self.params or {}).get("epochs")
+        if self.epochs_asked != EPOCHS and last is not None and max(self.epochs_asked) > last:
+            raise KvisError(f"epoch {max(self.epochs_asked)} is past the run's {last} epochs")
         self.epochs = sorted({int(e) for e in self.epochs_asked
                               if last is None or int(e) <= last})
         if self.log_dir is not None:

@@ -35,11 +35,11 @@ def test_recorded_strongest_activations_equal_a_direct_computation(training, tmp
     model, x, y = training
     sample = x[:20]
     evolution = FeatureEvolution(sample, ["conv1", "conv2"], channels={"conv2": [0, 3, 5]},
-                                 epochs=[1, 3, 4, 9], log_dir=tmp_path)
+                                 epochs=[1, 3, 4], log_dir=tmp_path)
     direct = _Direct(sample)
     model.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[direct, evolution])
     result = evolution.result()
-    np.testing.assert_array_equal(result.epochs, [1, 3, 4])  # 9 is past the run
+    np.testing.assert_array_equal(result.epochs, [1, 3, 4])
     assert list(result.channels["conv1"]) == [0, 1, 2, 3]  # all 4, fewer than the default 6
     for e, epoch in enumerate(result.epochs):
         np.testing.assert_allclose(result.values["conv1"][e], direct.peaks[epoch]["conv1"],
@@ -53,9 +53,16 @@ def test_recorded_strongest_activations_equal_a_direct_computation(training, tmp
     assert len([ax for ax in figure.axes if ax.images]) == (4 + 3) * 3
 
 
+def test_the_default_epochs_are_clipped_to_the_run(training):
+    model, x, y = training
+    evolution = FeatureEvolution(x[:8], "conv1")
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[evolution])
+    np.testing.assert_array_equal(evolution.result().epochs, [1, 2])
+
+
 def test_a_resumed_run_continues_the_same_grid(training, tmp_path):
     model, x, y = training
-    first = FeatureEvolution(x[:10], "conv2", epochs=[1, 2, 3, 4], log_dir=tmp_path)
+    first = FeatureEvolution(x[:10], "conv2", epochs=[1, 2], log_dir=tmp_path)
     model.fit(x, y, epochs=2, verbose=0, callbacks=[first])
     again = FeatureEvolution(x[:10], "conv2", epochs=[1, 2, 3, 4], log_dir=tmp_path)
     model.fit(x, y, epochs=4, initial_epoch=2, verbose=0, callbacks=[again])
@@ -69,6 +76,7 @@ def test_a_resumed_run_continues_the_same_grid(training, tmp_path):
     (dict(layers="gap"), "needs a spatial layer; 'gap'"),
     (dict(layers="conv1", channels=[4]), "conv1 channel 4 is out of range"),
     (dict(layers="conv1", epochs=[0, 1]), "epochs are counted from 1"),
+    (dict(layers="conv1", epochs=[2, 9]), "epoch 9 is past the run's 3 epochs"),
     (dict(layers="conv1", log_dir="/proc/kvis"), "cannot write /proc/kvis"),
 ])
 def test_bad_settings_fail_at_train_begin_before_any_epoch(training, options, message):
