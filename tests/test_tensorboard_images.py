@@ -205,3 +205,14 @@ def test_tensorboard_itself_reads_the_images(tmp_path):
                                   ours[:2])  # the same width and height strings
     np.testing.assert_array_equal(_decode(tf.make_ndarray(
         stock.Tensors("grad_cam")[0].tensor_proto)[2]), _decode(ours[2]))
+
+
+def test_fit_under_a_distribution_strategy_scope(tmp_path):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = _model()
+    x, y = _data()
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    model.fit(data, epochs=1, verbose=0, callbacks=[
+        TensorBoardImages(x[:2], log_dir=tmp_path, filters="conv1", grad_cam=True)])
+    assert set(_summaries(tmp_path)) == {("filters/conv1", 1), ("grad_cam", 1)}
