@@ -127,6 +127,11 @@ _EXPORTS = {
     "plot_dissection": "kvis.dissection",
     "FilterNormConstraint": "kvis.constraints",
     "TensorBoardImages": "kvis.tensorboard_images",
+    "REPORT_SECTIONS": "kvis.vocabulary",
+    "Report": "kvis.report_sections",
+    "build_report": "kvis.report_sections",
+    "report_html": "kvis.report_page",
+    "write_report": "kvis.report_page",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

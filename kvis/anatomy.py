@@ -53,13 +53,15 @@ def stage_layers(model):
     """The last spatial layer at each resolution: one view per stage of the network.
 
     For VGG16 that is block1_conv2, block2_conv2, ..., block5_conv3, block5_pool; for ResNet50
-    conv1_relu, conv2_block3_out, ..., conv5_block3_out. Padding layers are skipped.
+    conv1_relu, conv2_block3_out, ..., conv5_block3_out. Padding layers are skipped, and so is
+    a nested model's own node: its last layer is named instead (`resnet50/conv5_block3_out`).
     """
     graph = model_graph(model)
     last = {}
     for path in spatial_layers(model):
-        if not isinstance(graph.nodes[path].layer, _PADDING):
-            last[tuple(graph.nodes[path].output.shape[1:3])] = path
+        node = graph.nodes[path]
+        if not (isinstance(node.layer, _PADDING) or node.is_container):
+            last[tuple(node.output.shape[1:3])] = path
     order = {path: i for i, path in enumerate(graph.nodes)}
     return sorted(last.values(), key=order.get)
 

@@ -118,6 +118,9 @@ def top_examples(model, found, data, *, layer, channels=None, count=16, batch_si
 def plot_top_examples(result, *, fig=None, title=None, per_row=4):
     """Zeiler & Fergus Fig. 2: per channel a block of projections beside a block of patches.
 
+    Each channel's block is one mosaic image (`example_mosaic`) in one Axes, so a figure of
+    many channels draws quickly.
+
     Args:
         result: a `TopExamples`.
         fig: a Figure or SubFigure to draw in.
@@ -129,37 +132,54 @@ def plot_top_examples(result, *, fig=None, title=None, per_row=4):
     """
     count, k = result.values.shape
     side = int(np.ceil(np.sqrt(k)))
-    rows = int(np.ceil(count / per_row))
+    rows, cols = int(np.ceil(count / per_row)), min(per_row, count)
     if fig is None:
-        fig = NotebookFigure(figsize=(per_row * 2 * side * 0.45 + 0.5, rows * side * 0.45 + 0.8),
+        fig = NotebookFigure(figsize=(cols * 2 * side * 0.45 + 0.5, rows * side * 0.45 + 0.8),
                              layout="constrained")
-    blocks = fig.subfigures(rows, per_row, squeeze=False)
-    for index, block in enumerate(blocks.ravel()):
-        if index >= count:
-            continue
-        axes = block.subplots(side, 2 * side, squeeze=False)
-        for j in range(side * side):
-            for offset, tiles in ((0, result.projections), (side, result.patches)):
-                ax = axes[j // side, offset + j % side]
-                ax.set_axis_off()
-                if j < k and result.names[index][j]:
-                    tile = tiles[index, j]
-                    ax.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile, cmap="gray",
-                              vmin=0, vmax=1 if tiles is result.projections else 255)
-        block.suptitle(f"#{result.channels[index]}  max {result.values[index, 0]:.3g}",
-                       fontsize=8)
+    for index, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
+        ax.set_axis_off()
+        if index < count:
+            mosaic = example_mosaic(result, index)
+            ax.imshow(mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic, cmap="gray",
+                      vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(f"#{result.channels[index]}  max {result.values[index, 0]:.3g}",
+                         fontsize=8)
     fig.suptitle(title or f"{result.layer}: strongest activations over the dataset "
                           "(projections | patches)", fontsize=10)
     return fig
 
 
-def write_index(found, path, *, names=None):
+def example_mosaic(result, index, *, gap=1):
+    """One channel's block as an image: its projections in a square grid, then its patches.
+
+    Returns:
+        float32 (rows, cols, C) in [0, 1]: tiles `gap` px apart on white, the patches' grid
+        `3 * gap` px right of the projections'; a missing activation leaves its tile white.
+    """
+    k, height, width, colours = result.projections.shape[1:]
+    side = int(np.ceil(np.sqrt(k)))
+    step_y, step_x = height + gap, width + gap
+    block = side * step_x - gap
+    mosaic = np.ones((side * step_y - gap, 2 * block + 3 * gap, colours), np.float32)
+    for j in range(k):
+        if not result.names[index][j]:
+            continue
+        top, left = (j // side) * step_y, (j % side) * step_x
+        mosaic[top:top + height, left:left + width] = result.projections[index, j]
+        left += block + 3 * gap
+        mosaic[top:top + height, left:left + width] = result.patches[index, j] / 255.0
+    return mosaic
+
+
+def write_index(found, path, *, names=None, data=None):
     """Write what a scan found as JSON (atomically), to reuse it without scanning again.
 
     Args:
         found: a `kvis.dataset_scan.Scan`.
         path: the JSON file.
         names: the image names by id (`ImageSource.names`), recorded beside each id.
+        data: the data scanned, recorded when it is a folder or file (as an absolute path) or
+            "demo", so that `scanned_data` finds its images again.
     """
     layers = {}
     for layer in found.layers:
@@ -174,7 +194,10 @@ def write_index(found, path, *, names=None):
             "active": stats.active.tolist(), "mean": stats.mean.tolist(),
             "fraction_active": stats.fraction_active.tolist(),
             "dead": stats.dead.tolist(), "rare": stats.rare.tolist()}
+    if isinstance(data, (str, Path)) and data != "demo":
+        data = str(Path(data).resolve())
     index = {"model": found.model, "k": found.k, "source": found.source,
+             "data": data if isinstance(data, str) else None,
              "images": found.images, "batches": found.batches,
              "skipped": [list(entry) for entry in found.skipped], "layers": layers}
     text = json.dumps(index, indent=1)
@@ -205,6 +228,15 @@ def read_index(path):
         raise KvisError(f"scan index not found: {path}") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise KvisError(f"{path} is not a kvis scan index: {error}") from None
+
+
+def scanned_data(path):
+    """The data a scan index records (a path or "demo"), or None where it names none."""
+    try:
+        with open(path) as file:
+            return json.load(file).get("data")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 def _floats(values, missing):

@@ -25,6 +25,7 @@ def write_atomically(path, write):
     temporary = _temporary_beside(path)
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())  # as an ordinary new file, not mkstemp's 0600
         os.replace(temporary, path)
     except OSError as error:
         raise KvisError(f"cannot write {path}: {error.strerror or error}") from None
@@ -46,6 +47,12 @@ def _temporary_beside(path):
         raise KvisError(f"cannot write {path}: {error.strerror or error}") from None
     os.close(fd)
     return temporary
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_image(path, pixels):

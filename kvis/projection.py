@@ -238,8 +238,10 @@ def _explicit_batch(graph, order, end, x, start, guided, bar):
     for position in range(end, -1, -1):
         bar.update(1)
         node = order[position]
+        if node.is_container:  # its output is its last layer's: the signal waits there
+            continue
         signal = signals.pop(id(node.output), None)
-        if signal is None or node.is_container:
+        if signal is None:
             continue
         skip_activation = start.before_activation and position == end
         inputs = [values[id(t)] for t in node.inputs]

@@ -26,3 +26,7 @@ FILTER_VIEWS = ("auto", "grid", "channels", "summary")
 RANKINGS = ("mean", "max")
 DECONV_METHODS = ("explicit", "gradient")
 PARAMETERIZATIONS = ("fft", "pixel")
+
+# The sections of `kvis report`, in page order; the last two need a dataset.
+REPORT_SECTIONS = ("prediction", "model", "filters", "features", "maximization", "deconvnet",
+                   "attention", "occlusion", "top-examples", "statistics")

@@ -60,8 +60,18 @@ def test_the_figure_shows_every_channel_block(scanned):
     model, data, _, found = scanned
     result = top_examples(model, found, data, layer="conv1", count=3, progress=False)
     figure = plot_top_examples(result, per_row=3)
-    shown = [ax for ax in figure.axes if ax.images]
-    assert len(shown) == 3 * 2 * found.k  # projections and patches of 3 channels
+    shown = [ax.images[0].get_array() for ax in figure.axes if ax.images]
+    assert len(shown) == 3  # one mosaic per channel
+    height, width = result.patches.shape[2:4]
+    block = 2 * (width + 1) - 1  # k = 4: a 2 x 2 grid, 1 px apart
+    for i, mosaic in enumerate(shown):  # tile j of each grid is projection j and patch j
+        for j in range(found.k):
+            top, left = (j // 2) * (height + 1), (j % 2) * (width + 1)
+            np.testing.assert_allclose(mosaic[top:top + height, left:left + width],
+                                       result.projections[i, j])
+            left += block + 3
+            np.testing.assert_allclose(mosaic[top:top + height, left:left + width],
+                                       result.patches[i, j] / 255.0, atol=1e-7)
     with pytest.raises(KvisError, match="channel 9 is out of range"):
         top_examples(model, found, data, layer="conv1", channels=[9])
     with pytest.raises(KvisError, match="the scan covered conv1, conv2, not 'gap'"):

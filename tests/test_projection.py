@@ -189,3 +189,19 @@ def test_display_images_reverse_bgr_and_scale_each_projection():
     np.testing.assert_allclose(shown[0, 0, 0], [0.25, 0.5, 1.0])  # BGR -> RGB, max |4| -> 1
     np.testing.assert_allclose(shown[1, 1, 1], [0.5, 1.0, 0.5])
     np.testing.assert_allclose(shown[0, 1, 1], [0.5, 0.5, 0.5])  # zero is mid-gray
+
+
+def test_a_nested_base_projects_from_its_own_path_as_from_its_last_layer():
+    from conftest import nested_functional, tiny_base
+
+    from kvis.anatomy import stage_layers
+    from kvis.models import configure_model
+
+    model = nested_functional(tiny_base())
+    configure_model(model, preprocessing="unit")
+    x = np.random.default_rng(7).uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
+    assert stage_layers(model) == ["base/conv1", "base/conv2"]  # not the container "base"
+    outer = deconvnet(model, x, "base", top=3, progress=False)
+    inner = deconvnet(model, x, "base/conv2", top=3, progress=False)
+    assert np.abs(inner.signals).max() > 0
+    np.testing.assert_allclose(outer.signals, inner.signals, rtol=1e-5, atol=1e-7)

@@ -9,6 +9,7 @@ from kvis.cli import (  # noqa: F401
     explanation,
     model,
     projection,
+    report,
     scan,
     synthesis,
     training,

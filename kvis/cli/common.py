@@ -70,7 +70,7 @@ def _import_tensorflow_quietly():
         os.close(devnull)
 
 
-class _ModelSpec(click.ParamType):
+class ModelSpec(click.ParamType):
     """MODEL: a name kvis knows, or a model file that exists (checked before TensorFlow starts)."""
 
     name = "model"
@@ -87,6 +87,18 @@ class _ModelSpec(click.ParamType):
         return str(path)
 
 
+class DataSpec(click.ParamType):
+    """DATA: "demo", or a folder or IDX file that exists (checked before TensorFlow starts)."""
+
+    name = "data"
+
+    def convert(self, value, param, ctx):
+        if value == "demo" or Path(value).exists():
+            return value
+        self.fail(f"dataset not found: {value} (a folder of images, an IDX file, or demo)",
+                  param, ctx)
+
+
 image_argument = click.argument("image", type=click.Path(exists=True, dir_okay=False))
 figure_option = click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
                               help="Figure file (.png, .pdf, .svg, .jpg).")
@@ -100,6 +112,11 @@ def score_option(default="logit"):
 
 def model_options(command):
     """MODEL with --weights, --labels and --preprocess: everything `load_network` takes."""
+    return click.argument("model", type=ModelSpec())(network_options(command))
+
+
+def network_options(command):
+    """--weights, --labels and --preprocess, for a command whose MODEL argument is its own."""
     command = click.option(
         "--preprocess", type=click.Choice(list(PREPROCESSING)),
         help="How pixels become model input (default: recognised from the model; kvis stops "
@@ -108,10 +125,9 @@ def model_options(command):
         "--labels", type=click.Path(exists=True),
         help="Class names: a file (one per line, or JSON), or a dataset folder with one "
              "subfolder per class. Default: MODEL.labels.txt/.json beside a model file.")(command)
-    command = click.option("--weights", default="imagenet", show_default=True,
-                           help="For vgg16/resnet50: imagenet (Keras cache), none, or a "
-                                "weights file.")(command)
-    return click.argument("model", type=_ModelSpec())(command)
+    return click.option("--weights", default="imagenet", show_default=True,
+                        help="For vgg16/resnet50: imagenet (Keras cache), none, or a "
+                             "weights file.")(command)
 
 
 def load_network(model, weights, labels=None, preprocess=None):

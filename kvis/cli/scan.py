@@ -8,22 +8,10 @@ from kvis.cli import common
 from kvis.cli.common import main
 
 
-class _DataSpec(click.ParamType):
-    """DATA: "demo", or a folder or IDX file that exists (checked before TensorFlow starts)."""
-
-    name = "data"
-
-    def convert(self, value, param, ctx):
-        if value == "demo" or Path(value).exists():
-            return value
-        self.fail(f"dataset not found: {value} (a folder of images, an IDX file, or demo)",
-                  param, ctx)
-
-
 def scan_options(command):
     """DATA, --layers, --k, --batch-size, --out (a folder), --resume."""
     for option in reversed([
-        click.argument("data", type=_DataSpec()),
+        click.argument("data", type=common.DataSpec()),
         click.option("--layers", "-l", help="Comma-separated spatial layers (default: the last "
                                             "layer of each resolution)."),
         click.option("--k", "k", default=9, show_default=True, type=click.IntRange(1),
@@ -51,7 +39,7 @@ def run_scan(model, weights, labels, preprocess, data, layers, k, batch_size, ou
     found = scan(net, data, None if layers is None else [n.strip() for n in layers.split(",")],
                  k=k, batch_size=batch_size, checkpoint=folder / "checkpoint.npz",
                  resume=resume)
-    write_index(found, folder / "index.json", names=image_source(data).names)
+    write_index(found, folder / "index.json", names=image_source(data).names, data=data)
     for _, name, reason in found.skipped:
         click.echo(f"skipped {name}: {reason}", err=True)
     click.echo(f"scanned {found.images} images ({len(found.skipped)} skipped) of {found.source}")

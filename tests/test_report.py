@@ -1,0 +1,313 @@
+"""kvis report: the sections hold what the techniques compute, the page is self-contained, and
+`kvis report` with no arguments writes a page that a real browser shows whole."""
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import nested_functional, tiny_base, tiny_cnn
+
+import kvis.report_sections
+from kvis.cli import main
+from kvis.dataset_examples import write_index
+from kvis.dataset_scan import scan
+from kvis.errors import KvisError
+from kvis.features import feature_maps, rank_channels
+from kvis.images import load_image
+from kvis.inventory import layer_table
+from kvis.models import configure_model
+from kvis.report_page import report_html, write_report
+from kvis.report_sections import TITLES, build_report
+from kvis.vocabulary import REPORT_SECTIONS
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+class _Page(HTMLParser):
+    """What a page holds: image sources, element ids, link targets and external references."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.images, self.ids, self.links, self.tags = [], set(), [], set()
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.add(tag)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "a":
+            self.links.append(attrs["href"])
+
+
+def _decoded(source):
+    assert source.startswith("data:image/png;base64,"), source[:40]
+    image = cv2.imdecode(np.frombuffer(base64.b64decode(source.split(",", 1)[1]), np.uint8),
+                         cv2.IMREAD_COLOR)
+    assert image is not None and image.shape[0] > 0 and image.std() > 0
+    return image
+
+
+def _check_self_contained(text):
+    page = _Page(text)
+    assert page.images and all(_decoded(source).size for source in page.images)
+    assert all(link.startswith("#") and link[1:] in page.ids for link in page.links)
+    assert "script" not in page.tags and not re.search(r"(src|href)=\"(https?:|//)", text)
+    return page
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier():
+    model = tiny_cnn()
+    configure_model(model, preprocessing="unit", class_names=["red", "green", "blue"])
+    pixels = np.random.default_rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    return model, load_image(pixels, model)
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tiny_classifier):
+    model, image = tiny_classifier
+    data = np.random.default_rng(4).uniform(0, 1, (24, 16, 16, 3)).astype(np.float32)
+    return build_report(model, image, fast=True, data=data, progress=False)
+
+
+def test_every_section_holds_what_its_technique_computes(tiny_classifier, tiny_report):
+    model, image = tiny_classifier
+    sections = {section.key: section for section in tiny_report.sections}
+    assert list(sections) == list(REPORT_SECTIONS) and not tiny_report.left_out
+    probabilities = model.predict(image.x, verbose=0)[0]
+    best = int(np.argmax(probabilities))
+    assert (f"{['red', 'green', 'blue'][best]} ({probabilities[best]:.1%})"
+            in sections["prediction"].parts[0].caption)
+    header, rows = sections["model"].parts[1].table
+    table = layer_table(model)
+    assert [row[0] for row in rows] == [row.path for row in table]
+    conv2 = next(row for row in rows if row[0] == "conv2")
+    field = next(row for row in table if row.path == "conv2").receptive_field
+    assert conv2[4:] == ("×".join(map(str, field.size)), "×".join(map(str, field.stride)))
+    maps = feature_maps(model, image, ["conv2"], progress=False)
+    top = rank_channels(maps["conv2"][0])[0][:4]
+    caption = sections["maximization"].parts[-1].caption
+    assert caption.startswith("conv2:") and ", ".join(f"#{c}" for c in top) in caption
+    for section in tiny_report.sections:
+        for part in section.parts:
+            assert part.caption and (part.table is not None or _decoded(
+                "data:image/png;base64," + base64.b64encode(part.png).decode()).size)
+
+
+def test_the_statistics_table_is_the_scan(tiny_classifier, tiny_report):
+    model, _ = tiny_classifier
+    data = np.random.default_rng(4).uniform(0, 1, (24, 16, 16, 3)).astype(np.float32)
+    found = scan(model, data, progress=False)
+    section = next(s for s in tiny_report.sections if s.key == "statistics")
+    rows = {row[0]: row for row in section.parts[0].table[1]}
+    for layer in found.layers:
+        stats = found.stats[layer]
+        assert rows[layer][1] == str(len(stats.active))
+        assert rows[layer][2] == ("none" if not len(stats.dead) else
+                                  f"{len(stats.dead)}: " + ", ".join(f"#{c}" for c in
+                                                                     stats.dead[:16])
+                                  + (", ..." if len(stats.dead) > 16 else ""))
+
+
+def test_the_page_is_self_contained_and_its_links_reach_sections(tiny_report, tmp_path):
+    path = write_report(tiny_report, tmp_path / "page.html")
+    text = path.read_text(encoding="utf-8")
+    page = _check_self_contained(text)
+    assert set(REPORT_SECTIONS) <= page.ids
+    assert len(page.images) == sum(part.png is not None for section in tiny_report.sections
+                                   for part in section.parts)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # shareable, not mkstemp's 0600
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_view_the_model_cannot_give_is_left_out_with_its_reason():
+    features_only = tiny_base()
+    configure_model(features_only, preprocessing="unit")
+    image = load_image(np.full((16, 16, 3), 120, np.uint8), features_only)
+    report = build_report(features_only, image, fast=True, progress=False,
+                          sections=["model", "prediction", "features", "attention", "occlusion",
+                                    "top-examples"])
+    assert [section.key for section in report.sections] == ["model", "features"]
+    reasons = dict(report.left_out)
+    assert "needs a classifier with output (N, classes)" in reasons["Attention maps"]
+    assert "needs a classifier" in reasons["Occlusion sensitivity"]
+    assert "no dataset given" in reasons["Top-9 dataset examples"]
+    text = report_html(report)
+    assert "Attention maps: left out (" in text and 'id="attention"' not in text
+
+
+def test_a_nested_fine_tuned_model_reports_its_base_layers():
+    model = nested_functional(tiny_base())
+    configure_model(model, preprocessing="unit")
+    image = load_image(np.random.default_rng(5).integers(0, 256, (16, 16, 3)), model)
+    report = build_report(model, image, fast=True, progress=False,
+                          sections=["features", "deconvnet", "attention"])
+    assert [section.key for section in report.sections] == ["features", "deconvnet",
+                                                            "attention"]
+    captions = " ".join(part.caption for section in report.sections for part in section.parts)
+    assert "base/conv2" in captions and "grad-cam at base/conv2" in captions
+
+
+def test_a_scan_is_reused_not_run_again(tiny_classifier, monkeypatch):
+    model, image = tiny_classifier
+    data = np.random.default_rng(6).uniform(0, 1, (12, 16, 16, 3)).astype(np.float32)
+    found = scan(model, data, ["conv1", "conv2"], k=4, progress=False)
+    monkeypatch.setattr(kvis.report_sections, "scan", None)  # any new scan would fail
+    report = build_report(model, image, fast=True, data=data, found=found, progress=False,
+                          sections=["top-examples", "statistics"])
+    assert [section.key for section in report.sections] == ["top-examples", "statistics"]
+    assert "the 4 strongest activations over 12 images" in report.sections[0].parts[-1].caption
+    other = keras.models.clone_model(model)
+    other.name = "other"
+    with pytest.raises(KvisError, match="the scan is of model 'tiny', not 'other'"):
+        build_report(other, image, found=found, progress=False)
+
+
+def test_mistakes_in_the_python_api_are_one_line(tiny_classifier):
+    model, image = tiny_classifier
+    with pytest.raises(KvisError, match="unknown report section 'filter'; choose from prediction, model"):
+        build_report(model, image, sections=["filter"])
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="dense_only")
+    with pytest.raises(KvisError, match="model 'dense_only' has no conv layers"):
+        build_report(dense, np.zeros((1, 4), np.float32))
+    with pytest.raises(KvisError, match="a report explains one image; got 2"):
+        build_report(model, np.zeros((2, 16, 16, 3), np.float32))
+
+
+def test_the_cli_reuses_a_scan_folder_and_its_recorded_images(tmp_path, monkeypatch):
+    from kvis.models import load_model
+
+    found = scan(load_model("demo"), "demo", ["block2_conv2"], k=4, progress=False)
+    write_index(found, tmp_path / "scan" / "index.json", data="demo")
+    monkeypatch.setattr(kvis.report_sections, "scan", None)
+    result = run("report", "demo", "--scan", tmp_path / "scan", "--fast", "--sections",
+                 "prediction,top-examples,statistics", "--out", tmp_path / "page.html")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert 'id="top-examples"' in text and 'id="statistics"' in text and 'id="filters"' not in text
+    assert "block2_conv2: the 4 strongest activations over 400 images" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["report", "--out", "{blocker}/sub"], "cannot write"),
+    (["report", "demo", "{bad}", "--fast"], "cannot read"),
+    (["report", "--dataset", "{empty}", "--fast"], "no image files (.png"),
+    (["report", "--sections", "features,filter"], "unknown section 'filter'"),
+    (["report", "vgg16"], "give an IMAGE for vgg16"),
+    (["report", "demo", "missing.png"], "does not exist"),
+])
+def test_user_mistakes_get_one_line_and_leave_no_page(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    (tmp_path / "bad.png").write_text("not an image")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    result = run(*[a.format(blocker="blocker", bad="bad.png", empty="empty") for a in args])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    assert not list(tmp_path.rglob("*.html"))
+
+
+def test_an_interrupted_write_leaves_no_page(tiny_report, tmp_path, monkeypatch):
+    import pathlib
+
+    def write_half(self, text, **options):
+        with open(self, "w") as file:
+            file.write(text[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pathlib.Path, "write_text", write_half)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(tiny_report, tmp_path / "page.html")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def demo_page(tmp_path_factory):
+    """The page of the README's main command, `kvis report` with no arguments."""
+    folder = tmp_path_factory.mktemp("report")
+    command = Path(sys.executable).with_name("kvis")  # the console script of this install
+    quiet = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([command, "report", "--out", "page"], cwd=folder, env=quiet,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return folder / "page" / "index.html", result
+
+
+def test_report_with_no_arguments_shows_every_view_of_the_demo(demo_page):
+    path, result = demo_page
+    page = _check_self_contained(path.read_text(encoding="utf-8"))
+    assert set(REPORT_SECTIONS) <= page.ids
+    for number, key in enumerate(REPORT_SECTIONS, 1):  # progress: a line per section, timed
+        title = re.escape(TITLES[key].lower())
+        assert re.search(rf"^\[{number}/{len(REPORT_SECTIONS)}\] {title}: \d+\.\d s$",
+                         result.stderr, re.MULTILINE)
+    assert "oneDNN" not in result.stderr and f"wrote page{os.sep}index.html" in result.stdout
+
+
+def _browser():
+    """Chromium driven by Playwright, or the reason it cannot run here."""
+    executable = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
+                                                      "google-chrome"))), None)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None, None, "Playwright is not installed (pip install kvis[test])"
+    if executable is None:
+        return None, None, "no Chromium on PATH (Debian: apt-get install chromium)"
+    return sync_playwright, executable, None
+
+
+def test_the_page_shows_whole_in_a_real_browser(demo_page):
+    sync_playwright, executable, reason = _browser()
+    if reason:
+        if os.environ.get("KVIS_REQUIRE_BROWSER"):
+            pytest.fail(f"KVIS_REQUIRE_BROWSER is set but {reason}")
+        pytest.skip(reason)
+    path, _ = demo_page
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable)
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        problems, requests = [], []
+        page.on("console", lambda message: message.type in ("error", "warning") and
+                problems.append(f"{message.type}: {message.text}"))
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(path.as_uri())
+        page.wait_for_load_state("load")
+        sizes = page.eval_on_selector_all(
+            "img", "images => images.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+        assert len(sizes) > 10 and all(done and width > 0 and height > 0
+                                       for done, width, height in sizes), sizes
+        targets = page.eval_on_selector_all("nav a", "links => links.map(a => a.hash)")
+        assert [t[1:] for t in targets] == list(REPORT_SECTIONS)
+        for target in targets:
+            page.click(f'nav a[href="{target}"]')
+            where = page.evaluate(f"""() => {{
+                const box = document.getElementById("{target[1:]}").getBoundingClientRect();
+                return [location.hash, box.top, window.innerHeight]; }}""")
+            assert where[0] == target and -2 <= where[1] < where[2], (target, where)
+            page.evaluate("window.scrollTo(0, 0)")
+        browser.close()
+    assert not problems, problems
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
