@@ -168,7 +168,7 @@ class _Job:
         """The dataset scan, run on first use (in the first dataset section)."""
         if self.scanned is None:
             if self.data is None:
-                raise KvisError("no dataset given (--dataset, or --scan of an earlier scan)")
+                raise KvisError("no dataset given: pass data= (--dataset) or found= (--scan)")
             self.scanned = scan(self.model, self.data, progress=self.progress)
         return self.scanned
 
@@ -218,8 +218,9 @@ def _filters(job):
         raise KvisError(f"model {job.model.name!r} has no conv layers")
     shown = 32 if job.fast else 64
     first = conv_filters(job.model, layers[0])
-    parts = [Part(f"{layers[0]}: {min(shown, first.kernel.shape[-1])} of its "
-                  f"{first.kernel.shape[-1]} filters of {_shape(first.kernel.shape[:3])}, "
+    total = first.kernel.shape[-1]
+    parts = [Part(f"{layers[0]}: {f'{shown} of its {total}' if total > shown else f'all {total}'} "
+                  f"filters of {_shape(first.kernel.shape[:3])}, "
                   "each scaled to its own range (mid-gray is zero).",
                   png=_png(plot_filters(first, max_filters=shown)))]
     if not job.fast and len(layers) > 1:
@@ -299,7 +300,7 @@ _METHOD_NOTES = {
 
 
 def _attention(job):
-    require_classifier(job.model, "attention maps")
+    require_classifier(job.model, "an attention map")
     methods = ("grad-cam", "saliency") if job.fast else ATTENTION_METHODS
     parts, notes = [], []
     for method in methods:

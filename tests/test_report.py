@@ -151,7 +151,7 @@ def test_a_view_the_model_cannot_give_is_left_out_with_its_reason():
     reasons = dict(report.left_out)
     assert "needs a classifier with output (N, classes)" in reasons["Attention maps"]
     assert "needs a classifier" in reasons["Occlusion sensitivity"]
-    assert "no dataset given" in reasons["Top-9 dataset examples"]
+    assert "no dataset given: pass data=" in reasons["Top-9 dataset examples"]
     text = report_html(report)
     assert "Attention maps: left out (" in text and 'id="attention"' not in text
 
