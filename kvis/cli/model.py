@@ -1,6 +1,7 @@
 """Commands that look at a model and an image: layers, filters, features, demo-images."""
 
 import re
+import time
 from pathlib import Path
 
 import click
@@ -94,7 +95,9 @@ def features(model, weights, labels, preprocess, image, layer_names, all_layers,
     folder = None if len(layer_names) == 1 else common.writable(Path(out) / "overview.png").parent
     out = common.figure_path(out) if folder is None else None
     net = common.load_network(model, weights, labels, preprocess)
+    began = time.perf_counter()
     maps = feature_maps(net, load_image(image, net), None if all_layers else layer_names)
+    computed = time.perf_counter() - began
 
     def draw(path):
         if summary:
@@ -110,7 +113,8 @@ def features(model, weights, labels, preprocess, image, layer_names, all_layers,
             save_figure(draw(path), folder / f"{i:03d}_{path.replace('/', '__')}.png")
             bar.update(1)
     save_figure(plot_feature_overview(maps), folder / "overview.png")
-    click.echo(f"wrote {len(maps)} layer figures and overview.png to {folder}")
+    click.echo(f"wrote {len(maps)} layer figures and overview.png to {folder} (feature maps "
+               f"{computed:.1f} s, drawing {time.perf_counter() - began - computed:.1f} s)")
 
 
 @main.command("demo-images")

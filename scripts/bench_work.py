@@ -1,0 +1,312 @@
+"""One benchmark process: some libraries' rows for one model, written as JSON to `--out`.
+
+Run by `scripts/benchmark.py`, in the kvis environment (library "kvis") or in the peers'
+environment (keract, tf-keras-vis, tf-explain), where `TF_USE_LEGACY_KERAS=1` makes `tf.keras`
+the tf-keras package for the peers that need Keras 2. It imports no kvis outside the kvis
+rows, and builds every model with `tf.keras` and random weights, so each library times the
+same network on the same inputs.
+
+Each row: the median of `repeats` timed calls after one warm-up call, the work done (images,
+or optimization steps), the time the model itself needs for that work (its "limit": forward
+or forward+backward passes at the same batch size, compiled), and the peak resident memory of
+the process during the row.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+keras = tf.keras
+
+# Fixed settings per model: a batch for the per-image techniques, the conv layer whose filters
+# are maximized, maximization steps, SmoothGrad samples, the occluder (size = stride, as
+# tf-explain slides it), and the images of the dataset scan.
+SETTINGS = {
+    "demo": dict(batch=64, layer="block3_conv1", steps=64, samples=16, patch=4, scan=4096),
+    "vgg16": dict(batch=4, layer="block5_conv3", steps=4, samples=4, patch=32, scan=64),
+    "resnet50": dict(batch=4, layer="conv5_block3_out", steps=4, samples=4, patch=32, scan=64),
+}
+
+
+def build(name):
+    """The model, random weights, with `tf.keras` (Keras 3, or tf-keras under legacy mode)."""
+    keras.utils.set_random_seed(0)
+    if name == "vgg16":
+        return keras.applications.VGG16(weights=None)
+    if name == "resnet50":
+        return keras.applications.ResNet50(weights=None)
+    # The architecture of kvis's demo model (kvis.demo.build_demo_model), built here with
+    # tf.keras so that tf-keras peers get the same network.
+    conv = dict(kernel_size=3, padding="same", activation="relu")
+    inputs = keras.Input((28, 28, 1), name="input")
+    x = inputs
+    for block, (filters, count) in enumerate(((32, 2), (64, 2), (128, 1)), 1):
+        for i in range(1, count + 1):
+            x = keras.layers.Conv2D(filters, name=f"block{block}_conv{i}", **conv)(x)
+        x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(128, activation="relu", name="fc1")(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="kvis_demo")
+
+
+class PeakMemory:
+    """The largest resident set size of this process while the block runs, in MB (sampled
+    every 5 ms; on a GPU, TensorFlow's own peak of GPU:0 is read instead)."""
+
+    def __enter__(self):
+        self.peak, self._running = _rss_mb(), True
+        self._gpu = bool(tf.config.list_logical_devices("GPU"))
+        if self._gpu:
+            tf.config.experimental.reset_memory_stats("GPU:0")
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *error):
+        self._running = False
+        self._thread.join()
+        if self._gpu:
+            self.peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+
+    def _sample(self):
+        while self._running:
+            self.peak = max(self.peak, _rss_mb())
+            time.sleep(0.005)
+
+
+def _rss_mb():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def timed(repeats, function, *args, **kwargs):
+    """`(median seconds, peak MB)` of `function(*args, **kwargs)` over `repeats` calls, after
+    a warm-up call."""
+    function(*args, **kwargs)
+    times = []
+    with PeakMemory() as memory:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            function(*args, **kwargs)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times), memory.peak
+
+
+class Limits:
+    """The model's own speed: seconds per image of compiled forward, and forward+backward
+    (the input gradient of one output), passes at a given batch size."""
+
+    def __init__(self, model, repeats, jit):
+        self.model, self.repeats, self.jit, self._cache = model, repeats, jit, {}
+
+    def forward(self, batch, model=None):
+        return self._per_image("forward", model or self.model, batch)
+
+    def backward(self, batch, model=None):
+        return self._per_image("backward", model or self.model, batch)
+
+    def _per_image(self, kind, model, batch):
+        key = (kind, model.name, batch)
+        if key not in self._cache:
+            x = tf.constant(inputs(model, batch))
+            step = _forward(model, self.jit) if kind == "forward" else _backward(model, self.jit)
+            self._cache[key] = timed(self.repeats, lambda: step(x).numpy())[0] / batch
+        return self._cache[key]
+
+
+def _forward(model, jit):
+    return tf.function(lambda x: tf.reduce_sum(model(x, training=False)), jit_compile=jit)
+
+
+def _backward(model, jit):
+    @tf.function(jit_compile=jit)
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(tf.reduce_max(tf.reshape(model(x, training=False),
+                                                           (tf.shape(x)[0], -1)), axis=-1))
+        return tape.gradient(total, x)
+
+    return step
+
+
+def inputs(model, batch, seed=0):
+    shape = (batch, *model.input_shape[1:])
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def conv_names(model):
+    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def trunk(model, layer):
+    """The model up to `layer`: what maximizing one of its filters runs through."""
+    return keras.Model(model.input, model.get_layer(layer).output, name=f"to_{layer}")
+
+
+def row(technique, library, work, seconds, peak, limit_seconds, note=""):
+    return dict(technique=technique, library=library, work=work, seconds=seconds,
+                limit_seconds=limit_seconds, peak_mb=peak, note=note)
+
+
+def kvis_rows(model, name, settings, limits, repeats, jit):
+    import kvis
+
+    kvis.configure_model(model, preprocessing="unit" if name == "demo" else "caffe")
+    batch, x = settings["batch"], inputs(model, settings["batch"])
+    convs = conv_names(model)
+    rows = []
+    seconds, peak = timed(repeats, kvis.feature_maps, model, x, convs, progress=False)
+    rows.append(row(f"feature maps, {len(convs)} conv layers", "kvis", f"{batch} images",
+                    seconds, peak, batch * limits.forward(batch)))
+    to_layer = trunk(model, settings["layer"])
+    for count in (1, 16):
+        options = kvis.default_settings(model, steps=settings["steps"], jit_compile=jit)
+        seconds, peak = timed(repeats, kvis.maximize_filters, model, settings["layer"],
+                              range(count), settings=options, progress=False)
+        rows.append(row(f"maximize {count} filter{'s' * (count > 1)}", "kvis",
+                        f"{settings['steps']} steps", seconds, peak,
+                        settings["steps"] * count * limits.backward(count, to_layer)))
+    for method, passes in (("saliency", 1), ("smoothgrad", settings["samples"]),
+                           ("grad-cam", 1)):
+        options = {"samples": settings["samples"]} if method == "smoothgrad" else {}
+        seconds, peak = timed(repeats, kvis.attention, model, x, method, classes=0,
+                              batch_size=batch, progress=False, **options)
+        rows.append(row(method, "kvis", f"{batch} images", seconds, peak,
+                        passes * batch * limits.backward(batch)))
+    positions = _positions(model, settings["patch"])
+    image = x[:1]
+    seconds, peak = timed(repeats, kvis.occlusion, model, image, size=settings["patch"],
+                          stride=settings["patch"], classes=0, batch_size=batch,
+                          progress=False)
+    rows.append(row(f"occlusion, {settings['patch']} px", "kvis", f"{positions} positions",
+                    seconds, peak, positions * limits.forward(batch)))
+    data = inputs(model, settings["scan"], seed=1)
+    seconds, peak = timed(max(1, repeats // 2), kvis.scan, model, data,
+                          batch_size=max(batch, 32), progress=False)
+    rows.append(row("top-9 scan, stage layers", "kvis", f"{settings['scan']} images",
+                    seconds, peak, settings["scan"] * limits.forward(max(batch, 32))))
+    return rows
+
+
+def _positions(model, patch):
+    height, width = model.input_shape[1:3]
+    return (height // patch) * (width // patch)
+
+
+def keract_rows(model, name, settings, limits, repeats, jit):
+    import keract
+
+    batch, x = settings["batch"], inputs(model, settings["batch"])
+    convs = conv_names(model)
+    seconds, peak = timed(repeats, keract.get_activations, model, x, layer_names=convs)
+    return [row(f"feature maps, {len(convs)} conv layers", "keract", f"{batch} images",
+                seconds, peak, batch * limits.forward(batch))]
+
+
+def tf_keras_vis_rows(model, name, settings, limits, repeats, jit):
+    from tf_keras_vis.activation_maximization import ActivationMaximization
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.saliency import Saliency
+    from tf_keras_vis.utils.model_modifiers import ExtractIntermediateLayer, ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    batch, x = settings["batch"], inputs(model, settings["batch"])
+    rows = []
+    to_layer = trunk(model, settings["layer"])
+    maximizer = ActivationMaximization(
+        model, model_modifier=[ExtractIntermediateLayer(settings["layer"]), ReplaceToLinear()],
+        clone=True)
+    for count in (1, 16):
+        seed = tf.random.uniform((count, *model.input_shape[1:]), 0, 255, seed=0)
+        seconds, peak = timed(repeats, maximizer, CategoricalScore(list(range(count))),
+                              seed_input=seed, steps=settings["steps"], callbacks=[])
+        rows.append(row(f"maximize {count} filter{'s' * (count > 1)}", "tf-keras-vis",
+                        f"{settings['steps']} steps", seconds, peak,
+                        settings["steps"] * count * limits.backward(count, to_layer)))
+    saliency = Saliency(model, model_modifier=ReplaceToLinear(), clone=True)
+    score = CategoricalScore([0] * batch)
+    for method, passes, options in (("saliency", 1, {}),
+                                    ("smoothgrad", settings["samples"],
+                                     {"smooth_samples": settings["samples"]})):
+        seconds, peak = timed(repeats, saliency, score, x, **options)
+        rows.append(row(method, "tf-keras-vis", f"{batch} images", seconds, peak,
+                        passes * batch * limits.backward(batch)))
+    gradcam = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
+    seconds, peak = timed(repeats, gradcam, score, x)
+    rows.append(row("grad-cam", "tf-keras-vis", f"{batch} images", seconds, peak,
+                    batch * limits.backward(batch)))
+    return rows
+
+
+def tf_explain_rows(model, name, settings, limits, repeats, jit):
+    from tf_explain.core.grad_cam import GradCAM
+    from tf_explain.core.occlusion_sensitivity import OcclusionSensitivity
+    from tf_explain.core.smoothgrad import SmoothGrad
+    from tf_explain.core.vanilla_gradients import VanillaGradients
+
+    batch, x = settings["batch"], inputs(model, settings["batch"])
+    last_conv = conv_names(model)[-1] if name != "resnet50" else "conv5_block3_out"
+    rows = []
+    for method, passes, explainer, options in (
+            ("saliency", 1, VanillaGradients(), {}),
+            ("smoothgrad", settings["samples"], SmoothGrad(),
+             {"num_samples": settings["samples"]}),
+            ("grad-cam", 1, GradCAM(), {"layer_name": last_conv})):
+        seconds, peak = timed(repeats, explainer.explain, (x, None), model, 0, **options)
+        rows.append(row(method, "tf-explain", f"{batch} images", seconds, peak,
+                        passes * batch * limits.backward(batch)))
+    positions = _positions(model, settings["patch"])
+    seconds, peak = timed(repeats, OcclusionSensitivity(batch_size=batch).explain,
+                          (x[:1], None), model, 0, settings["patch"])
+    rows.append(row(f"occlusion, {settings['patch']} px", "tf-explain",
+                    f"{positions} positions", seconds, peak, positions * limits.forward(batch)))
+    return rows
+
+
+LIBRARIES = {"kvis": kvis_rows, "keract": keract_rows, "tf-keras-vis": tf_keras_vis_rows,
+             "tf-explain": tf_explain_rows}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=list(SETTINGS), required=True)
+    parser.add_argument("--libraries", nargs="+", choices=list(LIBRARIES), required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jit", action="store_true", help="compile with XLA (jit_compile)")
+    parser.add_argument("--out", type=Path, required=True, help="the rows, as JSON")
+    args = parser.parse_args()
+
+    model = build(args.model)
+    limits = Limits(model, args.repeats, args.jit)
+    settings = SETTINGS[args.model]
+    keras_version = getattr(keras, "__version__", None) or keras.__name__
+    rows = [row("forward pass", "model", f"{settings['batch']} images",
+                settings["batch"] * limits.forward(settings["batch"]), None, None),
+            row("forward+backward pass", "model", f"{settings['batch']} images",
+                settings["batch"] * limits.backward(settings["batch"]), None, None)]
+    for library in args.libraries:
+        try:
+            rows += LIBRARIES[library](model, args.model, settings, limits, args.repeats,
+                                       args.jit)
+        except Exception as error:  # a peer that does not run here: reported, not dropped
+            message = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+            rows.append(row("(all)", library, "", None, None, None, f"fails: {message}"))
+    for entry in rows:
+        entry.update(model=args.model, keras=keras_version, jit=args.jit,
+                     device=tf.config.list_logical_devices()[-1].device_type)
+    args.out.write_text(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Benchmark every kvis technique against the model's own speed limit and against its peers.
+
+For the demo model, VGG16 and ResNet50 (random weights), at fixed settings, each technique is
+timed (median of repeats after a warm-up) next to the time the model itself needs for the
+same work, compiled forward or forward+backward passes at the same batch size ("limit"), and
+next to keract, tf-keras-vis and tf-explain on the same model, inputs and settings. The peers
+live in their own virtual environment (`--setup` makes it, `.bench-peers/`): each runs first
+on Keras 3; one that fails there is reported with its error and run again on tf-keras
+(`TF_USE_LEGACY_KERAS=1`). Then the commands users run: `kvis report` with no arguments and
+`kvis features resnet50 IMAGE --all`, with compute and drawing separately.
+
+Usage (from the repository root, kvis installed in the running Python):
+    python scripts/benchmark.py --setup            # once: the peers' environment
+    python scripts/benchmark.py                    # the table (about 15 min on 2 cores)
+    python scripts/benchmark.py --jit both         # on a GPU: XLA off and on
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PEERS = HERE.parent / ".bench-peers"
+PEER_PACKAGES = ("keract==4.5.2", "tf-keras-vis==0.8.7", "tf-explain==0.3.1",
+                 "opencv-python-headless")  # tf-explain needs OpenCV but does not require it
+PEER_LIBRARIES = ("keract", "tf-keras-vis", "tf-explain")
+MODELS = ("demo", "vgg16", "resnet50")
+
+
+def setup():
+    """A virtual environment with this TensorFlow, tf-keras and the peers."""
+    import tensorflow as tf
+
+    version = ".".join(tf.__version__.split(".")[:2])
+    subprocess.run([sys.executable, "-m", "venv", PEERS], check=True)
+    subprocess.run([PEERS / "bin" / "pip", "install", "-q", f"tensorflow=={version}.*",
+                    f"tf-keras=={version}.*", *PEER_PACKAGES], check=True)
+
+
+def work(python, model, libraries, repeats, jit=False, legacy=False):
+    """The rows of one benchmark process (`bench_work.py`)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if legacy:
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "rows.json"
+        command = [python, HERE / "bench_work.py", "--model", model, "--libraries",
+                   *libraries, "--repeats", str(repeats), "--out", out,
+                   *(["--jit"] if jit else [])]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode or not out.exists():
+            message = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+            return [dict(technique="(all)", library=lib, model=model, note=f"fails: {message}")
+                    for lib in libraries]
+        return json.loads(out.read_text())
+
+
+def peer_rows(model, repeats):
+    """The peers on Keras 3, and those that fail there again on tf-keras."""
+    if not (PEERS / "bin" / "python").exists():
+        return [dict(technique="(all)", library=lib, model=model,
+                     note="not installed: run scripts/benchmark.py --setup")
+                for lib in PEER_LIBRARIES]
+    rows = [r for r in work(PEERS / "bin" / "python", model, PEER_LIBRARIES, repeats)
+            if r["library"] != "model"]  # the same limit as kvis's process measures
+    failed = [r["library"] for r in rows if r["technique"] == "(all)"]
+    for entry in rows:
+        if entry["technique"] == "(all)":
+            entry["note"] = entry["note"].replace("fails:", "does not run on Keras 3:")
+    if failed:
+        legacy = work(PEERS / "bin" / "python", model, failed, repeats, legacy=True)
+        for entry in legacy:
+            entry["library"] += " (tf-keras)"
+        rows += legacy
+    return rows
+
+
+def command_rows(image):
+    """The commands users run, end to end (TensorFlow's start included)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, args in (("kvis report (no arguments)", ["report", "--out", folder]),
+                           ("kvis features resnet50 IMAGE --all",
+                            ["features", "resnet50", image, "--weights", "none", "--all",
+                             "--out", folder])):
+            start = time.perf_counter()
+            done = subprocess.run([Path(sys.executable).with_name("kvis"), *args],
+                                  capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            detail = (done.stdout.strip().splitlines() or [done.stderr.strip()])[-1]
+            rows.append((name, seconds, detail))
+    return rows
+
+
+def table(rows):
+    """A markdown table: model, technique, library, time, throughput, ratio, peak memory."""
+    lines = ["| model | technique | library | time | throughput | of the limit | peak MB |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.get("seconds") is None:
+            lines.append(f"| {r['model']} | {r['technique']} | {r['library']} | "
+                         f"{r.get('note', '')} | | | |")
+            continue
+        amount, unit = r["work"].split(" ", 1)
+        ratio = f"{r['limit_seconds'] / r['seconds']:.0%}" if r.get("limit_seconds") else ""
+        peak = f"{r['peak_mb']:,.0f}" if r.get("peak_mb") else ""
+        jit = " (XLA)" if r.get("jit") and r["library"] in ("kvis", "model") else ""
+        lines.append(f"| {r['model']} | {r['technique']} | {r['library']}{jit} | "
+                     f"{_duration(r['seconds'])} | {float(amount) / r['seconds']:,.3g} {unit}/s | "
+                     f"{ratio} | {peak} |")
+    return "\n".join(lines)
+
+
+def _duration(seconds):
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def machine():
+    import tensorflow as tf
+
+    devices = ", ".join(sorted({d.device_type for d in tf.config.list_logical_devices()}))
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor())
+    return (f"{cpu}, {os.cpu_count()} cores; TensorFlow {tf.__version__}, devices: {devices}; "
+            f"Python {platform.python_version()}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setup", action="store_true", help="make the peers' environment")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jit", choices=("off", "on", "both"), default="off",
+                        help="kvis and the limits with XLA (jit_compile) off, on, or both")
+    parser.add_argument("--no-peers", action="store_true", help="kvis and the limits only")
+    parser.add_argument("--out", type=Path, default=Path("benchmark.json"),
+                        help="the rows as JSON")
+    args = parser.parse_args()
+
+    if args.setup:
+        setup()
+    start = time.perf_counter()
+    print(machine(), flush=True)
+    rows = []
+    for model in args.models:
+        for jit in {"off": [False], "on": [True], "both": [False, True]}[args.jit]:
+            rows += work(sys.executable, model, ["kvis"], args.repeats, jit=jit)
+        if not args.no_peers:
+            rows += peer_rows(model, args.repeats)
+        print(f"{model} done, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    print(table(rows))
+    image = _demo_like_image()
+    for name, seconds, detail in command_rows(image):
+        print(f"{name}: {seconds:.1f} s ({detail})")
+    args.out.write_text(json.dumps(rows, indent=1))
+    print(f"benchmark: {time.perf_counter() - start:.0f} s in all; rows in {args.out}")
+
+
+def _demo_like_image():
+    """A 224 px photo-like image for the commands: a shipped demo image, resized."""
+    import cv2
+
+    from kvis.demo import demo_images
+
+    path = Path(tempfile.gettempdir()) / "kvis_benchmark_image.png"
+    pixels = cv2.resize(demo_images()[0][0], (224, 224), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(path), pixels)
+    return path
+
+
+if __name__ == "__main__":
+    main()
