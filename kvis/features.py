@@ -12,7 +12,7 @@ from kvis.anatomy import spatial_layers, spatial_node, stage_layers
 from kvis.errors import KvisError
 from kvis.graph import model_graph, probe
 from kvis.images import as_images, unit_range
-from kvis.plot import image_grid
+from kvis.plot import image_grid, map_mosaic
 from kvis.runner import compiled, run_batches
 from kvis.vocabulary import RANKINGS
 
@@ -169,7 +169,8 @@ def plot_feature_maps(result, layer=None, *, image=0, top=16, channels=None, ran
         title: figure title (default: the image name and the layer).
 
     Returns:
-        A Figure; all tiles share one colour scale, so weak maps look weak.
+        A Figure (`kvis.plot.map_mosaic`: one image of all the maps); all maps share one
+        colour scale, so weak maps look weak.
 
     Example:
         >>> kvis.plot_feature_maps(kvis.feature_maps(model, image), "block2_conv1", top=8)
@@ -186,8 +187,8 @@ def plot_feature_maps(result, layer=None, *, image=0, top=16, channels=None, ran
     tiles = [maps[..., c] for c in shown]
     labels = [f"#{c} {rank_by} {score_of[c]:.3g}" for c in shown]
     low = min(0.0, float(np.min(tiles)))
-    return image_grid(tiles, titles=labels, vmin=low, vmax=float(np.max(tiles)) or 1.0,
-                      title=title or f"{result.names[image]} at {path}", colorbar=True, fig=fig)
+    return map_mosaic(tiles, titles=labels, vmin=low, vmax=float(np.max(tiles)) or 1.0,
+                      title=title or f"{result.names[image]} at {path}", fig=fig)
 
 
 def plot_layer_summary(result, layer=None, *, image=0, fig=None, title=None):

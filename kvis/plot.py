@@ -3,6 +3,7 @@
 import io
 import math
 
+import numpy as np
 from matplotlib.figure import Figure
 
 
@@ -51,6 +52,57 @@ def image_grid(tiles, *, titles=None, cols=None, cmap="viridis", vmin=None, vmax
     if title:
         fig.suptitle(title)
     return fig
+
+
+def map_mosaic(tiles, *, titles, cols=None, cmap="viridis", vmin=None, vmax=None, title=None,
+               tile_inches=1.3, fig=None):
+    """Equal-sized 2-D maps on one colour scale, drawn as one image in one Axes with a title
+    above each map and one colour bar: a grid of many maps draws in under half the time of an
+    Axes per map (`image_grid`).
+
+    Args:
+        tiles: a sequence of (h, w) arrays of one shape.
+        titles: one short string per tile.
+        cols, cmap, vmin, vmax, title, tile_inches, fig: as for `image_grid`.
+
+    Returns:
+        The Figure (or SubFigure) drawn in; its first Axes holds the mosaic, where tile i
+        sits at `mosaic_corners(tiles[0].shape, len(tiles), cols)[i]` and gaps are NaN.
+    """
+    count = len(tiles)
+    cols = cols or max(1, math.ceil(math.sqrt(count)))
+    rows = max(1, math.ceil(count / cols))
+    height, width = tiles[0].shape
+    corners = mosaic_corners((height, width), count, cols)
+    gap_y, gap_x = _gaps(height, width)
+    mosaic = np.full((rows * (height + gap_y), cols * (width + gap_x) - gap_x), np.nan,
+                     np.float32)
+    if fig is None:
+        fig = NotebookFigure(figsize=(cols * tile_inches + 0.8,
+                                      rows * tile_inches * 1.15 + (0.6 if title else 0.2)),
+                             layout="constrained")
+    ax = fig.subplots()
+    _blank(ax)
+    for (top, left), tile, label in zip(corners, tiles, titles):
+        mosaic[top:top + height, left:left + width] = tile
+        ax.text(left + width / 2 - 0.5, top - 0.5, label, ha="center", va="bottom", fontsize=8)
+    image = ax.imshow(mosaic, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.6)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def mosaic_corners(shape, count, cols):
+    """`(top, left)` of each of `count` tiles of `shape` in a `map_mosaic` of `cols` columns."""
+    gap_y, gap_x = _gaps(*shape)
+    return [((i // cols) * (shape[0] + gap_y) + gap_y, (i % cols) * (shape[1] + gap_x))
+            for i in range(count)]
+
+
+def _gaps(height, width):
+    """Room above each tile for its title (a fifth of its height) and between columns."""
+    return max(1, math.ceil(0.2 * height)), max(1, math.ceil(0.06 * width))
 
 
 def _blank(ax):

@@ -16,6 +16,7 @@ from kvis.features import (
 )
 from kvis.images import load_image
 from kvis.models import configure_model
+from kvis.plot import mosaic_corners
 
 
 def _conv_same(x, kernel, bias):
@@ -141,12 +142,14 @@ def test_feature_map_figure_shows_the_strongest_channels_in_order():
     maps = (1 + 0.1 * rng.uniform(0, 1, (5, 5, 10))).astype(np.float32) * np.arange(10)
     result = _result({"conv": maps[None]}, names=["boot.png"])
     fig = plot_feature_maps(result, top=3)
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert [t.split()[0] for t in titles] == ["#9", "#8", "#7"]
+    assert [text.get_text().split()[0] for text in fig.axes[0].texts] == ["#9", "#8", "#7"]
     assert fig._suptitle.get_text() == "boot.png at conv"
-    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), maps[..., 9])
+    mosaic = np.ma.getdata(fig.axes[0].images[0].get_array())
+    for (top, left), channel in zip(mosaic_corners((5, 5), 3, 2), [9, 8, 7]):
+        np.testing.assert_allclose(mosaic[top:top + 5, left:left + 5], maps[..., channel])
+    assert np.isnan(mosaic).sum() == mosaic.size - 3 * 25  # the rest is gaps
     chosen = plot_feature_maps(result, "conv", channels=[2, 0])
-    assert [ax.get_title().split()[0] for ax in chosen.axes if ax.get_title()] == ["#2", "#0"]
+    assert [text.get_text().split()[0] for text in chosen.axes[0].texts] == ["#2", "#0"]
     with pytest.raises(KvisError, match=r"channels \[10\] out of range: conv has 10"):
         plot_feature_maps(result, channels=[10])
 
@@ -221,7 +224,7 @@ def test_figures_draw_into_a_given_figure_and_in_a_notebook():
     assert fig._repr_png_().startswith(b"\x89PNG")
     outer = NotebookFigure()
     left, right = outer.subfigures(1, 2)
-    assert plot_feature_maps(result, fig=left) is left and len(left.axes) == 3  # + colorbar
+    assert plot_feature_maps(result, fig=left) is left and len(left.axes) == 2  # + colorbar
     assert plot_feature_overview(result, top=1, fig=right) is right
 
 
