@@ -28,16 +28,19 @@ import tensorflow as tf  # noqa: E402
 keras = tf.keras
 
 # Fixed settings per model: a batch for the per-image techniques, the conv layer whose filters
-# are maximized, maximization steps, SmoothGrad samples, the occluder (size = stride, as
-# tf-explain slides it), and the images of the dataset scan.
+# are maximized, maximization steps for 1 and for 16 filters, SmoothGrad samples, the occluder
+# (size = stride, as tf-explain slides it), and the images of the dataset scan.
 SETTINGS = {
-    "demo": dict(batch=64, layer="block3_conv1", steps=64, samples=16, patch=4, scan=4096),
-    "vgg16": dict(batch=4, layer="block5_conv3", steps=4, samples=4, patch=32, scan=32),
-    "resnet50": dict(batch=4, layer="conv5_block3_out", steps=4, samples=4, patch=32, scan=32),
+    "demo": dict(batch=64, layer="block3_conv1", steps={1: 64, 16: 64}, samples=16, patch=4,
+                 scan=4096),
+    "vgg16": dict(batch=4, layer="block5_conv3", steps={1: 4, 16: 2}, samples=4, patch=32,
+                  scan=32),
+    "resnet50": dict(batch=4, layer="conv5_block3_out", steps={1: 4, 16: 2}, samples=4,
+                     patch=32, scan=32),
 }
 
 
-LONG = 8.0
+LONG = 5.0
 
 
 def build(name):
@@ -176,13 +179,12 @@ def kvis_rows(model, name, settings, limits, repeats, jit):
     rows.append(row(f"feature maps, {len(convs)} conv layers", "kvis", f"{batch} images",
                     seconds, peak, batch * limits.forward(batch)))
     to_layer = trunk(model, settings["layer"])
-    for count in (1, 16):
-        options = kvis.default_settings(model, steps=settings["steps"], jit_compile=jit)
+    for count, steps in settings["steps"].items():
+        options = kvis.default_settings(model, steps=steps, jit_compile=jit)
         seconds, peak = timed(repeats, kvis.maximize_filters, model, settings["layer"],
                               range(count), settings=options, progress=False)
-        rows.append(row(f"maximize {count} filter{'s' * (count > 1)}", "kvis",
-                        f"{settings['steps']} steps", seconds, peak,
-                        settings["steps"] * count * limits.backward(count, to_layer)))
+        rows.append(row(f"maximize {count} filter{'s' * (count > 1)}", "kvis", f"{steps} steps",
+                        seconds, peak, steps * count * limits.backward(count, to_layer)))
     for method, passes in (("saliency", 1), ("smoothgrad", settings["samples"]),
                            ("grad-cam", 1)):
         options = {"samples": settings["samples"]} if method == "smoothgrad" else {}
@@ -232,13 +234,13 @@ def tf_keras_vis_rows(model, name, settings, limits, repeats, jit):
     maximizer = ActivationMaximization(
         model, model_modifier=[ExtractIntermediateLayer(settings["layer"]), ReplaceToLinear()],
         clone=True)
-    for count in (1, 16):
+    for count, steps in settings["steps"].items():
         seed = tf.random.uniform((count, *model.input_shape[1:]), 0, 255, seed=0)
         seconds, peak = timed(repeats, maximizer, CategoricalScore(list(range(count))),
-                              seed_input=seed, steps=settings["steps"], callbacks=[])
+                              seed_input=seed, steps=steps, callbacks=[])
         rows.append(row(f"maximize {count} filter{'s' * (count > 1)}", "tf-keras-vis",
-                        f"{settings['steps']} steps", seconds, peak,
-                        settings["steps"] * count * limits.backward(count, to_layer)))
+                        f"{steps} steps", seconds, peak,
+                        steps * count * limits.backward(count, to_layer)))
     saliency = Saliency(model, model_modifier=ReplaceToLinear(), clone=True)
     score = CategoricalScore([0] * batch)
     for method, passes, options in (("saliency", 1, {}),
