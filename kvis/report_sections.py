@@ -25,7 +25,7 @@ from kvis.graph import model_graph, probe
 from kvis.images import ModelImage, as_images
 from kvis.inventory import layer_table
 from kvis.maximization import maximize_filters, plot_synthesis
-from kvis.models import class_label, model_info
+from kvis.models import class_index, class_label, model_info
 from kvis.plot import NotebookFigure
 from kvis.projection import deconvnet, plot_projections
 from kvis.unit_statistics import filter_spectrum, plot_statistics
@@ -104,13 +104,15 @@ TITLES = {
 DATASET_SECTIONS = ("top-examples", "statistics")
 
 
-def build_report(model, image, *, sections=None, fast=False, data=None, found=None,
-                 progress=True):
+def build_report(model, image, *, classes=None, sections=None, fast=False, data=None,
+                 found=None, progress=True):
     """Compute every view of `model` for one image (and a dataset), a section at a time.
 
     Args:
         model: a Keras model with conv layers.
         image: one image, as every technique takes it (`kvis.load_image`).
+        classes: the class the attention maps and the occlusion explain, an index or a name
+            (default: the top prediction).
         sections: keys of `kvis.vocabulary.REPORT_SECTIONS` (default: all of them).
         fast: fewer layers, filters and methods, and shorter optimizations: a quick look.
         data: a dataset for the dataset views (anything `kvis.scan` takes); it is scanned
@@ -125,7 +127,7 @@ def build_report(model, image, *, sections=None, fast=False, data=None, found=No
 
     Raises:
         KvisError: an unknown section, a model without spatial layers, an image that does not
-            fit the model, or a scan of another model.
+            fit the model, an unknown class, or a scan of another model.
 
     Example:
         >>> report = kvis.build_report(model, kvis.load_image("cat.jpg", model), fast=True)
@@ -139,7 +141,9 @@ def build_report(model, image, *, sections=None, fast=False, data=None, found=No
         raise KvisError(f"model {model.name!r} has no conv layers: a report needs feature maps")
     if found is not None and found.model != model.name:
         raise KvisError(f"the scan is of model {found.model!r}, not {model.name!r}")
-    job = _Job(model, _one(model, image), fast, data, found, progress)
+    if classes is not None and len(model.output_shape) == 2:
+        classes = class_index(model, classes)
+    job = _Job(model, _one(model, image), classes, fast, data, found, progress)
     done, left_out, start = [], [], time.monotonic()
     for number, key in enumerate((k for k in REPORT_SECTIONS if k in chosen), 1):
         began, line = time.monotonic(), f"[{number}/{len(chosen)}] {TITLES[key].lower()}"
@@ -160,8 +164,8 @@ def build_report(model, image, *, sections=None, fast=False, data=None, found=No
 class _Job:
     """What every section reads: the model, the image, the settings and the (lazy) scan."""
 
-    def __init__(self, model, image, fast, data, found, progress):
-        self.model, self.image, self.fast = model, image, fast
+    def __init__(self, model, image, classes, fast, data, found, progress):
+        self.model, self.image, self.classes, self.fast = model, image, classes, fast
         self.data, self.scanned, self.progress = data, found, progress
 
     def found(self):
@@ -305,7 +309,8 @@ def _attention(job):
     parts, notes = [], []
     for method in methods:
         try:
-            result = attention(job.model, job.image, method, progress=job.progress)
+            result = attention(job.model, job.image, method, classes=job.classes,
+                               progress=job.progress)
         except KvisError as reason:
             notes.append(f"{method}: {reason}")
             continue
@@ -323,7 +328,8 @@ def _occlusion(job):
     side = min(job.image.x.shape[1:3])
     size = max(1, round(side / (4 if job.fast else 6)))
     stride = max(1, size // (2 if job.fast else 3))
-    result = occlusion(job.model, job.image, size=size, stride=stride, progress=job.progress)
+    result = occlusion(job.model, job.image, size=size, stride=stride, classes=job.classes,
+                       progress=job.progress)
     return [Part(
         f"A {size} px square of the mean pixel slid in steps of {stride} px: the total of "
         f"{result.layer} map #{result.channel}, the probability of {result.class_label} and "

@@ -140,6 +140,17 @@ def _umask():
     return mask
 
 
+def test_the_class_asked_is_the_class_explained(tiny_classifier):
+    model, image = tiny_classifier
+    report = build_report(model, image, classes="green", fast=True, progress=False,
+                          sections=["attention", "occlusion"])
+    captions = [part.caption for section in report.sections for part in section.parts]
+    assert all("evidence for green" in c for c in captions[:-1])
+    assert "the probability of green" in captions[-1]
+    with pytest.raises(KvisError, match="unknown class 'gren' for model 'tiny'; closest: green"):
+        build_report(model, image, classes="gren", progress=False)
+
+
 def test_a_view_the_model_cannot_give_is_left_out_with_its_reason():
     features_only = tiny_base()
     configure_model(features_only, preprocessing="unit")
@@ -214,6 +225,8 @@ def test_the_cli_reuses_a_scan_folder_and_its_recorded_images(tmp_path, monkeypa
     (["report", "--dataset", "{empty}", "--fast"], "no image files (.png"),
     (["report", "--sections", "features,filter"], "unknown section 'filter'"),
     (["report", "vgg16"], "give an IMAGE for vgg16"),
+    (["report", "--class", "boot", "--sections", "attention"], "unknown class 'boot'"),
+    (["report", "--class", "1,2"], "a report explains one class"),
     (["report", "demo", "missing.png"], "does not exist"),
 ])
 def test_user_mistakes_get_one_line_and_leave_no_page(args, message, tmp_path, monkeypatch):

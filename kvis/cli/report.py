@@ -15,6 +15,9 @@ from kvis.vocabulary import REPORT_SECTIONS
 @common.network_options
 @click.option("--out", "-o", default="report", show_default=True, type=click.Path(),
               help="A folder, which receives index.html, or an .html file.")
+@click.option("--class", "classes",
+              help="The class the attention maps and the occlusion explain, index or name "
+                   "(default: the top prediction).")
 @click.option("--dataset", type=common.DataSpec(),
               help="Add the dataset views (top-9 examples, dead filters): a folder of images, "
                    "an IDX file, or demo.")
@@ -25,7 +28,8 @@ from kvis.vocabulary import REPORT_SECTIONS
                                  f"{', '.join(REPORT_SECTIONS)} (default: all).")
 @click.option("--fast", is_flag=True,
               help="A quick look: fewer layers, filters and methods, shorter optimizations.")
-def report(model, image, weights, labels, preprocess, out, dataset, scan_folder, sections, fast):
+def report(model, image, weights, labels, preprocess, out, classes, dataset, scan_folder, sections,
+           fast):
     """Write one self-contained HTML page of what MODEL sees in IMAGE.
 
     The page has a section per view: the layers with their receptive fields, filters,
@@ -42,7 +46,7 @@ def report(model, image, weights, labels, preprocess, out, dataset, scan_folder,
     \b
     kvis report
     kvis report vgg16 cat.jpg --out cat_report/ --fast
-    kvis report simpsons.keras bart.jpg --scan scan/ --sections attention,occlusion,top-examples
+    kvis report simpsons.keras bart.jpg --class homer --scan scan/ --sections attention,occlusion
     """
     from kvis.dataset_examples import read_index, scanned_data
     from kvis.datasets import image_source
@@ -64,8 +68,8 @@ def report(model, image, weights, labels, preprocess, out, dataset, scan_folder,
         image_source(data)  # a folder with no images is refused now, before any work
     net = common.load_network(model, weights, labels, preprocess)
     picture = load_image(image, net) if image else _shipped_image(net)
-    page = write_report(build_report(net, picture, sections=chosen, fast=fast, data=data,
-                                     found=found), target)
+    page = write_report(build_report(net, picture, classes=_one_class(classes), sections=chosen,
+                                     fast=fast, data=data, found=found), target)
     click.echo(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -77,6 +81,15 @@ def _sections(text):
         raise click.BadParameter(f"unknown section {unknown[0]!r}; choose from "
                                  f"{', '.join(REPORT_SECTIONS)}", param_hint="--sections")
     return chosen
+
+
+def _one_class(text):
+    if text is None:
+        return None
+    classes = common.class_list(text)
+    if len(classes) != 1:
+        raise click.BadParameter(f"{text!r}: a report explains one class", param_hint="--class")
+    return classes[0]
 
 
 def _shipped_image(net):
