@@ -101,7 +101,6 @@ TITLES = {
     "top-examples": "Top-9 dataset examples",
     "statistics": "Dead and rarely active filters",
 }
-DATASET_SECTIONS = ("top-examples", "statistics")
 
 
 def build_report(model, image, *, classes=None, sections=None, fast=False, data=None,
@@ -144,9 +143,10 @@ def build_report(model, image, *, classes=None, sections=None, fast=False, data=
     if classes is not None and len(model.output_shape) == 2:
         classes = class_index(model, classes)
     job = _Job(model, _one(model, image), classes, fast, data, found, progress)
+    keys = [key for key in REPORT_SECTIONS if key in chosen]  # page order, once each
     done, left_out, start = [], [], time.monotonic()
-    for number, key in enumerate((k for k in REPORT_SECTIONS if k in chosen), 1):
-        began, line = time.monotonic(), f"[{number}/{len(chosen)}] {TITLES[key].lower()}"
+    for number, key in enumerate(keys, 1):
+        began, line = time.monotonic(), f"[{number}/{len(keys)}] {TITLES[key].lower()}"
         try:
             parts, notes = _BUILDERS[key](job)
         except KvisError as reason:
