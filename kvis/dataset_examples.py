@@ -21,7 +21,7 @@ from kvis.errors import KvisError
 from kvis.graph import model_graph
 from kvis.io import write_atomically
 from kvis.models import preprocessing_for
-from kvis.plot import NotebookFigure
+from kvis.plot import NotebookFigure, blank_axes
 from kvis.progress import progress_bar
 from kvis.receptive import receptive_fields
 from kvis.topk import TopK
@@ -137,7 +137,7 @@ def plot_top_examples(result, *, fig=None, title=None, per_row=4):
         fig = NotebookFigure(figsize=(cols * 2 * side * 0.45 + 0.5, rows * side * 0.45 + 0.8),
                              layout="constrained")
     for index, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
-        ax.set_axis_off()
+        blank_axes(ax)
         if index < count:
             mosaic = example_mosaic(result, index)
             ax.imshow(mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic, cmap="gray",

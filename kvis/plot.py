@@ -41,7 +41,7 @@ def image_grid(tiles, *, titles=None, cols=None, cmap="viridis", vmin=None, vmax
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     image = None
     for i, ax in enumerate(axes):
-        _blank(ax)
+        blank_axes(ax)
         if i >= count:
             continue
         image = ax.imshow(tiles[i], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
@@ -82,7 +82,7 @@ def map_mosaic(tiles, *, titles, cols=None, cmap="viridis", vmin=None, vmax=None
                                       rows * tile_inches * 1.15 + (0.6 if title else 0.2)),
                              layout="constrained")
     ax = fig.subplots()
-    _blank(ax)
+    blank_axes(ax)
     for (top, left), tile, label in zip(corners, tiles, titles):
         mosaic[top:top + height, left:left + width] = tile
         ax.text(left + width / 2 - 0.5, top - 0.5, label, ha="center", va="bottom", fontsize=8)
@@ -105,7 +105,7 @@ def _gaps(height, width):
     return max(1, math.ceil(0.2 * height)), max(1, math.ceil(0.06 * width))
 
 
-def _blank(ax):
+def blank_axes(ax):
     """Axes with no frame and no ticks (empty tick lists also spare the layout their
     computation: a third of a grid's drawing time)."""
     ax.set_axis_off()

@@ -26,7 +26,7 @@ from kvis.images import ModelImage, as_images
 from kvis.inventory import layer_table
 from kvis.maximization import maximize_filters, plot_synthesis
 from kvis.models import class_index, class_label, model_info
-from kvis.plot import NotebookFigure
+from kvis.plot import NotebookFigure, blank_axes
 from kvis.projection import deconvnet, plot_projections
 from kvis.unit_statistics import filter_spectrum, plot_statistics
 from kvis.vocabulary import ATTENTION_METHODS, REPORT_SECTIONS
@@ -206,7 +206,10 @@ def _prediction(job):
     labels = [class_label(job.model, int(c)) for c in top]
     figure = NotebookFigure(figsize=(6.4, 2.4), layout="constrained")
     left, right = figure.subplots(1, 2, width_ratios=(1, 1.6))
-    _show(left, job.image.pixels)
+    pixels = job.image.pixels
+    left.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0,
+                vmax=255)
+    blank_axes(left)
     right.barh(range(len(top))[::-1], probabilities[top], color="tab:blue")
     right.set_yticks(range(len(top))[::-1], labels, fontsize=8)
     right.set_xlim(0, 1)
@@ -417,12 +420,6 @@ def _png(figure):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
-
-
-def _show(ax, pixels):
-    ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0,
-              vmax=255)
-    ax.set_axis_off()
 
 
 def _shape(shape):
