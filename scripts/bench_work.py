@@ -9,10 +9,18 @@ same network on the same inputs.
 Each row: the median of `repeats` timed calls after one warm-up call, the work done (images,
 or optimization steps), the time the model itself needs for that work (its "limit": forward
 or forward+backward passes at the same batch size, compiled), and the peak resident memory of
-the process during the row.
+the process during the row. A maximization row warms up on other filters than it times: a
+fresh call on an already-used model, which must trace nothing.
+
+With `--memory TECHNIQUE` the process does that one thing once and reports its peak resident
+memory (VmHWM, the kernel's high-water mark, so one process per measurement): "model" (the
+model's own footprint: built, then one compiled forward+backward pass at the technique's batch
+size), "smoothgrad" or "integrated-gradients" (kvis, on `MEMORY["images"]` images, with
+`memory_mb=MEMORY["memory_mb"]` where the function takes it).
 """
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -31,13 +39,17 @@ keras = tf.keras
 # are maximized, maximization steps for 1 and for 16 filters, SmoothGrad samples, the occluder
 # (size = stride, as tf-explain slides it), and the images of the dataset scan.
 SETTINGS = {
-    "demo": dict(batch=64, layer="block3_conv1", steps={1: 64, 16: 64}, samples=16, patch=4,
+    "demo": dict(batch=64, layer="block3_conv1", steps={1: 16, 16: 64}, samples=16, patch=4,
                  scan=4096),
-    "vgg16": dict(batch=4, layer="block5_conv3", steps={1: 4, 16: 2}, samples=4, patch=32,
+    "vgg16": dict(batch=4, layer="block5_conv3", steps={1: 16, 16: 2}, samples=4, patch=32,
                   scan=32),
-    "resnet50": dict(batch=4, layer="conv5_block3_out", steps={1: 4, 16: 2}, samples=4,
+    "resnet50": dict(batch=4, layer="conv5_block3_out", steps={1: 16, 16: 2}, samples=4,
                      patch=32, scan=32),
 }
+
+# The memory rows (`--memory`): SmoothGrad and Integrated Gradients at full size, and the
+# budget passed as `memory_mb=` to the functions that take it.
+MEMORY = dict(images=32, samples=50, steps=128, batch=32, memory_mb=1024)
 
 
 LONG = 5.0
@@ -50,7 +62,7 @@ def build(name):
         return keras.applications.VGG16(weights=None)
     if name == "resnet50":
         return keras.applications.ResNet50(weights=None)
-    # The architecture of kvis's demo model (kvis.demo.build_demo_model), built here with
+    # The architecture of kvis's demo model (kvis.core.demo.build_demo_model), built here with
     # tf.keras so that tf-keras peers get the same network.
     conv = dict(kernel_size=3, padding="same", activation="relu")
     inputs = keras.Input((28, 28, 1), name="input")
@@ -95,11 +107,19 @@ def _rss_mb():
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def timed(repeats, function, *args, **kwargs):
+def _hwm_mb():
+    """The process's peak resident memory so far (VmHWM), in MB."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def timed(repeats, function, *args, warm=None, **kwargs):
     """`(median seconds, peak MB)` of `function(*args, **kwargs)` over `repeats` calls (2
-    where the warm-up call took over `LONG` seconds), after a warm-up call."""
+    where the warm-up call took over `LONG` seconds), after a warm-up call (`warm()` where
+    given, else the same call)."""
     start = time.perf_counter()
-    function(*args, **kwargs)
+    warm() if warm else function(*args, **kwargs)
     if time.perf_counter() - start > LONG:
         repeats = min(repeats, 2)
     times = []
@@ -168,42 +188,97 @@ def row(technique, library, work, seconds, peak, limit_seconds, note=""):
                 limit_seconds=limit_seconds, peak_mb=peak, note=note)
 
 
-def kvis_rows(model, name, settings, limits, repeats, jit):
+def kvis_rows(model, name, settings, limits, repeats, jit, only=None):
     import kvis
 
     kvis.configure_model(model, preprocessing="unit" if name == "demo" else "caffe")
     batch, x = settings["batch"], inputs(model, settings["batch"])
     convs = conv_names(model)
     rows = []
-    seconds, peak = timed(repeats, kvis.feature_maps, model, x, convs, progress=False)
-    rows.append(row(f"feature maps, {len(convs)} conv layers", "kvis", f"{batch} images",
-                    seconds, peak, batch * limits.forward(batch)))
+    if wanted(only, "feature maps"):
+        seconds, peak = timed(repeats, kvis.feature_maps, model, x, convs, progress=False)
+        rows.append(row(f"feature maps, {len(convs)} conv layers", "kvis", f"{batch} images",
+                        seconds, peak, batch * limits.forward(batch)))
     to_layer = trunk(model, settings["layer"])
     for count, steps in settings["steps"].items():
+        technique = f"maximize {count} filter{'s' * (count > 1)}"
+        if not wanted(only, technique):
+            continue
         options = kvis.default_settings(model, steps=steps, jit_compile=jit)
+        # The warm-up maximizes other filters: the timed call is a fresh call on a model
+        # already used, as a user's second call is.
         seconds, peak = timed(repeats, kvis.maximize_filters, model, settings["layer"],
-                              range(count), settings=options, progress=False)
-        rows.append(row(f"maximize {count} filter{'s' * (count > 1)}", "kvis", f"{steps} steps",
-                        seconds, peak, steps * count * limits.backward(count, to_layer)))
+                              range(count), settings=options, progress=False,
+                              warm=lambda o=options, c=count: kvis.maximize_filters(
+                                  model, settings["layer"], range(c, 2 * c), settings=o,
+                                  progress=False))
+        rows.append(row(technique, "kvis", f"{steps} steps", seconds, peak,
+                        steps * count * limits.backward(count, to_layer)))
+    rows += _kvis_attribution_rows(model, settings, limits, repeats, only)
+    return rows
+
+
+def _kvis_attribution_rows(model, settings, limits, repeats, only):
+    import kvis
+
+    batch, x = settings["batch"], inputs(model, settings["batch"])
+    rows = []
     for method, passes in (("saliency", 1), ("smoothgrad", settings["samples"]),
                            ("grad-cam", 1)):
+        if not wanted(only, method):
+            continue
         options = {"samples": settings["samples"]} if method == "smoothgrad" else {}
         seconds, peak = timed(repeats, kvis.attention, model, x, method, classes=0,
                               batch_size=batch, progress=False, **options)
         rows.append(row(method, "kvis", f"{batch} images", seconds, peak,
                         passes * batch * limits.backward(batch)))
     positions = _positions(model, settings["patch"])
-    image = x[:1]
-    seconds, peak = timed(repeats, kvis.occlusion, model, image, size=settings["patch"],
-                          stride=settings["patch"], classes=0, batch_size=batch,
-                          progress=False)
-    rows.append(row(f"occlusion, {settings['patch']} px", "kvis", f"{positions} positions",
-                    seconds, peak, positions * limits.forward(batch)))
-    data = inputs(model, settings["scan"], seed=1)
-    seconds, peak = timed(repeats, kvis.scan, model, data, batch_size=batch, progress=False)
-    rows.append(row("top-9 scan, stage layers", "kvis", f"{settings['scan']} images",
-                    seconds, peak, settings["scan"] * limits.forward(batch)))
+    if wanted(only, "occlusion"):
+        seconds, peak = timed(repeats, kvis.occlusion, model, x[:1], size=settings["patch"],
+                              stride=settings["patch"], classes=0, batch_size=batch,
+                              progress=False)
+        rows.append(row(f"occlusion, {settings['patch']} px", "kvis", f"{positions} positions",
+                        seconds, peak, positions * limits.forward(batch)))
+    if wanted(only, "top-9 scan"):
+        data = inputs(model, settings["scan"], seed=1)
+        seconds, peak = timed(repeats, kvis.scan, model, data, batch_size=batch,
+                              progress=False)
+        rows.append(row("top-9 scan, stage layers", "kvis", f"{settings['scan']} images",
+                        seconds, peak, settings["scan"] * limits.forward(batch)))
     return rows
+
+
+def wanted(only, technique):
+    """Whether `--only` (substrings of technique names; None: all) asks for this row."""
+    return not only or any(part in technique for part in only)
+
+
+def memory_row(model, name, technique, jit):
+    """One technique's peak resident memory (VmHWM) in this fresh process: see `--memory`."""
+    m = MEMORY
+    x = inputs(model, m["images"])
+    start = time.perf_counter()
+    if technique == "model":
+        _backward(model, jit)(tf.constant(x[:m["batch"]])).numpy()
+        work, budget = f"{m['batch']} images", None
+    else:
+        import kvis
+
+        kvis.configure_model(model, preprocessing="unit" if name == "demo" else "caffe")
+        function, options, work = {
+            "smoothgrad": (kvis.smoothgrad, dict(samples=m["samples"]),
+                           f"{m['images']} images x {m['samples']} samples"),
+            "integrated-gradients": (kvis.integrated_gradients, dict(steps=m["steps"]),
+                                     f"{m['images']} images x {m['steps']} steps"),
+        }[technique]
+        budget = None
+        if "memory_mb" in inspect.signature(function).parameters:
+            options["memory_mb"] = budget = m["memory_mb"]
+        function(model, x, classes=0, batch_size=m["batch"], progress=False, **options)
+    seconds = time.perf_counter() - start
+    return dict(technique=technique, library="model" if technique == "model" else "kvis",
+                work=work, seconds=seconds, peak_mb=_hwm_mb(), budget_mb=budget,
+                limit_seconds=None, note="VmHWM")
 
 
 def _positions(model, patch):
@@ -292,20 +367,33 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jit", action="store_true", help="compile with XLA (jit_compile)")
     parser.add_argument("--out", type=Path, required=True, help="the rows, as JSON")
+    parser.add_argument("--only", nargs="+", help="only the rows whose technique contains one "
+                        "of these, e.g. 'maximize 1 filter'")
+    parser.add_argument("--memory", choices=("model", "smoothgrad", "integrated-gradients"),
+                        help="only this one's peak resident memory (VmHWM)")
     args = parser.parse_args()
 
     model = build(args.model)
+    keras_version = getattr(keras, "__version__", None) or keras.__name__
     limits = Limits(model, args.repeats, args.jit)
     settings = SETTINGS[args.model]
-    keras_version = getattr(keras, "__version__", None) or keras.__name__
-    rows = [row("forward pass", "model", f"{settings['batch']} images",
-                settings["batch"] * limits.forward(settings["batch"]), None, None),
-            row("forward+backward pass", "model", f"{settings['batch']} images",
-                settings["batch"] * limits.backward(settings["batch"]), None, None)]
+    if args.memory:
+        rows, args.libraries = [memory_row(model, args.model, args.memory, args.jit)], []
+    else:
+        rows = [row(technique, "model", f"{settings['batch']} images",
+                    settings["batch"] * per_image(settings["batch"]), None, None)
+                for technique, per_image in (("forward pass", limits.forward),
+                                             ("forward+backward pass", limits.backward))
+                if wanted(args.only, technique)]
     for library in args.libraries:
         try:
-            rows += LIBRARIES[library](model, args.model, settings, limits, args.repeats,
-                                       args.jit)
+            if library == "kvis":  # skips what --only leaves out; the peers' rows are filtered
+                rows += kvis_rows(model, args.model, settings, limits, args.repeats, args.jit,
+                                  args.only)
+            else:
+                rows += [r for r in LIBRARIES[library](model, args.model, settings, limits,
+                                                       args.repeats, args.jit)
+                         if wanted(args.only, r["technique"])]
         except Exception as error:  # a peer that does not run here: reported, not dropped
             message = f"{type(error).__name__}: {error}".splitlines()[0][:200]
             rows.append(row("(all)", library, "", None, None, None, f"fails: {message}"))

@@ -166,7 +166,7 @@ def _demo_like_image():
     """A 224 px photo-like image for the commands: a shipped demo image, resized."""
     import cv2
 
-    from kvis.demo import demo_images
+    from kvis.core.demo import demo_images
 
     path = Path(tempfile.gettempdir()) / "kvis_benchmark_image.png"
     pixels = cv2.resize(demo_images()[0][0], (224, 224), interpolation=cv2.INTER_CUBIC)

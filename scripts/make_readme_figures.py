@@ -27,9 +27,9 @@ def main():
     }
     maps = kvis.feature_maps(model, boot, progress=False)
     figures["features_block2_conv1.png"] = kvis.plot_feature_maps(
-        maps, "block2_conv1", top=16, title="ankle boot at block2_conv1, strongest maps")
+        maps, layer="block2_conv1", count=16, title="ankle boot at block2_conv1, strongest maps")
     figures["features_summary_block2_conv2.png"] = kvis.plot_layer_summary(
-        maps, "block2_conv2", title="ankle boot at block2_conv2")
+        maps, layer="block2_conv2", title="ankle boot at block2_conv2")
     figures["features_overview.png"] = kvis.plot_feature_overview(maps)
     filters = kvis.maximize_filters(model, "block2_conv2", range(32), progress=False)
     figures["maximize_block2_conv2.png"] = kvis.plot_synthesis(

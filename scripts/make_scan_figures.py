@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 import kvis
-from kvis.io import save_figure
+from kvis.core.io import save_figure
 
 
 def main():
@@ -21,7 +21,7 @@ def main():
 
     model = kvis.load_model("demo")
     data = args.data / "t10k-images-idx3-ubyte.gz"
-    found = kvis.scan(model, data, ["block2_conv2", "block3_conv1"], k=9)
+    found = kvis.scan(model, data, ["block2_conv2", "block3_conv1"], count=9)
     for layer in found.layers:
         examples = kvis.top_examples(model, found, data, layer=layer, count=8)
         save_figure(kvis.plot_top_examples(

@@ -20,8 +20,8 @@ import keras
 import numpy as np
 
 import kvis
-from kvis.demo import IMAGES_FILE, MODEL_FILE, build_demo_model, data_path
-from kvis.models import configure_model
+from kvis.core.demo import IMAGES_FILE, MODEL_FILE, build_demo_model, data_path
+from kvis.core.models import configure_model
 
 SAMPLES_PER_CLASS = 40
 
@@ -95,7 +95,8 @@ def main():
                                          epochs=range(1, args.epochs + 1),
                                          log_dir=args.log_dir)),
              Timed(kvis.TensorBoardImages(sample[[0, 1]], log_dir=args.log_dir,
-                                          filters="block1_conv1", feature_maps="block2_conv1"))]
+                                          filter_layers="block1_conv1",
+                                          feature_map_layers="block2_conv1"))]
     start = time.perf_counter()
     model.fit(x_train / np.float32(255), y_train, batch_size=128, epochs=args.epochs,
               validation_split=0.05, verbose=2, callbacks=views)

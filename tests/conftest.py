@@ -75,7 +75,7 @@ def images():
 
 @pytest.fixture(scope="session")
 def demo():
-    from kvis.models import load_model
+    from kvis.core.models import load_model
 
     return load_model("demo")
 

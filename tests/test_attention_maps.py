@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 import kvis
-from kvis.attention_maps import METHODS, attention, overlay, plot_attention
-from kvis.demo import demo_images
-from kvis.errors import KvisError
-from kvis.images import load_image
-from kvis.vocabulary import ATTENTION_METHODS
+from kvis.attribution.attention import METHODS, attention, overlay, plot_attention
+from kvis.core.demo import demo_images
+from kvis.core.errors import KvisError
+from kvis.core.images import load_image
+from kvis.core.vocabulary import ATTENTION_METHODS
 
 # Small options so that every method runs quickly.
 OPTIONS = {"smoothgrad": dict(samples=4), "integrated-gradients": dict(steps=8)}

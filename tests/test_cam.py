@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 from conftest import nested_sequential, tiny_base
 
-from kvis.anatomy import last_conv_layer
-from kvis.attribution import guided_backprop
-from kvis.cam import grad_cam, grad_cam_plus_plus, guided_grad_cam, score_cam
-from kvis.demo import demo_images
-from kvis.errors import KvisError
-from kvis.models import configure_model
+from kvis.attribution.cam import grad_cam, grad_cam_plus_plus, guided_grad_cam, score_cam
+from kvis.attribution.gradients import guided_backprop
+from kvis.core.anatomy import last_conv_layer
+from kvis.core.demo import demo_images
+from kvis.core.errors import KvisError
+from kvis.core.models import configure_model
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 

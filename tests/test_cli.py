@@ -34,9 +34,9 @@ def test_help_reads_well():
 
 
 def test_demo_images_are_the_shipped_test_images(tmp_path):
-    from kvis.demo import demo_images
+    from kvis.core.demo import demo_images
 
-    assert run("demo-images", tmp_path, "--per-class", 2).exit_code == 0
+    assert run("demo-images", tmp_path, "--count", 2).exit_code == 0
     assert len(list(tmp_path.glob("*.png"))) == 20
     images, labels = demo_images()
     first_bag = images[np.flatnonzero(labels == 8)[0], ..., 0]
@@ -70,6 +70,11 @@ def test_features_all_writes_one_figure_per_layer_and_an_overview(tmp_path, boot
     assert names == ["000_block1_conv1.png", "001_block1_conv2.png", "002_block1_pool.png",
                      "003_block2_conv1.png", "004_block2_conv2.png", "005_block2_pool.png",
                      "006_block3_conv1.png", "007_block3_pool.png", "overview.png"]
+    result = run("features", "demo", boot, "--layers", "block2_conv1,block1_conv1", "--count",
+                 4, "--out", tmp_path / "two")
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert names == ["000_block2_conv1.png", "001_block1_conv1.png", "overview.png"]
 
 
 def test_rgb_image_for_the_grayscale_demo_is_converted_and_said(tmp_path):
@@ -89,7 +94,7 @@ def test_rgb_image_for_the_grayscale_demo_is_converted_and_said(tmp_path):
     (["features", "demo", "{boot}", "--layer", "fc1", "--out", "m.png"],
      "Error: feature maps needs a spatial layer; 'fc1' (Dense) has output shape (None, 128)"),
     (["features", "demo", "{boot}", "--out", "m.png"],
-     "give either --layer (one or more) or --all"),
+     "give one of --layer, --layers or --all"),
     (["filters", "demo", "--layer", "predictions", "--out", "f.png"],
      "Error: layer 'predictions' (Dense) has no 2-D convolution kernel; conv layers: block1_conv1"),
     (["filters", "demo", "--layer", "block1_conv1", "--out", "f.txt"], "a figure file ends in"),
@@ -153,9 +158,9 @@ def test_vgg16_and_resnet50_through_the_cli(tmp_path):
         result = run("filters", model, "--weights", "none", "--layer", layer,
                      "--out", tmp_path / f"{model}_f.png")
         assert result.exit_code == 0, result.output
-        result = run("features", model, tmp_path / "x.png", "--weights", "none", "--layer",
-                     layer, "--layer", "block5_pool" if model == "vgg16" else "conv5_block3_out",
-                     "--out", tmp_path / model)
+        last = "block5_pool" if model == "vgg16" else "conv5_block3_out"
+        result = run("features", model, tmp_path / "x.png", "--weights", "none", "--layers",
+                     f"{layer},{last}", "--out", tmp_path / model)
         assert result.exit_code == 0, result.output
         assert len(list((tmp_path / model).glob("*.png"))) == 3
 
@@ -182,7 +187,7 @@ def test_fine_tuned_resnet50_saved_to_keras(tmp_path):
 
 
 def test_maximize_filters_and_classes(tmp_path):
-    result = run("maximize", "demo", "--layer", "block2_conv2", "--filters", "0-3",
+    result = run("maximize", "demo", "--layer", "block2_conv2", "--channels", "0-3",
                  "--steps", "16", "--out", tmp_path / "f.png")
     assert result.exit_code == 0, result.output
     _read(tmp_path / "f.png")
@@ -204,13 +209,13 @@ def test_invert_prints_the_errors(tmp_path, boot):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--layer", "block2_conv2", "--filters", "60-64"],
+    (["--layer", "block2_conv2", "--channels", "60-64"],
      "block2_conv2 filter index 64 is out of range (0-63)"),
     (["--class", "10"], "class index 10 is out of range (0-9)"),
     (["--layer", "fc1"], "a filter objective needs a spatial layer; 'fc1' (Dense)"),
     (["--class", "boots"], "unknown class 'boots'"),
-    ([], "give --layer (with --filters) or --class"),
-    (["--layer", "block2_conv2", "--filters", "5-2"], "'5-2' is a backwards range; write 2-5"),
+    ([], "give --layer (with --channels) or --class"),
+    (["--layer", "block2_conv2", "--channels", "5-2"], "'5-2' is a backwards range; write 2-5"),
 ])
 def test_maximize_mistakes_get_one_line(args, message, tmp_path):
     result = run("maximize", "demo", *args, "--steps", "2", "--out", tmp_path / "m.png")
@@ -219,7 +224,7 @@ def test_maximize_mistakes_get_one_line(args, message, tmp_path):
 
 
 def test_deconv_from_a_layer_and_from_a_class(tmp_path, boot):
-    result = run("deconv", "demo", boot, "--layer", "block2_conv2", "--top", "4",
+    result = run("deconv", "demo", boot, "--layer", "block2_conv2", "--count", "4",
                  "--out", tmp_path / "d.png")
     assert result.exit_code == 0, result.output
     _read(tmp_path / "d.png")
@@ -230,7 +235,7 @@ def test_deconv_from_a_layer_and_from_a_class(tmp_path, boot):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["deconv", "demo", "{boot}", "--layer", "block2_conv2", "--filter", "3-1", "--out",
+    (["deconv", "demo", "{boot}", "--layer", "block2_conv2", "--channels", "3-1", "--out",
       "d.png"], "'3-1' is a backwards range; write 1-3"),
     (["invert", "demo", "{boot}", "--layers", "block1_conv1,block2_conv9", "--out", "i.png"],
      "Error: no layer 'block2_conv9' in model 'kvis_demo'; closest: block2_conv2"),
@@ -374,7 +379,7 @@ def concept_folder(tmp_path_factory):
 def test_dissect_through_the_cli(concept_folder, tmp_path):
     model = concept_folder.parent / "colours.keras"
     result = run("dissect", model, concept_folder, "--preprocess", "unit", "--quantile", 0.05,
-                 "--top", 3, "--out", tmp_path / "d.png", "--json", tmp_path / "d.json")
+                 "--count", 3, "--out", tmp_path / "d.png", "--json", tmp_path / "d.json")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert sorted(line.split()[2] for line in lines[:3]) == ["blue", "green", "red"]
@@ -406,8 +411,8 @@ def test_topk_writes_the_index_and_a_figure_per_layer_and_resumes(tmp_path):
     import json
 
     out = tmp_path / "scan"
-    result = run("topk", "demo", "demo", "--layers", "block2_conv2,block3_conv1", "--k", 4,
-                 "--channels", 6, "--out", out)
+    result = run("topk", "demo", "demo", "--layers", "block2_conv2,block3_conv1", "--keep", 4,
+                 "--count", 6, "--out", out)
     assert result.exit_code == 0, result.output
     assert "scanned 400 images (0 skipped)" in result.output
     index = json.loads((out / "index.json").read_text())
@@ -415,8 +420,8 @@ def test_topk_writes_the_index_and_a_figure_per_layer_and_resumes(tmp_path):
     values = np.array(index["layers"]["block3_conv1"]["values"])
     assert values.shape == (128, 4) and np.all(np.diff(values, axis=1) <= 0)
     _read(out / "top4_block2_conv2.png")
-    again = run("topk", "demo", "demo", "--layers", "block2_conv2,block3_conv1", "--k", 4,
-                "--channels", 6, "--out", out, "--resume")
+    again = run("topk", "demo", "demo", "--layers", "block2_conv2,block3_conv1", "--keep", 4,
+                "--count", 6, "--out", out, "--resume")
     assert again.exit_code == 0, again.output
     assert json.loads((out / "index.json").read_text())["layers"] == index["layers"]
 
@@ -432,7 +437,7 @@ def test_stats_lists_dead_and_rare_channels_and_the_first_layer_spectrum(tmp_pat
 
 @pytest.mark.parametrize("args, message", [
     (["topk", "demo", "nowhere/", "--out", "o"], "dataset not found: nowhere/"),
-    (["topk", "demo", "demo", "--k", "0", "--out", "o"], "0 is not in the range x>=1"),
+    (["topk", "demo", "demo", "--keep", "0", "--out", "o"], "0 is not in the range x>=1"),
     (["topk", "demo", "demo", "--layers", "fc1", "--out", "o"],
      "the dataset scan needs a spatial layer; 'fc1'"),
     (["topk", "demo", "{empty}", "--out", "o"], "is empty"),

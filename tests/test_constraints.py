@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from kvis.constraints import FilterNormConstraint
-from kvis.errors import KvisError
+from kvis.core.errors import KvisError
+from kvis.training.constraints import FilterNormConstraint
 
 
 def _rms(kernel):

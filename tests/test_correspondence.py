@@ -14,11 +14,11 @@ from kvis.analyses.correspondence import (
     random_boxes,
     scale_box,
 )
-from kvis.demo import demo_images
-from kvis.errors import KvisError
-from kvis.images import load_image
-from kvis.models import configure_model
-from kvis.plot import NotebookFigure
+from kvis.core.demo import demo_images
+from kvis.core.errors import KvisError
+from kvis.core.images import load_image
+from kvis.core.models import configure_model
+from kvis.plot.figures import NotebookFigure
 
 BOXES = [(2, 3, 8, 9), (5, 5, 11, 12), (0, 0, 6, 6)]
 

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from kvis.dataset_examples import plot_top_examples, read_index, top_examples, write_index
-from kvis.dataset_scan import scan
-from kvis.errors import KvisError
-from kvis.models import configure_model
-from kvis.projection import deconvnet
-from kvis.receptive import receptive_fields
+from kvis.core.errors import KvisError
+from kvis.core.models import configure_model
+from kvis.dataset.examples import plot_top_examples, read_index, top_examples, write_index
+from kvis.dataset.scan import scan
+from kvis.deconv.deconvnet import deconvnet
+from kvis.layers.receptive_fields import receptive_fields
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def scanned(tiny):
     configure_model(tiny, preprocessing="unit")
     pixels = np.random.default_rng(8).integers(0, 256, (20, 16, 16, 3))
     data = (pixels / 255.0).astype(np.float32)  # exact pixels: the source gives them back
-    return tiny, data, pixels, scan(tiny, data, ["conv1", "conv2"], k=4, progress=False)
+    return tiny, data, pixels, scan(tiny, data, ["conv1", "conv2"], count=4, progress=False)
 
 
 def test_projections_are_the_deconvnet_of_each_activation_and_patches_its_window(scanned):
@@ -24,7 +24,7 @@ def test_projections_are_the_deconvnet_of_each_activation_and_patches_its_window
     top = found.top["conv2"]
     checked = 0
     for i, channel in enumerate([0, 3, 5]):
-        for j in range(found.k):
+        for j in range(found.count):
             image, position = top.images[channel, j], tuple(top.positions[channel, j])
             top_, left, bottom, right = field.window(*position, (16, 16))
             crop = np.s_[top_:bottom + 1, left:right + 1]
@@ -45,8 +45,8 @@ def test_the_index_gives_back_the_scan(scanned, tmp_path):
     _, _, _, found = scanned
     write_index(found, tmp_path / "index.json")
     again = read_index(tmp_path / "index.json")
-    assert (again.model, again.layers, again.k, again.images) == (
-        found.model, found.layers, found.k, found.images)
+    assert (again.model, again.layers, again.count, again.images) == (
+        found.model, found.layers, found.count, found.images)
     for layer in found.layers:
         for field in ("values", "images", "positions"):
             np.testing.assert_array_equal(getattr(again.top[layer], field),
@@ -65,7 +65,7 @@ def test_the_figure_shows_every_channel_block(scanned):
     height, width = result.patches.shape[2:4]
     block = 2 * (width + 1) - 1  # k = 4: a 2 x 2 grid, 1 px apart
     for i, mosaic in enumerate(shown):  # tile j of each grid is projection j and patch j
-        for j in range(found.k):
+        for j in range(found.count):
             top, left = (j // 2) * (height + 1), (j % 2) * (width + 1)
             np.testing.assert_allclose(mosaic[top:top + height, left:left + width],
                                        result.projections[i, j])

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kvis import demo as kvis_demo
-from kvis.datasets import IDX_IMAGES, IDX_LABELS, image_source
-from kvis.errors import KvisError
-from kvis.images import load_image, read_image
-from kvis.models import configure_model
+from kvis.core import demo as kvis_demo
+from kvis.core.errors import KvisError
+from kvis.core.images import load_image, read_image
+from kvis.core.models import configure_model
+from kvis.dataset.sources import IDX_IMAGES, IDX_LABELS, image_source
 
 
 def write_png(path, pixels):
@@ -284,7 +284,7 @@ def test_a_program_that_stops_reading_early_still_exits(tmp_path):
     import sys
 
     make_folder(tmp_path / "photos", [f"{i:03d}.png" for i in range(200)])
-    code = ("import kvis\nfrom kvis.datasets import image_source\n"
+    code = ("import kvis\nfrom kvis.dataset.sources import image_source\n"
             "model = kvis.configure_model(kvis.load_model('demo'), preprocessing='unit')\n"
             f"batches = image_source({str(tmp_path / 'photos')!r}).batches(model, batch_size=4)\n"
             "next(batches)\nprint('read one batch')\n")

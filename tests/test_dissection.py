@@ -6,16 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from kvis.dissection import (
-    concept_dataset,
-    dissect,
-    plot_dissection,
-)
-from kvis.errors import KvisError
-from kvis.graph import probe
-from kvis.io import write_image
-from kvis.models import configure_model
-from kvis.plot import NotebookFigure
+from kvis.core.errors import KvisError
+from kvis.core.graph import probe
+from kvis.core.io import write_image
+from kvis.core.models import configure_model
+from kvis.dataset.concepts import concept_dataset
+from kvis.dataset.dissection import dissect, plot_dissection
+from kvis.plot.figures import NotebookFigure
 
 COLOURS = {"red": (230, 25, 25), "green": (25, 230, 25), "blue": (25, 25, 230)}
 
@@ -200,7 +197,7 @@ def test_result_summaries_and_figure(colours, tmp_path):
     assert summary["detectors"] == result.detectors() and summary["quantile"] == 0.05
     assert summary["units"][0]["iou"] == pytest.approx(result.best_iou[0])
     assert result.detectors(cut=1.0) == {}
-    figure = plot_dissection(result, units=3)
+    figure = plot_dissection(result, count=3)
     assert isinstance(figure, NotebookFigure)
     left, right = figure.axes
     heights = [bar.get_height() for bar in left.patches]

@@ -12,15 +12,16 @@ import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 3)
 from conftest import tiny_cnn
-from kvis.dataset_scan import scan
-from kvis.models import configure_model
+from kvis.dataset.scan import scan
+from kvis.core.models import configure_model
 
 model = configure_model(tiny_cnn(), preprocessing="unit")
 data = np.random.default_rng(4).uniform(0, 1, (29, 16, 16, 3)).astype(np.float32)
 strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
 assert strategy.num_replicas_in_sync == 3
-one = scan(model, data, ["conv1", "conv2"], k=6, batch_size=8, progress=False)
-many = scan(model, data, ["conv1", "conv2"], k=6, batch_size=8, strategy=strategy, progress=False)
+one = scan(model, data, ["conv1", "conv2"], count=6, batch_size=8, progress=False)
+many = scan(model, data, ["conv1", "conv2"], count=6, batch_size=8, strategy=strategy,
+            progress=False)
 for layer in one.layers:
     for field in ("values", "images", "positions"):
         np.testing.assert_array_equal(getattr(one.top[layer], field),
@@ -49,16 +50,16 @@ def _beam_or_skip():
 
 def test_beam_pipeline_on_the_direct_runner_gives_the_single_process_scan(tmp_path):
     _beam_or_skip()
-    from kvis.beam_scan import scan_on_beam
-    from kvis.dataset_examples import read_index
-    from kvis.dataset_scan import scan
-    from kvis.models import load_model
+    from kvis.core.models import load_model
+    from kvis.dataset.beam import scan_on_beam
+    from kvis.dataset.examples import read_index
+    from kvis.dataset.scan import scan
 
     scan_on_beam("demo", "demo", tmp_path / "index.json",
-                 layers=["block2_conv2", "block3_conv1"], k=9, batch_size=32,
+                 layers=["block2_conv2", "block3_conv1"], count=9, batch_size=32,
                  batches_per_shard=3)
     on_beam = read_index(tmp_path / "index.json")
-    single = scan(load_model("demo"), "demo", ["block2_conv2", "block3_conv1"], k=9,
+    single = scan(load_model("demo"), "demo", ["block2_conv2", "block3_conv1"], count=9,
                   progress=False)
     assert on_beam.images == single.images == 400
     for layer in single.layers:

@@ -3,12 +3,14 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_cnn
 
-from kvis import objectives
-from kvis.engine import Settings, _blur, _Pixels, _Spectrum, _transform, default_settings, render
-from kvis.errors import KvisError
-from kvis.features import feature_maps
-from kvis.models import configure_model
-from kvis.objectives import Bound, Objective
+from kvis.core.errors import KvisError
+from kvis.core.models import configure_model
+from kvis.layers.feature_maps import feature_maps
+from kvis.synthesis import objectives
+from kvis.synthesis.objectives import Bound, Objective
+from kvis.synthesis.param import Pixels, Spectrum
+from kvis.synthesis.render import Settings, default_settings, render
+from kvis.synthesis.transform import blur, transform
 
 QUICK = Settings(steps=24, jitter=1, scale=0.05, rotate=5.0, chunk=8)
 
@@ -65,28 +67,28 @@ def test_octaves_blur_and_gradient_normalization_still_climb(tiny):
 def test_identity_and_shift_transforms():
     images = tf.constant(np.random.default_rng(0).uniform(size=(2, 6, 7, 1)), tf.float32)
     identity = tf.constant([[0, 0, 1, 0], [0, 0, 1, 0]], tf.float32)
-    np.testing.assert_allclose(_transform(images, identity), images, atol=1e-6)
-    shifted = _transform(images, tf.constant([[1, 2, 1, 0], [0, -1, 1, 0]], tf.float32)).numpy()
+    np.testing.assert_allclose(transform(images, identity), images, atol=1e-6)
+    shifted = transform(images, tf.constant([[1, 2, 1, 0], [0, -1, 1, 0]], tf.float32)).numpy()
     np.testing.assert_allclose(shifted[0, 1:, 2:], images.numpy()[0, :-1, :-2], atol=1e-5)
     np.testing.assert_allclose(shifted[1, :, :-1], images.numpy()[1, :, 1:], atol=1e-5)
 
 
-@pytest.mark.parametrize("parameterization", [_Spectrum, _Pixels])
+@pytest.mark.parametrize("parameterization", [Spectrum, Pixels])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_parameterizations_take_back_an_image(parameterization, channels):
     rng = np.random.default_rng(0)
     target = rng.uniform(0.1, 0.9, (2, 10, 9, channels)).astype(np.float32)
-    param = parameterization([rng, rng], (10, 9, channels), 0.2)
-    param.assign_image(target)
-    np.testing.assert_allclose(param.image(), target, atol=1e-4)
+    param = parameterization((10, 9, channels))
+    assert param.start([rng, rng], 0.2).shape == param.value_of(target).shape
+    np.testing.assert_allclose(param.image(param.value_of(target)), target, atol=1e-4)
 
 
 def test_blur_keeps_a_flat_image_and_smooths_a_spike():
     flat = tf.fill((1, 9, 9, 1), 0.3)
-    np.testing.assert_allclose(_blur(flat, 1.0), flat, atol=1e-6)
+    np.testing.assert_allclose(blur(flat, 1.0), flat, atol=1e-6)
     spike = np.zeros((1, 9, 9, 1), np.float32)
     spike[0, 4, 4] = 1.0
-    blurred = _blur(tf.constant(spike), 1.0).numpy()[0, ..., 0]
+    blurred = blur(tf.constant(spike), 1.0).numpy()[0, ..., 0]
     assert blurred.sum() == pytest.approx(1.0, abs=1e-5) and blurred[4, 4] < 0.2
     assert blurred[4, 5] == pytest.approx(blurred[5, 4]) and blurred[4, 5] > blurred[4, 6]
 

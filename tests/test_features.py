@@ -4,9 +4,11 @@ import pytest
 from conftest import nested_sequential, tiny_base
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from kvis.anatomy import spatial_layers, stage_layers
-from kvis.errors import KvisError
-from kvis.features import (
+from kvis.core.anatomy import spatial_layers, stage_layers
+from kvis.core.errors import KvisError
+from kvis.core.images import load_image
+from kvis.core.models import configure_model
+from kvis.layers.feature_maps import (
     FeatureMaps,
     feature_maps,
     plot_feature_maps,
@@ -14,9 +16,7 @@ from kvis.features import (
     plot_layer_summary,
     rank_channels,
 )
-from kvis.images import load_image
-from kvis.models import configure_model
-from kvis.plot import mosaic_corners
+from kvis.plot.figures import mosaic_corners
 
 
 def _conv_same(x, kernel, bias):
@@ -141,14 +141,14 @@ def test_feature_map_figure_shows_the_strongest_channels_in_order():
     rng = np.random.default_rng(0)
     maps = (1 + 0.1 * rng.uniform(0, 1, (5, 5, 10))).astype(np.float32) * np.arange(10)
     result = _result({"conv": maps[None]}, names=["boot.png"])
-    fig = plot_feature_maps(result, top=3)
+    fig = plot_feature_maps(result, count=3)
     assert [text.get_text().split()[0] for text in fig.axes[0].texts] == ["#9", "#8", "#7"]
     assert fig._suptitle.get_text() == "boot.png at conv"
     mosaic = np.ma.getdata(fig.axes[0].images[0].get_array())
     for (top, left), channel in zip(mosaic_corners((5, 5), 3, 2), [9, 8, 7]):
         np.testing.assert_allclose(mosaic[top:top + 5, left:left + 5], maps[..., channel])
     assert np.isnan(mosaic).sum() == mosaic.size - 3 * 25  # the rest is gaps
-    chosen = plot_feature_maps(result, "conv", channels=[2, 0])
+    chosen = plot_feature_maps(result, layer="conv", channels=[2, 0])
     assert [text.get_text().split()[0] for text in chosen.axes[0].texts] == ["#2", "#0"]
     with pytest.raises(KvisError, match=r"channels \[10\] out of range: conv has 10"):
         plot_feature_maps(result, channels=[10])
@@ -158,15 +158,15 @@ def test_figures_pick_the_layer_and_image_asked():
     first, second = np.zeros((2, 3, 3, 2), np.float32), np.ones((2, 3, 3, 2), np.float32)
     second[1] *= 5
     result = _result({"a": first, "net/b": second}, names=["x", "y"])
-    fig = plot_layer_summary(result, "b", image=1)
+    fig = plot_layer_summary(result, layer="b", image=1)
     np.testing.assert_allclose(fig.axes[0].images[0].get_array(), np.full((3, 3), 5.0))
     assert fig._suptitle.get_text() == "y at net/b"
     with pytest.raises(KvisError, match="hold 2 layers; pick one with layer=: a, net/b"):
         plot_feature_maps(result)
     with pytest.raises(KvisError, match="layer 'c' is not in these feature maps"):
-        plot_feature_maps(result, "c")
+        plot_feature_maps(result, layer="c")
     with pytest.raises(KvisError, match="image 2 is out of range"):
-        plot_feature_maps(result, "a", image=2)
+        plot_feature_maps(result, layer="a", image=2)
 
 
 def test_layer_summary_shows_the_layer_statistics():
@@ -179,12 +179,12 @@ def test_layer_summary_shows_the_layer_statistics():
 
 
 def test_overview_starts_with_the_input_image_and_skips_padding(demo):
-    from kvis.demo import demo_images
+    from kvis.core.demo import demo_images
 
     images, labels = demo_images()
     boot = load_image(images[np.flatnonzero(labels == 9)[0]], demo)
     maps = feature_maps(demo, boot, progress=False)
-    overview = plot_feature_overview(maps, top=2)
+    overview = plot_feature_overview(maps, count=2)
     first = overview.axes[0]
     np.testing.assert_allclose(first.images[0].get_array(), boot.pixels[..., 0] / 255.0)
     assert first.get_title().startswith("input") and first.images[0].get_cmap().name == "gray"
@@ -199,14 +199,14 @@ def test_overview_starts_with_the_input_image_and_skips_padding(demo):
     padded = keras.Model(inputs, keras.layers.MaxPooling2D(2, name="pool")(x))
     result = feature_maps(padded, np.ones((1, 16, 16, 3), np.float32), progress=False)
     assert list(result) == ["pad", "conv", "pool"] and result.stages == ("conv", "pool")
-    titles = [ax.get_title() for ax in plot_feature_overview(result, top=1).axes]
+    titles = [ax.get_title() for ax in plot_feature_overview(result, count=1).axes]
     assert not any(title.startswith("pad") for title in titles)
 
 
 def test_long_layer_paths_stay_inside_the_overview():
     long = "a_rather_long_feature_extractor_name/conv5_block3_out_with_suffix"
     result = _result({long: np.random.default_rng(0).uniform(size=(1, 4, 4, 3))})
-    fig = plot_feature_overview(result, top=2)
+    fig = plot_feature_overview(result, count=2)
     FigureCanvasAgg(fig).draw()
     renderer = fig.canvas.get_renderer()
     bounds = fig.bbox
@@ -217,7 +217,7 @@ def test_long_layer_paths_stay_inside_the_overview():
 
 
 def test_figures_draw_into_a_given_figure_and_in_a_notebook():
-    from kvis.plot import NotebookFigure
+    from kvis.plot.figures import NotebookFigure
 
     result = _result({"a": np.ones((1, 3, 3, 2), np.float32)})
     fig = plot_layer_summary(result)
@@ -225,7 +225,7 @@ def test_figures_draw_into_a_given_figure_and_in_a_notebook():
     outer = NotebookFigure()
     left, right = outer.subfigures(1, 2)
     assert plot_feature_maps(result, fig=left) is left and len(left.axes) == 2  # + colorbar
-    assert plot_feature_overview(result, top=1, fig=right) is right
+    assert plot_feature_overview(result, count=1, fig=right) is right
 
 
 @pytest.mark.integration

@@ -2,10 +2,10 @@ import keras
 import numpy as np
 import pytest
 
-from kvis.anatomy import conv_layers
-from kvis.errors import KvisError
-from kvis.filters import Filters, conv_filters, plot_filters
-from kvis.models import configure_model
+from kvis.core.anatomy import conv_layers
+from kvis.core.errors import KvisError
+from kvis.core.models import configure_model
+from kvis.layers.filters import Filters, conv_filters, plot_filters
 
 
 def test_conv_filters_hold_the_layer_kernel(tiny):
@@ -64,7 +64,7 @@ def test_colour_grid_shows_each_filter_on_one_symmetric_scale():
 
 
 def test_gray_grid_draws_into_a_given_figure():
-    from kvis.plot import NotebookFigure
+    from kvis.plot.figures import NotebookFigure
 
     kernel = np.random.default_rng(2).normal(size=(3, 3, 1, 4)).astype(np.float32)
     outer = NotebookFigure()
@@ -76,7 +76,7 @@ def test_gray_grid_draws_into_a_given_figure():
 
 def test_channels_view_lays_out_filters_by_input_channel():
     kernel = np.random.default_rng(1).normal(size=(3, 3, 4, 2)).astype(np.float32)
-    fig = plot_filters(Filters(kernel, "c"), mode="channels", max_channels=3)
+    fig = plot_filters(Filters(kernel, "c"), mode="channels", inputs=3)
     tiles = [ax for ax in fig.axes if ax.images]
     assert len(tiles) == 6 and tiles[4].get_title() == "#1 in 1"
     np.testing.assert_array_equal(tiles[4].images[0].get_array(), kernel[:, :, 1, 1])

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from conftest import nested_functional, nested_sequential, tiny_base
 
-from kvis.errors import KvisError
-from kvis.graph import layer_paths, model_graph, probe, twin
+from kvis.core.errors import KvisError
+from kvis.core.graph import layer_paths, model_graph, probe
+from kvis.core.keras_internals import twin
 
 
 @pytest.mark.parametrize("wrap", [nested_sequential, nested_functional])

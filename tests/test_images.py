@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from conftest import nested_sequential, tiny_base
 
-from kvis.errors import KvisError
-from kvis.images import ModelImage, as_images, load_image, read_image
-from kvis.models import configure_model, preprocessing_for
-from kvis.preprocessing import PREPROCESSING
+from kvis.core.errors import KvisError
+from kvis.core.images import ModelImage, as_images, load_image, read_image
+from kvis.core.models import configure_model, preprocessing_for
+from kvis.core.preprocessing import PREPROCESSING
 
 
 def test_caffe_preprocessing_equals_keras_vgg16(images):

@@ -9,10 +9,10 @@ from kvis.analyses.invariance import (
     plot_invariance,
     transform_image,
 )
-from kvis.demo import CLASS_NAMES, demo_images
-from kvis.errors import KvisError
-from kvis.images import load_image
-from kvis.models import configure_model, mean_pixel
+from kvis.core.demo import CLASS_NAMES, demo_images
+from kvis.core.errors import KvisError
+from kvis.core.images import load_image
+from kvis.core.models import configure_model, mean_pixel
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 

@@ -1,7 +1,7 @@
 from conftest import nested_sequential, tiny_base
 
-from kvis.inventory import format_layer_table, layer_table
-from kvis.receptive import ReceptiveField
+from kvis.layers.inventory import format_layer_table, layer_table
+from kvis.layers.receptive_fields import ReceptiveField
 
 
 def test_inventory_rows_hold_the_layer_facts(tiny):

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from kvis.demo import demo_images
-from kvis.errors import KvisError
-from kvis.images import load_image
-from kvis.inversion import invert, plot_inversion
+from kvis.core.demo import demo_images
+from kvis.core.errors import KvisError
+from kvis.core.images import load_image
+from kvis.synthesis.invert import invert, plot_inversion
 
 LAYERS = ["block1_conv1", "block2_conv2", "block3_conv1", "block3_pool"]
 
@@ -27,8 +27,8 @@ def test_the_reconstruction_drifts_from_the_image_with_depth(boot_inversion):
 
 
 def test_errors_are_measured_independently(boot_inversion, demo):
-    from kvis.features import feature_maps
-    from kvis.models import preprocessing_for
+    from kvis.core.models import preprocessing_for
+    from kvis.layers.feature_maps import feature_maps
 
     x = preprocessing_for(demo)(boot_inversion.original[None] * 255)
     target = feature_maps(demo, x, "block2_conv2", progress=False)["block2_conv2"]
@@ -48,7 +48,7 @@ def test_figure_shows_the_original_and_labels_each_layer(boot_inversion):
 
 
 def test_an_array_gives_the_same_target_and_original(demo):
-    from kvis.engine import Settings
+    from kvis.synthesis.render import Settings
 
     images, _ = demo_images()
     image = load_image(images[3], demo)

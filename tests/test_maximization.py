@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
-from kvis.demo import demo_images
-from kvis.engine import default_settings
-from kvis.errors import KvisError
-from kvis.features import feature_maps
-from kvis.maximization import maximize, maximize_classes, maximize_filters, plot_synthesis
-from kvis.models import preprocessing_for
-from kvis.objectives import channel
+from kvis.core.demo import demo_images
+from kvis.core.errors import KvisError
+from kvis.core.models import preprocessing_for
+from kvis.layers.feature_maps import feature_maps
+from kvis.synthesis.maximize import maximize, maximize_classes, maximize_filters, plot_synthesis
+from kvis.synthesis.objectives import channel
+from kvis.synthesis.render import default_settings
 
 
 def test_synthesized_images_beat_every_real_image_on_most_filters(demo):
@@ -56,8 +56,8 @@ def test_classes_by_index_or_name(demo):
 
 
 def test_any_objective_and_the_grid_figure(tiny):
-    from kvis.models import configure_model
-    from kvis.plot import NotebookFigure
+    from kvis.core.models import configure_model
+    from kvis.plot.figures import NotebookFigure
 
     configure_model(tiny, preprocessing="unit")
     result = maximize(tiny, channel("conv2", [0, 1]), count=2,

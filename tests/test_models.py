@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from conftest import nested_sequential, tiny_base
 
-from kvis.demo import CLASS_NAMES, demo_images
-from kvis.errors import KvisError
-from kvis.models import (
+from kvis.core.demo import CLASS_NAMES, demo_images
+from kvis.core.errors import KvisError
+from kvis.core.models import (
     class_index,
     class_label,
     class_names,

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kvis import objectives
-from kvis.errors import KvisError
-from kvis.graph import model_graph, probe
+from kvis.core.errors import KvisError
+from kvis.core.graph import model_graph, probe
+from kvis.synthesis import objectives
 
 
 def _score(model, objective, x):

@@ -2,12 +2,12 @@ import keras
 import numpy as np
 import pytest
 
-from kvis.analyses.occlusion import occlusion, plot_occlusion, sensitivity_map
-from kvis.demo import demo_images
-from kvis.errors import KvisError
-from kvis.images import load_image
-from kvis.models import configure_model, mean_pixel, preprocessing_for
-from kvis.plot import NotebookFigure
+from kvis.attribution.occlusion import occlusion, plot_occlusion, sensitivity_map
+from kvis.core.demo import demo_images
+from kvis.core.errors import KvisError
+from kvis.core.images import load_image
+from kvis.core.models import configure_model, mean_pixel, preprocessing_for
+from kvis.plot.figures import NotebookFigure
 
 
 def _brute_force(model, x, size, stride, fill, layer, channel, cls):

@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from kvis import progress
-from kvis.progress import progress_bar
+from kvis.core import progress
+from kvis.core.progress import progress_bar
 
 
 def test_logs_and_pipes_get_a_line_every_few_seconds(monkeypatch):

@@ -2,9 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from kvis.errors import KvisError
-from kvis.images import load_image
-from kvis.projection import deconvnet, plot_projections, projection_images
+from kvis.core.errors import KvisError
+from kvis.core.images import load_image
+from kvis.deconv.deconvnet import deconvnet, plot_projections, projection_images
 
 
 def test_a_lone_max_pool_projects_only_onto_its_switches():
@@ -22,9 +22,9 @@ def test_a_lone_max_pool_projects_only_onto_its_switches():
 
 
 def test_one_activation_is_kept_at_its_peak(demo):
-    from kvis.demo import demo_images
-    from kvis.features import feature_maps
-    from kvis.models import preprocessing_for
+    from kvis.core.demo import demo_images
+    from kvis.core.models import preprocessing_for
+    from kvis.layers.feature_maps import feature_maps
 
     images, _ = demo_images()
     x = preprocessing_for(demo)(images[:1])
@@ -112,7 +112,7 @@ def test_guided_differs_from_the_deconvnet_on_the_demo(demo):
 
 
 def demo_model():
-    from kvis.models import load_model
+    from kvis.core.models import load_model
 
     return load_model("demo")
 
@@ -163,7 +163,7 @@ def test_crop_boxes_are_the_receptive_fields_and_the_figure_shows_them(demo):
 
 
 def test_a_loaded_image_projects_as_its_array(demo):
-    from kvis.demo import demo_images
+    from kvis.core.demo import demo_images
 
     images, labels = demo_images()
     boot = load_image(images[np.flatnonzero(labels == 9)[0]], demo)
@@ -177,7 +177,7 @@ def test_a_loaded_image_projects_as_its_array(demo):
 
 
 def test_display_images_reverse_bgr_and_scale_each_projection():
-    from kvis.projection import Projection
+    from kvis.deconv.deconvnet import Projection
 
     signals = np.zeros((2, 2, 2, 3), np.float32)
     signals[0, 0, 0] = [4.0, 0.0, -2.0]
@@ -194,8 +194,8 @@ def test_display_images_reverse_bgr_and_scale_each_projection():
 def test_a_nested_base_projects_from_its_own_path_as_from_its_last_layer():
     from conftest import nested_functional, tiny_base
 
-    from kvis.anatomy import stage_layers
-    from kvis.models import configure_model
+    from kvis.core.anatomy import stage_layers
+    from kvis.core.models import configure_model
 
     model = nested_functional(tiny_base())
     configure_model(model, preprocessing="unit")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kvis.receptive import ReceptiveField, receptive_fields
+from kvis.layers.receptive_fields import ReceptiveField, receptive_fields
 
 
 def _geometry_model():
@@ -94,7 +94,7 @@ def test_resnet50_fields(resnet50):
 
 
 def test_windows_have_one_size_and_stay_inside_the_image():
-    from kvis.receptive import ReceptiveField
+    from kvis.layers.receptive_fields import ReceptiveField
 
     field = ReceptiveField((10, 10), (2, 2), (0.5, 0.5))  # unit (i, j) centred at 0.5 + 2i
     assert field.box(5, 5) == (6, 6, 15, 15)

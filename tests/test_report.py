@@ -17,18 +17,18 @@ import pytest
 from click.testing import CliRunner
 from conftest import nested_functional, tiny_base, tiny_cnn
 
-import kvis.report_sections
+import kvis.report.sections
 from kvis.cli import main
-from kvis.dataset_examples import write_index
-from kvis.dataset_scan import scan
-from kvis.errors import KvisError
-from kvis.features import feature_maps, rank_channels
-from kvis.images import load_image
-from kvis.inventory import layer_table
-from kvis.models import configure_model
-from kvis.report_page import report_html, write_report
-from kvis.report_sections import TITLES, build_report
-from kvis.vocabulary import REPORT_SECTIONS
+from kvis.core.errors import KvisError
+from kvis.core.images import load_image
+from kvis.core.models import configure_model
+from kvis.core.vocabulary import REPORT_SECTIONS
+from kvis.dataset.examples import write_index
+from kvis.dataset.scan import scan
+from kvis.layers.feature_maps import feature_maps, rank_channels
+from kvis.layers.inventory import layer_table
+from kvis.report.page import report_html, write_report
+from kvis.report.sections import TITLES, build_report
 
 
 def run(*args):
@@ -182,8 +182,8 @@ def test_a_nested_fine_tuned_model_reports_its_base_layers():
 def test_a_scan_is_reused_not_run_again(tiny_classifier, monkeypatch):
     model, image = tiny_classifier
     data = np.random.default_rng(6).uniform(0, 1, (12, 16, 16, 3)).astype(np.float32)
-    found = scan(model, data, ["conv1", "conv2"], k=4, progress=False)
-    monkeypatch.setattr(kvis.report_sections, "scan", None)  # any new scan would fail
+    found = scan(model, data, ["conv1", "conv2"], count=4, progress=False)
+    monkeypatch.setattr(kvis.report.sections, "scan", None)  # any new scan would fail
     report = build_report(model, image, fast=True, data=data, found=found, progress=False,
                           sections=["top-examples", "statistics"])
     assert [section.key for section in report.sections] == ["top-examples", "statistics"]
@@ -206,11 +206,11 @@ def test_mistakes_in_the_python_api_are_one_line(tiny_classifier):
 
 
 def test_the_cli_reuses_a_scan_folder_and_its_recorded_images(tmp_path, monkeypatch):
-    from kvis.models import load_model
+    from kvis.core.models import load_model
 
-    found = scan(load_model("demo"), "demo", ["block2_conv2"], k=4, progress=False)
+    found = scan(load_model("demo"), "demo", ["block2_conv2"], count=4, progress=False)
     write_index(found, tmp_path / "scan" / "index.json", data="demo")
-    monkeypatch.setattr(kvis.report_sections, "scan", None)
+    monkeypatch.setattr(kvis.report.sections, "scan", None)
     result = run("report", "demo", "--scan", tmp_path / "scan", "--fast", "--sections",
                  "prediction,top-examples,statistics", "--out", tmp_path / "page.html")
     assert result.exit_code == 0, result.output

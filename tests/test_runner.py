@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kvis.errors import KvisError
-from kvis.runner import compiled, run_batches
+from kvis.core.errors import KvisError
+from kvis.core.runner import compiled, run_batches
 
 
 def test_batches_are_equal_sized_and_outputs_concatenated_in_order():
@@ -40,8 +40,8 @@ def test_caches_do_not_keep_a_model_alive(images):
 
     from conftest import tiny_cnn
 
-    from kvis.attribution import saliency
-    from kvis.cam import grad_cam
+    from kvis.attribution.cam import grad_cam
+    from kvis.attribution.gradients import saliency
 
     model = tiny_cnn("short_lived")
     saliency(model, images, progress=False)

@@ -3,12 +3,12 @@ import types
 import numpy as np
 import pytest
 
-from kvis.attention_maps import METHODS
-from kvis.demo import demo_images
-from kvis.errors import KvisError
-from kvis.images import load_image
-from kvis.models import load_model, preprocessing_for
-from kvis.sanity import cascading_randomization, plot_sanity_check, rank_correlation
+from kvis.attribution.attention import METHODS
+from kvis.attribution.sanity import cascading_randomization, plot_sanity_check, rank_correlation
+from kvis.core.demo import demo_images
+from kvis.core.errors import KvisError
+from kvis.core.images import load_image
+from kvis.core.models import load_model, preprocessing_for
 
 
 def test_rank_correlation_against_known_cases():

@@ -6,11 +6,11 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_cnn
 
-from kvis.errors import KvisError
-from kvis.filters import conv_filters, plot_filters
-from kvis.models import configure_model
-from kvis.plot import NotebookFigure
-from kvis.tensorboard_images import TensorBoardImages, render, write_images
+from kvis.core.errors import KvisError
+from kvis.core.models import configure_model
+from kvis.layers.filters import conv_filters, plot_filters
+from kvis.plot.figures import NotebookFigure
+from kvis.training.tensorboard import TensorBoardImages, render, write_images
 
 
 def _data():
@@ -45,8 +45,8 @@ def _decode(png):
 def test_views_are_written_at_every_epoch(tmp_path):
     model = _model()
     x, y = _data()
-    callback = TensorBoardImages(x[:2], log_dir=tmp_path, filters=["conv1", "conv2"],
-                                 feature_maps="conv2", grad_cam=True)
+    callback = TensorBoardImages(x[:2], log_dir=tmp_path, filter_layers=["conv1", "conv2"],
+                                 feature_map_layers="conv2", grad_cam=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no view may fail
         model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
@@ -69,12 +69,12 @@ def test_views_are_written_at_every_epoch(tmp_path):
 def test_only_the_chosen_epochs_are_drawn(tmp_path):
     model = _model()
     x, y = _data()
-    callback = TensorBoardImages(x[:3], log_dir=tmp_path, epochs=[2], feature_maps="conv1",
-                                 grad_cam=False, max_outputs=2)
+    callback = TensorBoardImages(x[:3], log_dir=tmp_path, epochs=[2],
+                                 feature_map_layers="conv1", grad_cam=False, count=2)
     model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[callback])
     found = _summaries(tmp_path)
     assert set(found) == {("feature_maps/conv1", 2)}
-    assert len(found["feature_maps/conv1", 2][2]) == 2  # max_outputs of the 3 images
+    assert len(found["feature_maps/conv1", 2][2]) == 2  # count=2 of the 3 images
 
 
 class _Epochs(keras.callbacks.Callback):
@@ -87,13 +87,13 @@ class _Epochs(keras.callbacks.Callback):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"filters": "nope"}, "no layer 'nope'"),
-    ({"filters": "pool1"}, "no 2-D convolution kernel"),
-    ({"feature_maps": "gap"}, "needs a spatial layer"),
+    ({"filter_layers": "nope"}, "no layer 'nope'"),
+    ({"filter_layers": "pool1"}, "no 2-D convolution kernel"),
+    ({"feature_map_layers": "gap"}, "needs a spatial layer"),
     ({"grad_cam": "predictions"}, "needs a spatial layer"),
     ({"epochs": [0, 1]}, "epochs are 1-based"),
     ({"epochs": [1, 40]}, r"epochs \[40\] lie past the run of 2"),
-    ({"max_outputs": 0}, "max_outputs"),
+    ({"count": 0}, "count must be a whole number"),
     ({"log_dir": "file"}, "cannot write to log_dir"),
 ])
 def test_bad_input_stops_fit_before_the_first_epoch(tmp_path, options, message):
@@ -122,7 +122,7 @@ def test_images_that_do_not_fit_the_model_are_refused_at_train_begin(tmp_path):
 
 
 def test_a_failing_view_warns_and_training_goes_on(tmp_path, monkeypatch):
-    import kvis.tensorboard_images as module
+    import kvis.training.tensorboard as module
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
@@ -130,7 +130,7 @@ def test_a_failing_view_warns_and_training_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "plot_filters", broken)
     model = _model()
     x, y = _data()
-    callback = TensorBoardImages(x[:2], log_dir=tmp_path, filters="conv1", grad_cam=True)
+    callback = TensorBoardImages(x[:2], log_dir=tmp_path, filter_layers="conv1", grad_cam=True)
     with pytest.warns(RuntimeWarning) as caught:
         history = model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[callback])
     assert history.epoch == [0, 1, 2]
@@ -143,7 +143,7 @@ def test_a_failing_view_warns_and_training_goes_on(tmp_path, monkeypatch):
 def test_write_images_round_trips_the_pixels(tmp_path):
     pixels = np.random.default_rng(1).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
     with tf.summary.create_file_writer(str(tmp_path / "images")).as_default():
-        assert write_images("random", pixels, step=4, max_outputs=2)
+        assert write_images("random", pixels, step=4, count=2)
     found = _summaries(tmp_path)
     width, height, pngs = found["random", 4]
     assert (width, height, len(pngs)) == (7, 5, 2)
@@ -162,7 +162,7 @@ def test_render_gives_the_figure_size_in_pixels():
 def test_a_nested_base_by_path_and_loaded_images(tmp_path):
     from conftest import nested_functional, tiny_base
 
-    from kvis.images import load_image
+    from kvis.core.images import load_image
 
     model = nested_functional(tiny_base())
     configure_model(model, preprocessing="unit")
@@ -171,7 +171,7 @@ def test_a_nested_base_by_path_and_loaded_images(tmp_path):
     x, y = _data()
     pixels = np.random.default_rng(2).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     callback = TensorBoardImages([load_image(pixels, model)], log_dir=tmp_path,
-                                 filters="base/conv1", feature_maps="conv2")
+                                 filter_layers="base/conv1", feature_map_layers="conv2")
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[callback])
     found = _summaries(tmp_path)
@@ -189,7 +189,7 @@ def test_tensorboard_itself_reads_the_images(tmp_path):
     model = _model()
     x, y = _data()
     model.fit(x, y, epochs=2, verbose=0, callbacks=[
-        TensorBoardImages(x[:2], log_dir=tmp_path, filters="conv1", grad_cam=True)])
+        TensorBoardImages(x[:2], log_dir=tmp_path, filter_layers="conv1", grad_cam=True)])
     accumulator = accumulator_module.EventAccumulator(str(tmp_path / "images"))
     accumulator.Reload()
     assert set(accumulator.Tags()["tensors"]) == {"filters/conv1", "grad_cam"}
@@ -214,5 +214,5 @@ def test_fit_under_a_distribution_strategy_scope(tmp_path):
     x, y = _data()
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     model.fit(data, epochs=1, verbose=0, callbacks=[
-        TensorBoardImages(x[:2], log_dir=tmp_path, filters="conv1", grad_cam=True)])
+        TensorBoardImages(x[:2], log_dir=tmp_path, filter_layers="conv1", grad_cam=True)])
     assert set(_summaries(tmp_path)) == {("filters/conv1", 1), ("grad_cam", 1)}

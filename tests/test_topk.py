@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 from conftest import brute_force_top_k
+from helpers import update
 
-from kvis.errors import KvisError
-from kvis.topk import TopK, merge
+from kvis.core.errors import KvisError
+from kvis.dataset.topk import TopK, merge
 
 
 def _dataset(seed=0, count=23):
@@ -15,7 +16,7 @@ def _dataset(seed=0, count=23):
 def _scan(activations, ids, k, batch):
     state = TopK.empty(activations.shape[-1], k)
     for start in range(0, len(activations), batch):
-        state = state.update(activations[start:start + batch], ids[start:start + batch])
+        state = update(state, activations[start:start + batch], ids[start:start + batch])
     return state
 
 
@@ -44,7 +45,7 @@ def test_merging_shards_of_any_split_equals_one_pass(seed):
 
 
 def test_fewer_activations_than_k_leave_empties_last():
-    state = TopK.empty(2, 5).update(np.float32([[[[3, 0]], [[1, 0]]]]), [7])  # 1x2x1x2
+    state = update(TopK.empty(2, 5), np.float32([[[[3, 0]], [[1, 0]]]]), [7])  # 1x2x1x2
     np.testing.assert_array_equal(state.values[0], [3, 1, -np.inf, -np.inf, -np.inf])
     np.testing.assert_array_equal(state.images[0], [7, 7, -1, -1, -1])
     np.testing.assert_array_equal(state.positions[1, :2], [[0, 0], [1, 0]])
@@ -54,6 +55,6 @@ def test_bad_updates_are_refused():
     with pytest.raises(KvisError, match="k must be at least 1"):
         TopK.empty(3, 0)
     with pytest.raises(KvisError, match="4 channels for a top-k state of 3"):
-        TopK.empty(3, 2).update(np.zeros((1, 2, 2, 4)), [0])
+        update(TopK.empty(3, 2), np.zeros((1, 2, 2, 4)), [0])
     with pytest.raises(KvisError, match="must increase"):
-        TopK.empty(3, 2).update(np.zeros((2, 2, 2, 3)), [5, 5])
+        update(TopK.empty(3, 2), np.zeros((2, 2, 2, 3)), [5, 5])

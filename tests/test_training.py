@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from conftest import tiny_cnn
 
-from kvis.errors import KvisError
-from kvis.features import feature_maps
-from kvis.models import configure_model
-from kvis.training import FeatureEvolution, load_evolution, plot_evolution
+from kvis.core.errors import KvisError
+from kvis.core.models import configure_model
+from kvis.layers.feature_maps import feature_maps
+from kvis.training.evolution import FeatureEvolution, load_evolution, plot_evolution
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_bad_settings_fail_at_train_begin_before_any_epoch(training, options, me
 
 
 def test_a_failure_while_recording_never_stops_training(training, monkeypatch):
-    from kvis import training as module
+    from kvis.training import evolution as module
 
     model, x, y = training
     monkeypatch.setattr(module, "top_examples", lambda *a, **k: 1 / 0)

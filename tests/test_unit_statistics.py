@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 
-from kvis.unit_statistics import filter_spectrum
+from kvis.dataset.statistics import filter_spectrum
 
 
 def _first_layer(kernels, strides=1):

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from kvis.anatomy import last_conv_layer, penultimate_layer
-from kvis.errors import KvisError
-from kvis.graph import model_graph, probe
-from kvis.images import as_images
-from kvis.models import mean_pixel, preprocessing_for
-from kvis.plot import NotebookFigure
-from kvis.runner import compiled, run_batches
+from kvis.core.anatomy import last_conv_layer, penultimate_layer
+from kvis.core.errors import KvisError
+from kvis.core.graph import model_graph, probe
+from kvis.core.images import as_images
+from kvis.core.models import mean_pixel, preprocessing_for
+from kvis.core.runner import compiled, run_batches
+from kvis.plot.figures import NotebookFigure
 
 
 @dataclass(frozen=True)

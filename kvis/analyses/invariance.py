@@ -17,20 +17,20 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from kvis.anatomy import (
+from kvis.core.anatomy import (
     check_score,
     class_scores,
     penultimate_layer,
     require_classifier,
     stage_layers,
 )
-from kvis.errors import KvisError
-from kvis.graph import model_graph, probe
-from kvis.images import as_images
-from kvis.models import class_indices, class_label, mean_pixel, preprocessing_for
-from kvis.plot import NotebookFigure
-from kvis.runner import compiled, run_batches
-from kvis.vocabulary import TRANSFORMS
+from kvis.core.errors import KvisError
+from kvis.core.graph import model_graph, probe
+from kvis.core.images import as_images
+from kvis.core.models import class_indices, class_label, mean_pixel, preprocessing_for
+from kvis.core.runner import compiled, run_batches
+from kvis.core.vocabulary import TRANSFORMS
+from kvis.plot.figures import NotebookFigure
 
 UNITS = {"translate": "vertical shift (pixels)", "scale": "scale factor",
          "rotate": "rotation (degrees)"}

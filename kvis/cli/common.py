@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from kvis.preprocessing import PREPROCESSING
-from kvis.vocabulary import IMAGE_SUFFIXES, MODEL_NAMES, MODEL_SUFFIXES, SCORES
+from kvis.core.preprocessing import PREPROCESSING
+from kvis.core.vocabulary import IMAGE_SUFFIXES, MODEL_NAMES, MODEL_SUFFIXES, SCORES
 
 
 class _Command(click.Command):
@@ -26,7 +26,7 @@ class _Group(click.Group):
     command_class = _Command
 
     def invoke(self, ctx):
-        from kvis.errors import KvisError
+        from kvis.core.errors import KvisError
 
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -133,7 +133,7 @@ def network_options(command):
 def load_network(model, weights, labels=None, preprocess=None):
     """The model named by the MODEL argument, with --weights ("none" means random), --labels
     and --preprocess."""
-    from kvis.models import folder_class_names, load_model
+    from kvis.core.models import folder_class_names, load_model
 
     names = folder_class_names(labels) if labels and Path(labels).is_dir() else labels
     return load_model(model, weights=None if weights.lower() == "none" else weights,
@@ -142,7 +142,7 @@ def load_network(model, weights, labels=None, preprocess=None):
 
 def figure_path(path):
     """--out as a Path, refused unless it names a figure format in a folder kvis can write."""
-    from kvis.io import FIGURE_SUFFIXES
+    from kvis.core.io import FIGURE_SUFFIXES
 
     if Path(path).suffix.lower() not in FIGURE_SUFFIXES:
         raise click.BadParameter(f"{path}: a figure file ends in {', '.join(FIGURE_SUFFIXES)}",
@@ -152,7 +152,7 @@ def figure_path(path):
 
 def writable(path):
     """`path` as a Path, after checking that a file can be written there (before any work)."""
-    from kvis.io import check_writable
+    from kvis.core.io import check_writable
 
     check_writable(path)
     return Path(path)
@@ -172,24 +172,118 @@ def class_list(text):
     """'281,tabby,5-7' -> [281, 'tabby', 5, 6, 7]."""
     classes = []
     for part in (part.strip() for part in text.split(",")):
-        numeric = re.fullmatch(r"\d+\s*(-\s*\d+)?", part)
-        classes += index_list(part, "--class") if numeric else [part]
+        if not re.fullmatch(r"\d+\s*(-\s*\d+)?", part):
+            classes.append(part)
+            continue
+        try:
+            classes += indices(part)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--class") from None
     return classes
 
 
-def index_list(text, option):
-    """'3,17,40-47' -> [3, 17, 40, ..., 47]; None stays None."""
-    if text is None:
-        return None
-    indices = []
+def indices(text):
+    """'3,17,40-47' -> [3, 17, 40, ..., 47]: the one reading of a list of indices.
+
+    Raises:
+        ValueError: anything but indices and ascending ranges (the message says what to write).
+    """
+    found = []
     for part in text.split(","):
         if not re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", part):
-            raise click.BadParameter(f"{text!r}: use indices and ranges like 3,17,40-47",
-                                     param_hint=option)
+            raise ValueError(f"{text!r}: use indices and ranges like 3,17,40-47")
         low, _, high = part.partition("-")
         low, high = int(low), int(high or low)
         if high < low:
-            raise click.BadParameter(f"{part.strip()!r} is a backwards range; write "
-                                     f"{high}-{low}", param_hint=option)
-        indices += range(low, high + 1)
-    return indices
+            raise ValueError(f"{part.strip()!r} is a backwards range; write {high}-{low}")
+        found += range(low, high + 1)
+    return found
+
+
+class ChannelList(click.ParamType):
+    """--channels: channel indices and ranges, '0,3,5-9' -> [0, 3, 5, 6, 7, 8, 9]."""
+
+    name = "channels"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            return indices(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+class LayerList(click.ParamType):
+    """--layers: comma-separated layer names or paths, 'block1_conv1,base/conv2' -> a list."""
+
+    name = "layers"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        names = [name.strip() for name in str(value).split(",") if name.strip()]
+        if not names:
+            self.fail(f"{value!r}: give layer names separated by commas", param, ctx)
+        return names
+
+
+def channels_option(help, default=None):
+    """--channels: which channels (feature maps, filters), as indices and ranges."""
+    return click.option("--channels", type=ChannelList(), default=default, metavar="INDICES",
+                        show_default=default is not None,
+                        help=f"{help} Indices and ranges, e.g. 0,3,5-9.")
+
+
+def count_option(help, default, low=1, high=None):
+    """--count: how many (channels to show, units to print, images to write)."""
+    return click.option("--count", default=default, show_default=True,
+                        type=click.IntRange(low, high), help=help)
+
+
+def layer_option(help, required=False):
+    """--layer/-l: one layer's name or path (`-l` means --layer in every command)."""
+    return click.option("--layer", "-l", required=required, help=help)
+
+
+def layers_option(help, required=False):
+    """--layers A,B: several layers (no short flag: -l is --layer)."""
+    return click.option("--layers", type=LayerList(), required=required, help=help)
+
+
+def scan_options(command):
+    """DATA, --layers, --keep, --batch-size, --out (a folder), --resume: a dataset scan."""
+    for option in reversed([
+        click.argument("data", type=DataSpec()),
+        layers_option("Comma-separated spatial layers (default: the last layer of each "
+                      "resolution)."),
+        click.option("--keep", default=9, show_default=True, type=click.IntRange(1),
+                     help="Strongest activations kept per channel (Zeiler & Fergus: 9)."),
+        click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1),
+                     help="Images per forward pass."),
+        click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+                     help="Folder for the index (index.json), the checkpoint and figures."),
+        click.option("--resume", is_flag=True,
+                     help="Continue an interrupted scan from OUT/checkpoint.npz."),
+    ]):
+        command = option(command)
+    return command
+
+
+def run_scan(model, weights, labels, preprocess, *, data, layers, keep, batch_size, out,
+             resume):
+    """Load the model, scan DATA with a checkpoint in OUT, write OUT/index.json."""
+    from kvis.dataset.examples import write_index
+    from kvis.dataset.scan import scan
+    from kvis.dataset.sources import image_source
+
+    folder = Path(out)
+    writable(folder / "index.json")
+    net = load_network(model, weights, labels, preprocess)
+    found = scan(net, data, layers, count=keep, batch_size=batch_size,
+                 checkpoint=folder / "checkpoint.npz", resume=resume)
+    write_index(found, folder / "index.json", names=image_source(data).names, data=data)
+    for _, name, reason in found.skipped:
+        click.echo(f"skipped {name}: {reason}", err=True)
+    click.echo(f"scanned {found.images} images ({len(found.skipped)} skipped) of {found.source}")
+    return net, found

@@ -6,7 +6,7 @@ import click
 
 from kvis.cli import common
 from kvis.cli.common import main
-from kvis.vocabulary import REPORT_SECTIONS
+from kvis.core.vocabulary import REPORT_SECTIONS
 
 
 @main.command()
@@ -48,11 +48,11 @@ def report(model, image, weights, labels, preprocess, out, classes, dataset, sca
     kvis report vgg16 cat.jpg --out cat_report/ --fast
     kvis report simpsons.keras bart.jpg --class homer --scan scan/ --sections attention,occlusion
     """
-    from kvis.dataset_examples import read_index, scanned_data
-    from kvis.datasets import image_source
-    from kvis.images import load_image
-    from kvis.report_page import write_report
-    from kvis.report_sections import build_report
+    from kvis.core.images import load_image
+    from kvis.dataset.examples import read_index, scanned_data
+    from kvis.dataset.sources import image_source
+    from kvis.report.page import write_report
+    from kvis.report.sections import build_report
 
     chosen = _sections(sections)
     if model is None:
@@ -96,8 +96,8 @@ def _shipped_image(net):
     """The first Fashion-MNIST test image that ships with kvis, named by its class."""
     from dataclasses import replace
 
-    from kvis.demo import CLASS_NAMES, demo_images
-    from kvis.images import load_image
+    from kvis.core.demo import CLASS_NAMES, demo_images
+    from kvis.core.images import load_image
 
     images, labels = demo_images()
     return replace(load_image(images[0], net),

@@ -1,0 +1,172 @@
+"""Where the model looks: every class-attention method behind one function and one figure.
+
+`attention(model, images, method)` dispatches to the method named in
+`kvis.ATTENTION_METHODS` (the registry `METHODS` maps each name to its function) and returns
+an `Explanation` whose `maps` (N, H, W) lie in [0, 1] at the input size whichever the method:
+the CAM family (`kvis.attribution.cam`) or the gradient family (`kvis.attribution.gradients`).
+"""
+
+import inspect
+
+import cv2
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+
+from kvis.attribution import cam, gradients
+from kvis.attribution.cam import upsample
+from kvis.core.errors import KvisError
+from kvis.core.vocabulary import ATTENTION_METHODS
+from kvis.plot.figures import NotebookFigure
+
+METHODS = {
+    "grad-cam": cam.grad_cam,
+    "grad-cam++": cam.grad_cam_plus_plus,
+    "score-cam": cam.score_cam,
+    "guided-grad-cam": cam.guided_grad_cam,
+    "saliency": gradients.saliency,
+    "guided-backprop": gradients.guided_backprop,
+    "smoothgrad": gradients.smoothgrad,
+    "integrated-gradients": gradients.integrated_gradients,
+}
+
+
+def attention(model, images, method="grad-cam", *, classes=None, score="logit", target=None,
+              layer=None, batch_size=32, memory_mb=1024, progress=True, **method_options):
+    """Explain the class scores of images with the named method.
+
+    Args:
+        model: a Keras classifier.
+        images: what `kvis.load_image` returns (one or a list), or preprocessed float32
+            (N, H, W, C) model input.
+        method: one of `kvis.ATTENTION_METHODS`: "grad-cam", "grad-cam++", "score-cam",
+            "guided-grad-cam" (the layer's family) or "saliency", "guided-backprop",
+            "smoothgrad", "integrated-gradients" (pixel gradients).
+        classes: None (each image's top prediction), one class (index or name) for all, or
+            one per image.
+        score: "logit" (pre-softmax) or "probability".
+        target: instead of a class, a channel or a neuron (`kvis.objectives.channel(layer,
+            c)`, `neuron(...)`) or a callable on the model's output giving (N,).
+        layer: the spatial layer of the CAM methods (default: the last one, also inside a
+            nested base model); the gradient methods take none.
+        batch_size: images per compiled pass.
+        memory_mb: the budget of one pass (its images and activations).
+        progress: show progress.
+        **method_options: the method's own options, e.g. `samples=`, `noise=`, `seed=` for
+            SmoothGrad, `baseline=`, `steps=` for Integrated Gradients, `upsampling=` for the
+            CAMs.
+
+    Returns:
+        An `Explanation` with `maps` (N, H, W) in [0, 1], `classes` and `method`.
+
+    Raises:
+        KvisError: an unknown method, an option or a layer the method does not take, and what
+            the method raises.
+
+    Example:
+        >>> result = kvis.attention(model, kvis.load_image("boot.png", model), "score-cam",
+        ...                         score="probability")
+    """
+    if method not in METHODS:
+        raise KvisError(f"unknown attention method {method!r}; choose from "
+                        f"{', '.join(ATTENTION_METHODS)}")
+    function = METHODS[method]
+    takes = inspect.signature(function).parameters
+    if layer is not None:
+        if "layer" not in takes:
+            raise KvisError(f"{method} attributes to the input pixels and takes no layer; the "
+                            f"layer is for {', '.join(m for m in METHODS if _takes_layer(m))}")
+        method_options["layer"] = layer
+    if unknown := [name for name in method_options if name not in takes]:
+        options = [name for name in takes
+                   if name not in ("model", "images", "classes", "score", "target",
+                                   "batch_size", "memory_mb", "progress")]
+        raise KvisError(f"{method} has no option {unknown[0]!r}; its options: "
+                        f"{', '.join(options) or 'none'}")
+    return function(model, images, classes=classes, score=score, target=target,
+                    batch_size=batch_size, memory_mb=memory_mb, progress=progress,
+                    **method_options)
+
+
+def overlay(pixels, heatmap, *, alpha=0.4, colormap=cv2.COLORMAP_JET):
+    """An image blended with a colour-mapped heatmap.
+
+    Args:
+        pixels: uint8 (H, W, C), C 1 (grayscale) or 3 (RGB).
+        heatmap: float (h, w) in [0, 1] (clipped); resized to (H, W) (bilinear) if needed.
+        alpha: weight of the heatmap colours, in [0, 1].
+        colormap: an OpenCV colormap, e.g. `cv2.COLORMAP_JET`.
+
+    Returns:
+        uint8 (H, W, 3) RGB: (1 - alpha) * image + alpha * colormap(heatmap), rounded.
+
+    Raises:
+        KvisError: pixels that are not uint8 (H, W, 1 or 3), or a heatmap that is not 2-D.
+    """
+    pixels, heatmap = np.asarray(pixels), np.asarray(heatmap, np.float32)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] not in (1, 3):
+        raise KvisError(f"overlay needs uint8 pixels (H, W, 1 or 3); got {pixels.dtype} "
+                        f"{pixels.shape}")
+    if heatmap.ndim != 2:
+        raise KvisError(f"a heatmap must be (H, W); got shape {heatmap.shape}")
+    heatmap = upsample(heatmap, pixels.shape[:2])
+    levels = np.round(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)
+    colours = cv2.cvtColor(cv2.applyColorMap(levels, colormap), cv2.COLOR_BGR2RGB)
+    image = np.broadcast_to(pixels, (*pixels.shape[:2], 3)).astype(np.float64)
+    blend = (1.0 - alpha) * image + alpha * colours.astype(np.float64)
+    return np.clip(np.round(blend), 0, 255).astype(np.uint8)
+
+
+def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2):
+    """Each image beside its attention map overlaid (JET), with a colour bar for the map.
+
+    The image tiles are titled with the image names, the overlays with the class explained
+    (its name where known) and its score; the figure title names the method and, for the CAM
+    family, the layer ("boot.png: grad-cam at block3_conv1" for one image).
+
+    Args:
+        result: an `Explanation` (from `attention` or any method); nothing else is needed.
+        fig: a Figure or SubFigure to draw in; by default a new Figure.
+        title: the figure's title (default as above).
+        alpha: weight of the heatmap colours in the overlays.
+        tile_inches: the size of each tile.
+
+    Returns:
+        The Figure (or SubFigure) drawn in.
+
+    Example:
+        >>> kvis.plot_attention(kvis.attention(model, image, "grad-cam"))
+    """
+    count = len(result.maps)
+    pairs = min(count, 3)
+    rows = -(-count // pairs)
+    if fig is None:
+        fig = NotebookFigure(figsize=(2 * pairs * tile_inches + 0.9, rows * tile_inches + 0.7),
+                             layout="constrained")
+    axes = fig.subplots(rows, 2 * pairs, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for i in range(count):
+        pixels = result.pixels[i]
+        shown, cmap = (pixels[..., 0], "gray") if pixels.shape[-1] == 1 else (pixels, None)
+        axes[2 * i].imshow(shown, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
+        axes[2 * i].set_title(result.names[i], fontsize=8)
+        axes[2 * i + 1].imshow(overlay(pixels, result.maps[i], alpha=alpha),
+                               interpolation="nearest")
+        axes[2 * i + 1].set_title(f"{result.class_labels[i]} ({result.score} "
+                                  f"{result.scores[i]:.3f})", fontsize=8)
+    colours = ScalarMappable(Normalize(0.0, 1.0), cmap="jet")
+    fig.colorbar(colours, ax=axes.tolist(), shrink=0.8, label=f"{result.method} map")
+    fig.suptitle(title or _title(result))
+    return fig
+
+
+def _title(result):
+    where = f" at {result.layer}" if result.layer else ""
+    if len(result.maps) == 1:
+        return f"{result.names[0]}: {result.method}{where} for {result.class_labels[0]}"
+    return f"{result.method}{where}"
+
+
+def _takes_layer(method):
+    return "layer" in inspect.signature(METHODS[method]).parameters

@@ -1,0 +1,303 @@
+"""Occlusion sensitivity (Zeiler & Fergus, "Visualizing and Understanding Convolutional
+Networks", ECCV 2014, Fig. 7): does the model find the object, or use its context?
+
+A square of the mean pixel slides over the image. For every position, one pass records the
+total activation of the layer's strongest feature map (strongest in the unoccluded image),
+the score of the class and the most likely label: the paper's per-position grids. From the
+score drops kvis also makes Captum's per-pixel sensitivity map (`captum.attr.Occlusion`):
+each pixel gets the mean, over the occluder positions that cover it, of the score of the
+unoccluded image minus the score with the occluder there.
+
+The occluded images are made on the device from the occluder's corners, a batch at a time,
+with a batch size set by a memory budget: memory does not grow with the number of positions.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from kvis.core.anatomy import (
+    check_score,
+    class_scores,
+    last_conv_layer,
+    require_classifier,
+    spatial_node,
+)
+from kvis.core.errors import KvisError
+from kvis.core.graph import model_graph, probe
+from kvis.core.images import one_image
+from kvis.core.models import class_indices, class_label, mean_pixel, preprocessing_for
+from kvis.core.runner import compiled, run_batches
+from kvis.plot.figures import NotebookFigure
+
+
+@dataclass(frozen=True)
+class Occlusion:
+    """What the model says with a square occluder at each position, and the per-pixel map.
+
+    Attributes:
+        feature: float32 (R, C) total activation of `channel` at `layer`, per position.
+        scores: float32 (R, C) the class's score (see `score`) per position.
+        label: int64 (R, C) the class with the highest score, per position.
+        sensitivity: float32 (H, W) per pixel, the mean over the positions whose square covers
+            it of (unoccluded score - occluded score): positive where hiding the pixel lowers
+            the score. Pixels no square covers (a stride larger than the size, or a border
+            the grid does not reach) are 0.
+        tops, lefts: int (R,) and (C,) the occluder's top and left edges in pixels.
+        size: the occluder's side in pixels.
+        fill: float32 (C,) the occluder's pixel value, in [0, 255].
+        layer, channel: the feature map recorded (the strongest in the unoccluded image).
+        class_index, class_label: the class whose score is recorded, and its name ("#c"
+            where kvis does not know the names).
+        score: "probability" (softmax) or "logit" (pre-softmax): what `scores` holds.
+        unoccluded: `(feature, score, label)` for the image itself.
+        label_names: {class index: name} for every class in `label` and `unoccluded`.
+        pixels: uint8 (1, H, W, C) the image, for display.
+        names: the image's name, in a one-element list.
+    """
+
+    feature: np.ndarray
+    scores: np.ndarray
+    label: np.ndarray
+    sensitivity: np.ndarray
+    tops: np.ndarray
+    lefts: np.ndarray
+    size: int
+    fill: np.ndarray
+    layer: str
+    channel: int
+    class_index: int
+    class_label: str
+    score: str
+    unoccluded: tuple
+    label_names: dict
+    pixels: np.ndarray
+    names: list
+
+
+def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classes=None,
+              score="probability", batch_size=None, memory_mb=1024, progress=True):
+    """Slide a square occluder over one image and record the model's responses.
+
+    Follows the paper (Z&F Fig. 7) for the per-position grids, which record the class's
+    probability by default; `score="logit"` records the pre-softmax logit instead. The
+    per-pixel `sensitivity` map follows Captum's `Occlusion` (sliding window, baseline
+    `fill`): its sign is the score drop, in the units of `score`.
+
+    Args:
+        model: a Keras classifier with output (N, classes).
+        images: one image: a `kvis.ModelImage` (`kvis.load_image`), a one-element list of
+            them, or a preprocessed float32 array (1, H, W, C).
+        size: the occluder's side in pixels, at least 1 and at most the image's side.
+        stride: pixels between occluder positions, at least 1.
+        fill: the occluder's pixel value in [0, 255], a number or one per channel (RGB);
+            default `kvis.mean_pixel(model)`, the training data's mean pixel. It goes through
+            the model's preprocessing (`kvis.preprocessing_for(model)`).
+        layer: the spatial layer whose strongest feature map is recorded (default: the last
+            conv layer).
+        classes: the class whose score is recorded (index or name); default the top
+            prediction for the unoccluded image.
+        score: "probability" (default, as in the paper) or "logit".
+        batch_size: occluded images per pass; default: as many as fit `memory_mb`.
+        memory_mb: budget for one batch of occluded images and all their activations.
+        progress: show progress.
+
+    Returns:
+        An `Occlusion`.
+
+    Raises:
+        KvisError: not one image, an occluder size below 1 or larger than the image, a
+            stride below 1, a fill outside [0, 255], an unknown score, a layer that is not
+            spatial, an unknown class, or a model whose preprocessing kvis cannot tell.
+
+    Example:
+        >>> boot = kvis.load_image("boot.png", model)
+        >>> result = kvis.occlusion(model, boot, size=6, stride=2)
+        >>> kvis.plot_occlusion(result)
+    """
+    batch = one_image(model, images, "occlusion maps")
+    height, width, channels = batch.x.shape[1:]
+    if size < 1:
+        raise KvisError(f"occluder size must be at least 1; got {size}")
+    if size > min(height, width):
+        raise KvisError(f"occluder size {size} does not fit the {height}x{width} image")
+    if stride < 1:
+        raise KvisError(f"the occluder's stride must be at least 1; got {stride}")
+    check_score(score)
+    require_classifier(model, "occlusion")
+    path = spatial_node(model_graph(model), layer or last_conv_layer(model), "occlusion").path
+    fill = _fill(model, fill, channels)
+    wanted = int(class_indices(model, classes, 1)[0])
+    if batch_size is None:
+        batch_size = _batch_size(model, memory_mb)
+
+    tops = np.arange(0, height - size + 1, stride)
+    lefts = np.arange(0, width - size + 1, stride)
+    corners = np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
+    # The first "position" covers nothing: the unoccluded image rides in the first batch.
+    corners = np.concatenate([[[-size, -size]], corners]).astype(np.int32)
+    run = compiled(model, ("occlusion", path, size, score, batch.x.shape[1:]),
+                   lambda: _occluded_pass(model, path, size, score, batch.x.shape[1:]))
+    image = tf.constant(batch.x)
+    value = tf.constant(preprocessing_for(model)(fill[None, None, None])[0, 0, 0])
+    features, scores = run_batches(lambda c: run(c, image, value), (corners,),
+                                   batch_size=batch_size, desc="occlusion", progress=progress)
+    channel = int(np.argmax(features[0]))
+    cls = int(np.argmax(scores[0])) if wanted < 0 else wanted
+    grid = (len(tops), len(lefts))
+    labels = scores[1:].argmax(axis=1).reshape(grid).astype(np.int64)
+    top_label = int(np.argmax(scores[0]))
+    grid_scores = scores[1:, cls].reshape(grid)
+    return Occlusion(
+        feature=features[1:, channel].reshape(grid), scores=grid_scores, label=labels,
+        sensitivity=sensitivity_map(scores[0, cls] - grid_scores, tops, lefts, size,
+                                    (height, width)),
+        tops=tops, lefts=lefts, size=int(size), fill=fill, layer=path, channel=channel,
+        class_index=cls, class_label=class_label(model, cls), score=score,
+        unoccluded=(float(features[0, channel]), float(scores[0, cls]), top_label),
+        label_names={int(c): class_label(model, int(c))
+                     for c in sorted({*np.unique(labels).tolist(), top_label})},
+        pixels=batch.pixels, names=list(batch.names))
+
+
+def sensitivity_map(drops, tops, lefts, size, shape):
+    """Captum's occlusion attribution from the score drop at each occluder position.
+
+    Args:
+        drops: (R, C) unoccluded score minus the score with the square at (tops[r], lefts[c]).
+        tops, lefts: int (R,) and (C,) the squares' top and left edges.
+        size: the squares' side.
+        shape: the image's (height, width).
+
+    Returns:
+        float32 (H, W): per pixel, the mean drop over the squares that cover it; 0 where
+        none does.
+    """
+    height, width = shape
+    total = np.zeros((height + 1, width + 1))
+    count = np.zeros((height + 1, width + 1))
+    top, left = np.meshgrid(tops, lefts, indexing="ij")
+    # Each square adds its drop to a rectangle: four corners of a 2-D difference array.
+    for rows, cols, sign in ((top, left, 1), (top, left + size, -1), (top + size, left, -1),
+                             (top + size, left + size, 1)):
+        np.add.at(total, (rows.ravel(), cols.ravel()), sign * np.ravel(drops))
+        np.add.at(count, (rows.ravel(), cols.ravel()), sign)
+    total = total.cumsum(0).cumsum(1)[:height, :width]
+    count = np.rint(count.cumsum(0).cumsum(1)[:height, :width])
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
+
+
+def plot_occlusion(result, *, fig=None, title=None):
+    """The paper's Fig. 7 and the per-pixel map: the image with the occluder, the feature
+    map's and the class score's grids over it, the sensitivity map, and the grid of the most
+    likely label with a legend of class names.
+
+    Args:
+        result: an `Occlusion`.
+        fig: a Figure or SubFigure to draw in (default: a new Figure).
+        title: the figure's title (default: the image, the class and the score).
+
+    Returns:
+        The Figure (or SubFigure) drawn in; each grid value sits at the centre of its occluder
+        position. Axes: image, feature, score, sensitivity, label.
+    """
+    if fig is None:
+        fig = NotebookFigure(figsize=(16, 3.8), layout="constrained")
+    axes = fig.subplots(1, 5)
+    pixels = result.pixels[0]
+    image = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+    axes[0].imshow(image, cmap="gray")
+    axes[0].add_patch(_square(result.tops[0], result.lefts[0], result.size, result.fill))
+    axes[0].set_title(f"image, occluder {result.size}x{result.size}", fontsize=9)
+    extent = _extent(result)
+    score_name = _score_name(result.score, result.class_label)
+    for ax, values, label in (
+            (axes[1], result.feature, f"{result.layer} #{result.channel}: total activation"),
+            (axes[2], result.scores, score_name)):
+        ax.imshow(image, cmap="gray")
+        shown = ax.imshow(values, extent=extent, alpha=0.6, cmap="jet", interpolation="nearest")
+        fig.colorbar(shown, ax=ax, shrink=0.8)
+        ax.set_title(label, fontsize=9)
+    reach = float(np.abs(result.sensitivity).max()) or 1.0
+    axes[3].imshow(image, cmap="gray")
+    shown = axes[3].imshow(result.sensitivity, alpha=0.7, cmap="coolwarm", vmin=-reach,
+                           vmax=reach, interpolation="nearest")
+    fig.colorbar(shown, ax=axes[3], shrink=0.8)
+    axes[3].set_title(f"sensitivity: drop of {score_name}", fontsize=9)
+    labels = np.unique(result.label)
+    colours = np.searchsorted(labels, result.label)
+    axes[4].imshow(colours, extent=extent, cmap="tab20", vmin=0, vmax=19,
+                   interpolation="nearest")
+    axes[4].set_title("most likely label", fontsize=9)
+    handles = [axes[4].scatter([], [], color=axes[4].images[0].cmap(i % 20),
+                               label=result.label_names[int(c)]) for i, c in enumerate(labels)]
+    axes[4].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(title or f"{result.names[0]}: occlusion sensitivity of {result.class_label} "
+                          "(Zeiler & Fergus 2014, Fig. 7)")
+    return fig
+
+
+def _fill(model, fill, channels):
+    """The occluder's pixel value as float32 (C,), checked to lie in [0, 255]."""
+    if fill is None:
+        return np.broadcast_to(np.asarray(mean_pixel(model), np.float32), (channels,)).copy()
+    values = np.asarray(fill, np.float32)
+    if values.ndim > 1 or values.size not in (1, channels):
+        raise KvisError(f"occluder fill must be one pixel value or {channels} (one per "
+                        f"channel); got {np.asarray(fill).tolist()}")
+    if not np.all((values >= 0) & (values <= 255)):
+        raise KvisError(f"occluder fill must be pixel values in [0, 255]; got "
+                        f"{np.asarray(fill).tolist()}")
+    return np.broadcast_to(values, (channels,)).copy()
+
+
+def _occluded_pass(model, path, size, score, image_shape):
+    graph = model_graph(model)
+    head, read = class_scores(graph, score)
+    outputs_of = probe(model, [path, head])
+    height, width, channels = image_shape
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 2), tf.int32),
+                                  tf.TensorSpec((1, *image_shape)),
+                                  tf.TensorSpec((channels,))])
+    def run(corners, image, fill):
+        rows = tf.range(height)[None, :, None]
+        cols = tf.range(width)[None, None, :]
+        top, left = corners[:, 0, None, None], corners[:, 1, None, None]
+        inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+        occluded = tf.where(inside[..., None], fill, image)
+        outputs = outputs_of(occluded, training=False)
+        return tf.reduce_sum(outputs[path], axis=(1, 2)), read(outputs[head])
+
+    return run
+
+
+def _batch_size(model, memory_mb):
+    """Images per pass so that their activations (all layers, float32) fit the budget."""
+    floats = sum(int(np.prod(node.output.shape[1:])) for node in model_graph(model).nodes.values()
+                 if not node.is_container and hasattr(node.output, "shape"))
+    return max(1, int(memory_mb * 2 ** 20 // (4 * floats)))
+
+
+def _score_name(score, label):
+    return f"p({label})" if score == "probability" else f"logit({label})"
+
+
+def _extent(result):
+    """imshow extent placing each value at its occluder's centre, in pixel coordinates."""
+    half = result.size / 2 - 0.5
+    step_y = result.tops[1] - result.tops[0] if len(result.tops) > 1 else result.size
+    step_x = result.lefts[1] - result.lefts[0] if len(result.lefts) > 1 else result.size
+    return (result.lefts[0] + half - step_x / 2, result.lefts[-1] + half + step_x / 2,
+            result.tops[-1] + half + step_y / 2, result.tops[0] + half - step_y / 2)
+
+
+def _square(top, left, size, fill):
+    from matplotlib.patches import Rectangle
+
+    colour = np.broadcast_to(np.asarray(fill, np.float64) / 255, (3,))
+    return Rectangle((left - 0.5, top - 0.5), size, size, fill=True, color=tuple(colour),
+                     alpha=0.9)

@@ -1,0 +1,72 @@
+"""`kvis attention`: which pixels drive a class score, overlaid on the image."""
+
+import re
+from pathlib import Path
+
+import click
+
+from kvis.cli import common
+from kvis.cli.common import main
+from kvis.core.vocabulary import ATTENTION_METHODS
+
+
+@main.command()
+@common.model_options
+@click.argument("image", type=click.Path(exists=True))
+@click.option("--method", "-m", type=click.Choice(ATTENTION_METHODS), default="grad-cam",
+              show_default=True, help="Attention method.")
+@common.score_option()
+@click.option("--class", "classes",
+              help="Class to explain, index or name (default: each image's top prediction); "
+                   "with --batch, one for all images or one per image.")
+@common.layer_option("Conv layer for the CAM methods (default: the last one).")
+@click.option("--batch", is_flag=True,
+              help="IMAGE is a folder: explain every image in it, OUT is a folder.")
+@click.option("--out", "-o", required=True, type=click.Path(),
+              help="Figure file; a folder with --batch.")
+def attention(model, weights, labels, preprocess, image, method, score, classes, layer, batch,
+              out):
+    """Show which pixels drive MODEL's class score for IMAGE, overlaid on the image.
+
+    With --batch, every image of the folder IMAGE gets a figure OUT/<image>_<class>_<method>.png
+    titled with the image and class names.
+
+    \b
+    kvis attention demo boot.png --method grad-cam --out cam.png
+    kvis attention resnet50 cat.jpg --method score-cam --class tabby --out cam.png
+    kvis attention simpsons.keras photos/ --batch --method grad-cam++ --out cams/
+    """
+    from kvis.attribution.attention import attention as explain
+    from kvis.attribution.attention import plot_attention
+    from kvis.core.images import load_image
+    from kvis.core.io import save_figure
+
+    sources = common.image_folder(image) if batch else [Path(image)]
+    out = common.writable(Path(out) / "overlay.png").parent if batch else common.figure_path(out)
+    net = common.load_network(model, weights, labels, preprocess)
+    chosen = None if classes is None else common.class_list(classes)
+    result = explain(net, [load_image(source, net) for source in sources], method,
+                     classes=chosen[0] if chosen and len(chosen) == 1 else chosen,
+                     score=score, layer=layer)
+    if not batch:
+        save_figure(plot_attention(result), out)
+        where = f" at {result.layer}" if result.layer else ""
+        click.echo(f"{_line(result, 0)}: {method}{where}")
+        click.echo(f"wrote {out}")
+        return
+    for i, name in enumerate(result.names):
+        label = result.class_labels[i]
+        target = out / f"{Path(name).stem}_{_file_part(label)}_{method}.png"
+        save_figure(plot_attention(result[i], title=f"{name}: {label} ({method})",
+                                   tile_inches=1.6), target)
+        click.echo(f"{_line(result, i)} -> {target}")
+
+
+def _line(result, i):
+    """'boot.png: ankle boot (logit 7.21)'."""
+    return f"{result.names[i]}: {result.class_labels[i]} ({result.score} {result.scores[i]:.3f})"
+
+
+def _file_part(label):
+    """A class label as part of a file name: 'ankle boot' -> 'ankle_boot', '#281' -> '281'."""
+    return re.sub(r"[^\w.-]+", "_", label).strip("_") or "class"

@@ -1,0 +1,34 @@
+"""`kvis filters`: the kernels of a conv layer as images."""
+
+import click
+
+from kvis.cli import common
+from kvis.cli.common import main
+from kvis.core.vocabulary import FILTER_VIEWS
+
+
+@main.command()
+@common.model_options
+@common.layer_option("A conv layer's name or path.", required=True)
+@common.figure_option
+@click.option("--mode", type=click.Choice(FILTER_VIEWS),
+              default="auto", show_default=True,
+              help="grid: one tile per filter (1 or 3 input channels); channels: a tile per "
+                   "input channel; summary: kernel norms and the strongest filters.")
+@common.count_option("Show at most this many filters.", default=64)
+def filters(model, weights, labels, preprocess, layer, out, mode, count):
+    """Draw the filters (kernels) of a conv LAYER of MODEL.
+
+    The kernels of a caffe-style model (VGG16, ResNet50: BGR input) are drawn in RGB.
+
+    \b
+    kvis filters vgg16 --layer block1_conv1 --out filters.png
+    kvis filters demo --layer block2_conv1 --mode summary --out block2.png
+    """
+    from kvis.core.io import save_figure
+    from kvis.layers.filters import conv_filters, plot_filters
+
+    out = common.figure_path(out)
+    net = common.load_network(model, weights, labels, preprocess)
+    save_figure(plot_filters(conv_filters(net, layer), mode=mode, count=count), out)
+    click.echo(f"wrote {out}")

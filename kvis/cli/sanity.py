@@ -1,0 +1,49 @@
+"""`kvis sanity`: do attention maps depend on the model? (Adebayo et al. 2018)"""
+
+import click
+
+from kvis.cli import common
+from kvis.cli.common import main
+from kvis.core.vocabulary import ATTENTION_METHODS
+
+
+@main.command()
+@common.model_options
+@common.image_argument
+@click.option("--methods", default="saliency,guided-backprop,grad-cam,integrated-gradients",
+              show_default=True,
+              help=f"Comma-separated attention methods to check: {', '.join(ATTENTION_METHODS)}.")
+@common.score_option()
+@click.option("--class", "classes", help="Class to explain (default: the top prediction).")
+@common.layers_option("Randomize down to these layers only (default: every weighted "
+                      "layer), comma-separated.")
+@common.figure_option
+def sanity(model, weights, labels, preprocess, image, methods, score, classes, layers, out):
+    """Check that attention maps depend on the model (Adebayo et al. 2018).
+
+    The weighted layers of a copy of MODEL are re-initialized from the top down, one after
+    another, and each method's map is compared with its original (rank correlation). A
+    faithful method's correlation falls.
+    """
+    from kvis.attribution.sanity import cascading_randomization, plot_sanity_check
+    from kvis.core.images import load_image
+    from kvis.core.io import save_figure
+
+    out = common.figure_path(out)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    if unknown := [m for m in chosen if m not in ATTENTION_METHODS]:
+        raise click.BadParameter(f"unknown method {unknown[0]!r}; choose from "
+                                 f"{', '.join(ATTENTION_METHODS)}", param_hint="--methods")
+    net = common.load_network(model, weights, labels, preprocess)
+    picture = load_image(image, net)
+    result = cascading_randomization(
+        net, picture, chosen, classes=None if classes is None else common.class_list(classes)[0],
+        score=score, layers=layers)
+    save_figure(plot_sanity_check(
+        result, title=f"{picture.name}: cascading randomization, {result.class_labels[0]} "
+                      f"({result.score})"), out)
+    click.echo(f"rank correlation with the original map after randomizing down to each layer "
+               f"({result.class_labels[0]}, {result.score}):")
+    for name, row in zip(result.methods, result.correlations):
+        click.echo(f"  {name:20} " + " ".join(f"{value:5.2f}" for value in row))
+    click.echo(f"wrote {out}")

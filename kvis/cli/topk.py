@@ -1,0 +1,42 @@
+"""`kvis topk`: the strongest activations of every feature map over a dataset (Zeiler & Fergus,
+Fig. 2)."""
+
+from pathlib import Path
+
+import click
+
+from kvis.cli import common
+from kvis.cli.common import main
+
+
+@main.command()
+@common.model_options
+@common.scan_options
+@common.count_option("Channels per layer figure, the most strongly activated first.",
+                     default=16)
+def topk(model, weights, labels, preprocess, data, layers, keep, batch_size, out, resume,
+         count):
+    """The strongest activations of every feature map of MODEL over DATA (Zeiler & Fergus,
+    Fig. 2): one streaming pass, then each activation's deconvnet projection beside its
+    image patch.
+
+    DATA is a folder of images (recursive; one subfolder per class gives labels), an
+    MNIST/Fashion-MNIST IDX images file, or demo. OUT receives index.json (every channel's
+    --keep strongest activations and statistics), checkpoint.npz (for --resume) and one
+    figure per layer.
+
+    \b
+    kvis topk demo demo --out scan/
+    kvis topk vgg16 photos/ --layers block3_conv3,block5_conv3 --out scan/ --resume
+    """
+    from kvis.core.io import save_figure
+    from kvis.dataset.examples import plot_top_examples, top_examples
+
+    net, found = common.run_scan(model, weights, labels, preprocess, data=data, layers=layers,
+                                 keep=keep, batch_size=batch_size, out=out, resume=resume)
+    for layer in found.layers:
+        figure = plot_top_examples(top_examples(net, found, data, layer=layer, count=count,
+                                                batch_size=batch_size))
+        target = Path(out) / f"top{keep}_{layer.replace('/', '__')}.png"
+        save_figure(figure, target)
+        click.echo(f"wrote {target}")

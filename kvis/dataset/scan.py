@@ -1,0 +1,349 @@
+"""The dataset scan: one streaming pass that keeps, for every channel of the chosen layers, the
+`count` strongest activations (Zeiler & Fergus, Fig. 2: 9) and the statistics that diagnose a
+model (dead and rarely active channels).
+
+Each batch goes through one compiled pass that returns, per layer, the batch's top `count` per
+channel (`tf.math.top_k` on the device) and the per-channel sums, maxima and active counts; the
+host merges them into states whose size depends on layers x channels x count, never on the
+dataset. The states merge exactly for any split of the data (`kvis.dataset.topk`), so a scan can
+be checkpointed every few batches and resumed, with exactly the result of an uninterrupted run.
+"""
+
+import dataclasses
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from kvis.core.anatomy import spatial_node, stage_layers
+from kvis.core.errors import KvisError
+from kvis.core.graph import model_graph, probe
+from kvis.core.io import write_atomically
+from kvis.core.progress import progress_bar
+from kvis.core.runner import compiled
+from kvis.dataset.sources import image_source
+from kvis.dataset.topk import TopK, merge
+
+RARE = 0.01  # a channel active at fewer than 1% of the positions it saw is "rarely active"
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Per-channel statistics of one layer over the images scanned; they merge by addition.
+
+    Attributes:
+        positions: how many spatial positions each channel saw (images x h x w).
+        total: float64 (C,) the sum of the activations.
+        peak: float32 (C,) the largest activation (-inf before any image).
+        active: int64 (C,) how many activations were above 0.
+    """
+
+    positions: int
+    total: np.ndarray
+    peak: np.ndarray
+    active: np.ndarray
+
+    @classmethod
+    def empty(cls, channels):
+        return cls(0, np.zeros(channels), np.full(channels, -np.inf, np.float32),
+                   np.zeros(channels, np.int64))
+
+    @property
+    def mean(self):
+        """float64 (C,) the mean activation."""
+        return self.total / max(self.positions, 1)
+
+    @property
+    def fraction_active(self):
+        """float64 (C,) the fraction of positions where the channel was above 0."""
+        return self.active / max(self.positions, 1)
+
+    @property
+    def dead(self):
+        """int (D,) channels never above 0."""
+        return np.flatnonzero(self.active == 0)
+
+    @property
+    def rare(self):
+        """int (R,) channels above 0 somewhere, but at fewer than `RARE` of the positions."""
+        return np.flatnonzero((self.active > 0) & (self.fraction_active < RARE))
+
+    def __add__(self, other):
+        return LayerStats(self.positions + other.positions, self.total + other.total,
+                          np.maximum(self.peak, other.peak), self.active + other.active)
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a dataset scan found.
+
+    Attributes:
+        model: the model's name.
+        layers: the layer paths scanned.
+        count: activations kept per channel.
+        top: `{path: kvis.dataset.topk.TopK}`, the `count` strongest activations of each channel.
+        stats: `{path: LayerStats}`.
+        source: what was scanned (`ImageSource.description`).
+        images: how many images were scanned (skipped files not counted).
+        skipped: `[(image id, name, reason)]` files that could not be read.
+        batches: batches done (a checkpoint resumes after them).
+    """
+
+    model: str
+    layers: tuple
+    count: int
+    top: dict
+    stats: dict
+    source: str
+    images: int = 0
+    skipped: list = dataclasses.field(default_factory=list)
+    batches: int = 0
+
+
+def scan(model, data, layers=None, *, count=9, batch_size=32, checkpoint=None, every=50,
+         resume=False, labels=None, strategy=None, progress=True):
+    """Scan a dataset for the strongest activations of every channel, and its statistics.
+
+    Args:
+        model: a Keras model.
+        data: anything `kvis.dataset.sources.image_source` takes: a folder, an IDX file, "demo", an
+            array of model input (N, H, W, C), or a `tf.data.Dataset`.
+        layers: spatial layer paths (default: `kvis.core.anatomy.stage_layers`, the last layer of
+            each resolution).
+        count: activations kept per channel (9 in Zeiler & Fergus, Fig. 2).
+        batch_size: images per compiled pass (split over the replicas of `strategy`).
+        checkpoint: a file to save the state to every `every` batches (atomically: an
+            interrupted write leaves the previous state); None for no checkpoints.
+        every: batches between checkpoints.
+        resume: continue from `checkpoint` if it exists (it must be of the same model, layers,
+            count, batch size and data).
+        labels: labels of an array source (see `image_source`).
+        strategy: a `tf.distribute.Strategy` (e.g. `MirroredStrategy()` over a machine's
+            GPUs): each batch is split over its replicas and their states merged.
+        progress: show progress (images per second).
+
+    Returns:
+        A `Scan`.
+
+    Raises:
+        KvisError: a non-spatial or unknown layer, count below 1, a checkpoint of another scan,
+            a checkpoint that cannot be written, or what `image_source` raises.
+
+    Example:
+        >>> found = kvis.scan(model, "photos/", ["block3_conv3", "block5_conv3"], count=9)
+        >>> found.stats["block5_conv3"].dead
+    """
+    if every < 1:
+        raise KvisError(f"checkpoints come every 1 batch or more; got {every}")
+    source = image_source(data, labels=labels)
+    state = empty_scan(model, scan_layers(model, layers), source, count=count)
+    fingerprint = _fingerprint(model, state, batch_size)
+    if resume and checkpoint is not None and Path(checkpoint).is_file():
+        state = load_checkpoint(checkpoint, fingerprint)
+    run = batch_runner(model, state.layers, count=count, strategy=strategy)
+    total = _length(source)
+    with progress_bar(total, "scanning", unit="image", progress=progress) as bar:
+        bar.update(min(state.images + len(state.skipped), total or 0))
+        for batch in source.batches(model, batch_size=batch_size, start=state.batches):
+            state = run(state, batch)
+            bar.update(len(batch.x) + len(batch.skipped))
+            if checkpoint is not None and state.batches % every == 0:
+                save_checkpoint(checkpoint, state, fingerprint)
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, state, fingerprint)
+    return state
+
+
+def scan_layers(model, layers=None):
+    """The checked paths of the layers to scan (default: `kvis.core.anatomy.stage_layers`).
+
+    Raises:
+        KvisError: an unknown or non-spatial layer, or none.
+    """
+    graph = model_graph(model)
+    chosen = stage_layers(model) if layers is None else [layers] if isinstance(layers, str) \
+        else layers
+    if not chosen:
+        raise KvisError("no layers given")
+    return tuple(spatial_node(graph, layer, "the dataset scan").path for layer in chosen)
+
+
+def empty_scan(model, paths, source, *, count):
+    """The state of a scan of `count` activations per channel that has seen nothing.
+
+    Raises:
+        KvisError: count below 1.
+    """
+    if count < 1:
+        raise KvisError(f"count must be at least 1; got {count}")
+    graph = model_graph(model)
+    channels = {p: graph.nodes[p].output.shape[-1] for p in paths}
+    return Scan(model.name, tuple(paths), count,
+                {p: TopK.empty(channels[p], count) for p in paths},
+                {p: LayerStats.empty(channels[p]) for p in paths}, source.description)
+
+
+def batch_runner(model, paths, *, count, strategy=None):
+    """`run(state, batch) -> state`: one batch through the compiled scan step (split over the
+    replicas of `strategy`, if any), merged into the state. The one per-batch function of
+    every way to scan: in process, on a `tf.distribute` strategy, in an Apache Beam worker."""
+    step = compiled(model, ("scan", tuple(paths), count),
+                    lambda: _scan_step(model, paths, count))
+
+    def run(state, batch):
+        if not len(batch.x):
+            return _merge_batch(state, batch, [])
+        if strategy is None:
+            return _merge_batch(state, batch, [(batch.ids, step(tf.constant(batch.x)))])
+        shards = np.array_split(np.arange(len(batch.x)), strategy.num_replicas_in_sync)
+        values = strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(batch.x[shards[context.replica_id_in_sync_group]]))
+        # A plain callable: each replica then calls the compiled step on its own shard.
+        outputs = strategy.experimental_local_results(
+            strategy.run(lambda images: step(images), args=(values,)))
+        return _merge_batch(state, batch, [(batch.ids[shard], output) for shard, output
+                                           in zip(shards, outputs) if len(shard)])
+
+    return run
+
+
+def merge_scans(*scans):
+    """The scan of the union of what each scan saw (disjoint image ids: shards of one source).
+
+    Raises:
+        KvisError: scans of different models, layers or counts.
+    """
+    first = scans[0]
+    if len({(s.model, s.layers, s.count) for s in scans}) != 1:
+        raise KvisError("cannot merge scans of different models, layers or counts")
+    return dataclasses.replace(
+        first,
+        top={p: merge(*(s.top[p] for s in scans)) for p in first.layers},
+        stats={p: sum((s.stats[p] for s in scans[1:]), first.stats[p]) for p in first.layers},
+        images=sum(s.images for s in scans),
+        skipped=sorted(sum((s.skipped for s in scans), []), key=lambda entry: entry[0]),
+        batches=sum(s.batches for s in scans))
+
+
+def save_checkpoint(path, state, fingerprint):
+    """Write a scan's state atomically (a failed write leaves the previous file whole).
+
+    Raises:
+        KvisError: the file cannot be written (the message names it and the cause).
+    """
+    arrays = {"fingerprint": np.array(json.dumps(fingerprint)),
+              "progress": np.array(json.dumps({"images": state.images, "batches": state.batches,
+                                               "skipped": state.skipped}))}
+    for i, path_ in enumerate(state.layers):
+        top, stats = state.top[path_], state.stats[path_]
+        arrays.update({f"{i}_values": top.values, f"{i}_images": top.images,
+                       f"{i}_positions": top.positions, f"{i}_positions_seen": stats.positions,
+                       f"{i}_total": stats.total, f"{i}_peak": stats.peak,
+                       f"{i}_active": stats.active})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomically(path, lambda temporary: Path(temporary).write_bytes(buffer.getvalue()))
+
+
+def load_checkpoint(path, fingerprint):
+    """The scan state saved in `path`, refused unless it was saved by the same scan.
+
+    Raises:
+        KvisError: an unreadable file, or a checkpoint of another model, layers, count, batch
+            size or data (named).
+    """
+    try:
+        with np.load(path) as saved:
+            arrays = {name: saved[name] for name in saved.files}
+    except (OSError, ValueError) as error:
+        raise KvisError(f"cannot read checkpoint {path}: {error}") from None
+    found = json.loads(str(arrays["fingerprint"]))
+    if found != fingerprint:
+        differ = [key for key in fingerprint if found.get(key) != fingerprint[key]]
+        raise KvisError(f"checkpoint {path} is of another scan ({', '.join(differ)} differ: "
+                        f"{', '.join(f'{key} {found.get(key)!r}' for key in differ)}); "
+                        "remove it or choose another file")
+    progress = json.loads(str(arrays["progress"]))
+    layers = tuple(fingerprint["layers"])
+    return Scan(fingerprint["model"], layers, fingerprint["count"],
+                {p: TopK(arrays[f"{i}_values"], arrays[f"{i}_images"], arrays[f"{i}_positions"])
+                 for i, p in enumerate(layers)},
+                {p: LayerStats(int(arrays[f"{i}_positions_seen"]), arrays[f"{i}_total"],
+                               arrays[f"{i}_peak"], arrays[f"{i}_active"])
+                 for i, p in enumerate(layers)},
+                fingerprint["source"], progress["images"],
+                [tuple(entry) for entry in progress["skipped"]], progress["batches"])
+
+
+def _fingerprint(model, state, batch_size):
+    """What a checkpoint must match: the model (name, layers, weights), the scan, the data."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return {"model": state.model, "weights": digest.hexdigest()[:16], "layers": list(state.layers),
+            "count": state.count, "batch_size": batch_size, "source": state.source}
+
+
+def _length(source):
+    try:
+        return len(source)
+    except KvisError:
+        return None
+
+
+def _merge_batch(state, batch, parts):
+    """The state after one batch, given `[(image ids, step outputs)]` of its parts."""
+    top, stats = dict(state.top), dict(state.stats)
+    for ids, outputs in parts:
+        for path in state.layers:
+            values, flat, total, peak, active, size = (t.numpy() for t in outputs[path])
+            image, row, col = np.unravel_index(flat, (len(ids), *size))
+            top[path] = merge(top[path], TopK(values, ids[image],
+                                              np.stack([row, col], -1).astype(np.int32)))
+            stats[path] = stats[path] + LayerStats(len(ids) * int(np.prod(size)),
+                                                   total.astype(np.float64), peak, active)
+    return dataclasses.replace(state, top=top, stats=stats, images=state.images + len(batch.x),
+                               skipped=state.skipped + [tuple(s) for s in batch.skipped],
+                               batches=state.batches + 1)
+
+
+def _scan_step(model, paths, k):
+    outputs_of = probe(model, list(paths))
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]))])
+    def step(images):
+        outputs = outputs_of(images, training=False)
+        return {path: _batch_summary(outputs[path], k) for path in paths}
+
+    return step
+
+
+def _batch_summary(maps, k):
+    """What one batch adds to a layer's state: per channel, the batch's k strongest activations
+    (values (C, k') and flat indices into (N, h, w), in the total order of `kvis.dataset.topk`), the
+    sum (float32), the maximum, the count of activations above 0 (int64, exact: counted per
+    image in float32, exact below 2**24 positions), and the map size.
+
+    The top k is found in two stages, exactly: an image holding one of a channel's k strongest
+    activations is among the k images with the largest maximum of that channel (fewer than k
+    images can have a larger one, each holding a stronger activation), so only those images'
+    maps, in image order, are searched, not every position of the batch.
+    """
+    count, height, width, channels = (tf.shape(maps)[0], tf.shape(maps)[1],
+                                      tf.shape(maps)[2], maps.shape[-1])
+    peaks = tf.transpose(tf.reduce_max(maps, axis=(1, 2)))  # (C, N)
+    _, best = tf.math.top_k(peaks, tf.minimum(k, count))
+    best = tf.sort(best, axis=1)  # image order, for the tie order of top_k below
+    per_channel = tf.transpose(tf.reshape(maps, (count, height * width, channels)), (2, 0, 1))
+    chosen = tf.reshape(tf.gather(per_channel, best, batch_dims=1), (channels, -1))
+    values, index = tf.math.top_k(chosen, tf.minimum(k, tf.shape(chosen)[1]))
+    image = tf.gather(best, index // (height * width), batch_dims=1)
+    active = tf.reduce_sum(tf.cast(tf.reduce_sum(tf.cast(maps > 0, tf.float32), (1, 2)),
+                                   tf.int64), 0)
+    return (values, image * height * width + index % (height * width),
+            tf.reduce_sum(maps, (0, 1, 2)), tf.reduce_max(peaks, 1), active,
+            tf.shape(maps)[1:3])

@@ -1,0 +1,1 @@
+"""Looking at layers: the layer table, receptive fields, filters and feature maps."""

@@ -1,0 +1,63 @@
+"""The layer inventory: every layer with its type, output shape, parameters and receptive field."""
+
+from dataclasses import dataclass
+
+from kvis.core.graph import model_graph
+from kvis.layers.receptive_fields import receptive_fields
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of the inventory.
+
+    Attributes:
+        path: layer path (nested layers as `resnet50/conv1_conv`).
+        type: the layer's class name.
+        output_shape: output shape with None for the batch (and any free) dimension.
+        params: number of weights, trainable or not.
+        receptive_field: a `ReceptiveField` for spatial outputs, else None.
+    """
+
+    path: str
+    type: str
+    output_shape: tuple
+    params: int
+    receptive_field: object
+
+
+def layer_table(model):
+    """Every layer of `model`, nested models opened up, in topological order.
+
+    Returns:
+        A list of `LayerInfo`.
+    """
+    fields = receptive_fields(model)
+    return [
+        LayerInfo(path, type(node.layer).__name__, _shape(node.output),
+                  node.layer.count_params(), fields[path])
+        for path, node in model_graph(model).nodes.items()
+    ]
+
+
+def format_layer_table(rows):
+    """The inventory as aligned text columns, for a terminal."""
+    header = ("layer", "type", "output shape", "params", "RF size", "RF stride", "RF offset")
+    lines = [header] + [_cells(row) for row in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
+def _cells(row):
+    rf = row.receptive_field
+    spatial = ("", "", "") if rf is None else (
+        "x".join(str(v) for v in rf.size),
+        "x".join(str(v) for v in rf.stride),
+        ",".join(f"{v:g}" for v in rf.offset),
+    )
+    shape = "(" + ", ".join(str(d) for d in row.output_shape) + ")"
+    return (row.path, row.type, shape, f"{row.params:,}", *spatial)
+
+
+def _shape(output):
+    return tuple(output.shape) if hasattr(output, "shape") else ()

@@ -1,0 +1,1 @@
+"""Figure helpers shared by every technique's plot_* function."""

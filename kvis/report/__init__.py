@@ -1,0 +1,1 @@
+"""kvis report: the sections of one HTML page and the page itself."""

@@ -1,0 +1,52 @@
+"""The report's sections over a dataset: the top-9 examples and the activity statistics."""
+
+from kvis.core.errors import KvisError
+from kvis.dataset.examples import plot_top_examples
+from kvis.dataset.examples import top_examples as examples_of
+from kvis.dataset.scan import RARE
+from kvis.dataset.statistics import filter_spectrum, plot_statistics
+from kvis.report.parts import Part, png
+
+
+def top_examples(job):
+    found = job.found()
+    if job.data is None:
+        raise KvisError("the scan's images are needed to draw its examples; give the scanned "
+                        "dataset (--dataset)")
+    count = 8 if job.fast else 16
+    parts = []
+    for layer in (found.layers[-2:] if job.fast else found.layers):
+        result = examples_of(job.model, found, job.data, layer=layer, count=count,
+                             progress=job.progress)
+        parts.append(Part(
+            f"{layer}: the {found.count} strongest activations over {found.images:,} images "
+            f"({found.source}) of its {len(result.channels)} most active channels, each "
+            "activation's deconvnet projection beside its image patch (Zeiler & Fergus 2014, "
+            "Fig. 2).", png=png(plot_top_examples(result))))
+    return parts, []
+
+
+def statistics(job):
+    found = job.found()
+    rows = [(layer, str(len(stats.active)), _listed(stats.dead), _listed(stats.rare))
+            for layer, stats in ((layer, found.stats[layer]) for layer in found.layers)]
+    parts = [
+        Part(f"Per channel over {found.images:,} images ({found.source}): dead channels are "
+             f"never positive; rare ones are positive at under {RARE:.0%} of positions.",
+             table=(("layer", "channels", "dead", "rarely active"), rows)),
+        Part("Mean activation, peak and fraction of positions active of every channel.",
+             png=png(plot_statistics(found)))]
+    notes = []
+    try:
+        notes.append(f"First-layer filters: {filter_spectrum(job.model).summary()} (energy "
+                     "above it aliases; Zeiler & Fergus 2014, section 4.1).")
+    except KvisError as reason:
+        notes.append(f"no filter spectrum: {reason}")
+    return parts, notes
+
+
+def _listed(channels, shown=16):
+    if not len(channels):
+        return "none"
+    listed = ", ".join(f"#{c}" for c in channels[:shown])
+    return f"{len(channels)}: {listed}{', ...' if len(channels) > shown else ''}"

@@ -1,0 +1,109 @@
+"""The report's sections about the model itself: the prediction, the layers, the filters and
+the feature maps."""
+
+import numpy as np
+
+from kvis.core.anatomy import class_scores, conv_layers, require_classifier, stage_layers
+from kvis.core.errors import KvisError
+from kvis.core.graph import model_graph, probe
+from kvis.core.models import class_label, model_info
+from kvis.layers.feature_maps import (
+    feature_maps,
+    plot_feature_maps,
+    plot_feature_overview,
+    rank_channels,
+)
+from kvis.layers.filters import conv_filters, plot_filters
+from kvis.layers.inventory import layer_table
+from kvis.plot.figures import NotebookFigure, blank_axes
+from kvis.report.parts import Part, png, shape_text
+
+
+def prediction(job):
+    require_classifier(job.model, "the prediction")
+    head, read = class_scores(model_graph(job.model), "probability")
+    probabilities = np.asarray(read(probe(job.model, [head])(job.image.x)[head]))[0]
+    top = np.argsort(-probabilities, kind="stable")[:5]
+    labels = [class_label(job.model, int(c)) for c in top]
+    figure = NotebookFigure(figsize=(6.4, 2.4), layout="constrained")
+    left, right = figure.subplots(1, 2, width_ratios=(1, 1.6))
+    pixels = job.image.pixels
+    left.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0,
+                vmax=255)
+    blank_axes(left)
+    right.barh(range(len(top))[::-1], probabilities[top], color="tab:blue")
+    right.set_yticks(range(len(top))[::-1], labels, fontsize=8)
+    right.set_xlim(0, 1)
+    right.set_xlabel("softmax probability", fontsize=8)
+    return [Part(f"The input as the model sees it, and its top {len(top)} of "
+                 f"{len(probabilities)} classes: {labels[0]} "
+                 f"({probabilities[top[0]]:.1%}).", png=png(figure))], []
+
+
+def model(job):
+    model, info = job.model, model_info(job.model)
+    names = info.class_names
+    summary = [("name", model.name), ("input", shape_text(model.input_shape)),
+               ("output", shape_text(model.output_shape)),
+               ("parameters", f"{model.count_params():,}"),
+               ("preprocessing", info.preprocessing.name if info.preprocessing else "unknown"),
+               ("classes", _class_summary(names, model.output_shape))]
+    rows = [(row.path, row.type, shape_text(row.output_shape), f"{row.params:,}",
+             *_field(row.receptive_field)) for row in layer_table(model)]
+    return [
+        Part("The model as kvis reads it: its preprocessing is recognised from the architecture "
+             "or given (--preprocess), its class names come with it or from --labels.",
+             table=(("", ""), summary)),
+        Part(f"All {len(rows)} layers in order, nested models opened up. Receptive field: the "
+             "input patch one unit sees (size) and the step between neighbouring units (stride), "
+             "in input pixels.",
+             table=(("layer", "type", "output shape", "parameters", "RF size", "RF stride"),
+                    rows)),
+    ], []
+
+
+def filters(job):
+    layers = conv_layers(job.model)
+    if not layers:
+        raise KvisError(f"model {job.model.name!r} has no conv layers")
+    shown = 32 if job.fast else 64
+    first = conv_filters(job.model, layers[0])
+    total = first.kernel.shape[-1]
+    parts = [Part(f"{layers[0]}: {f'{shown} of its {total}' if total > shown else f'all {total}'} "
+                  f"filters of {shape_text(first.kernel.shape[:3])}, "
+                  "each scaled to its own range (mid-gray is zero).",
+                  png=png(plot_filters(first, count=shown)))]
+    if not job.fast and len(layers) > 1:
+        last = conv_filters(job.model, layers[-1])
+        parts.append(Part(f"{layers[-1]}: the norm of each of its {last.kernel.shape[-1]} "
+                          "kernels and the strongest filters, by input channel.",
+                          png=png(plot_filters(last, mode="summary"))))
+    return parts, []
+
+
+def features(job):
+    layers = stage_layers(job.model)
+    maps = feature_maps(job.model, job.image, layers, progress=False)
+    parts = [Part("The input and the last layer of each stage (resolution), its 6 strongest "
+                  "feature maps by mean activation.", png=png(plot_feature_overview(maps)))]
+    count = 8 if job.fast else 16
+    for layer in ([] if job.fast else layers):
+        channels, scores = rank_channels(maps[layer][0])
+        parts.append(Part(
+            f"{layer}: the {min(count, len(channels))} strongest of its {len(channels)} feature "
+            f"maps by mean activation (strongest #{channels[0]}, mean {scores[0]:.3g}).",
+            png=png(plot_feature_maps(maps, layer=layer, count=count))))
+    return parts, []
+
+
+def _field(field):
+    if field is None:
+        return "", ""
+    return "×".join(map(str, field.size)), "×".join(map(str, field.stride))
+
+
+def _class_summary(names, output_shape):
+    if names is None:
+        return f"{output_shape[-1]} (names unknown)"
+    shown = ", ".join(names[:10])
+    return f"{len(names)}: {shown}{', ...' if len(names) > 10 else ''}"

@@ -1,0 +1,2 @@
+"""Images made by gradient ascent: objectives, parameterizations and transforms, the one render
+loop, activation maximization and network inversion."""

@@ -1,0 +1,42 @@
+"""Helpers that only the tests use (kept out of the kvis package)."""
+
+import numpy as np
+import tensorflow as tf
+
+from kvis.core.errors import KvisError
+from kvis.dataset.topk import TopK, merge
+
+
+def batch_top_k(activations, image_ids, k):
+    """The top-k state of one batch by a single `tf.math.top_k` over every position: the
+    one-stage reference for the scan's two-stage search.
+
+    `tf.math.top_k` puts the lower index first among equal values, and the flat index of an
+    activation grows with (image, row, col): with increasing image ids that is exactly the
+    total order that makes states mergeable.
+
+    Args:
+        activations: float (N, h, w, C).
+        image_ids: int (N,), increasing.
+        k: activations to keep per channel.
+
+    Returns:
+        A `TopK` with min(k, N*h*w) entries per channel, padded to k with empties.
+    """
+    image_ids = np.asarray(image_ids, np.int64)
+    if np.any(np.diff(image_ids) <= 0):
+        raise KvisError("the image ids of a batch must increase")
+    count, height, width, channels = activations.shape
+    per_channel = tf.transpose(tf.reshape(tf.cast(activations, tf.float32), (-1, channels)))
+    values, flat = tf.math.top_k(per_channel, k=min(k, count * height * width))
+    image, row, col = np.unravel_index(flat.numpy(), (count, height, width))
+    found = TopK(values.numpy(), image_ids[image], np.stack([row, col], -1).astype(np.int32))
+    return merge(found, TopK.empty(channels, k))
+
+
+def update(state, activations, image_ids):
+    """A top-k state after also seeing a batch of a layer's activations (N, h, w, C)."""
+    if activations.shape[-1] != len(state.values):
+        raise KvisError(f"a batch with {activations.shape[-1]} channels for a top-k state "
+                        f"of {len(state.values)}")
+    return merge(state, batch_top_k(activations, image_ids, state.k))
