@@ -68,6 +68,7 @@ _EXPORTS = {
     "SanityCheck": "kvis.attribution.sanity",
     "plot_sanity_check": "kvis.attribution.sanity",
     "occlusion": "kvis.attribution.occlusion",
+    "occlusion_map": "kvis.attribution.occlusion",
     "Occlusion": "kvis.attribution.occlusion",
     "plot_occlusion": "kvis.attribution.occlusion",
     # Zeiler & Fergus analyses

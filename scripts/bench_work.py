@@ -190,6 +190,7 @@ def row(technique, library, work, seconds, peak, limit_seconds, note=""):
 
 def kvis_rows(model, name, settings, limits, repeats, jit, only=None):
     import kvis
+    from kvis.synthesis.render import default_settings
 
     kvis.configure_model(model, preprocessing="unit" if name == "demo" else "caffe")
     batch, x = settings["batch"], inputs(model, settings["batch"])
@@ -204,7 +205,7 @@ def kvis_rows(model, name, settings, limits, repeats, jit, only=None):
         technique = f"maximize {count} filter{'s' * (count > 1)}"
         if not wanted(only, technique):
             continue
-        options = kvis.default_settings(model, steps=steps, jit_compile=jit)
+        options = default_settings(model, steps=steps, jit_compile=jit)
         # The warm-up maximizes other filters: the timed call is a fresh call on a model
         # already used, as a user's second call is.
         seconds, peak = timed(repeats, kvis.maximize_filters, model, settings["layer"],

@@ -13,6 +13,14 @@ import tensorflow as tf  # noqa: E402
 tf.config.experimental.enable_tensor_float_32_execution(False)
 
 
+def pytest_collection_modifyitems(items):
+    """Integration tests (real VGG16/ResNet50 graphs) are slow: `pytest -m "not slow"` skips
+    them with the other marked tests."""
+    for item in items:
+        if item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.slow)
+
+
 def tiny_cnn(name="tiny"):
     """16x16 RGB -> conv(4) -> maxpool -> conv(6) -> GAP -> dense(3) softmax, seeded weights."""
     keras.utils.set_random_seed(1)

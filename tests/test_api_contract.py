@@ -49,13 +49,9 @@ KNOWN_VIOLATIONS = {
     "Projection: stores its image as pixels with name, not names",
     "ModelImage: stores its image as pixels with name, not names",
     "Inversion: stores an image in field 'original'",
-    "objectives.channel: parameter 'index' (use channels (indices), classes or target)",
-    "objectives.neuron: parameter 'index' (use channels (indices), classes or target)",
-    "objectives.class_logit: parameter 'index' (use channels (indices), classes or target)",
+    "objectives.bound: 4 positional parameters (layers, read, values, key)",
     "class_label: parameter 'index' (use channels (indices), classes or target)",
     "deconvnet: parameter 'top' (use count (how many))",
-    "maximize_filters: parameter 'filters' (use channels (indices), or a name saying it is "
-    "layers (filter_layers))",
 }
 
 

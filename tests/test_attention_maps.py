@@ -10,7 +10,8 @@ from kvis.core.images import load_image
 from kvis.core.vocabulary import ATTENTION_METHODS
 
 # Small options so that every method runs quickly.
-OPTIONS = {"smoothgrad": dict(samples=4), "integrated-gradients": dict(steps=8)}
+OPTIONS = {"smoothgrad": dict(samples=4), "integrated-gradients": dict(steps=8),
+           "occlusion": dict(size=7, stride=7)}
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kvis.core.backward_rules import layer_gradients, run
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
-from kvis.core.backward_rules import layer_gradients, run
 
 
 def test_forward_values_are_the_models_under_every_rule(tiny, images):

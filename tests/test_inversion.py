@@ -60,6 +60,38 @@ def test_an_array_gives_the_same_target_and_original(demo):
     np.testing.assert_allclose(from_array.original, image.pixels / 255.0)
 
 
+def test_a_second_image_traces_nothing(demo, monkeypatch):
+    """The representation pass, the optimization step and the final scoring are compiled once
+    per model, layers and shape; the targets go in as tensors."""
+    from kvis.core import runner
+    from kvis.core.models import load_model
+    from kvis.synthesis import invert as inversion
+    from kvis.synthesis import render
+    from kvis.synthesis.render import Settings
+
+    passes = []
+
+    def recorded(model, key, build):
+        passes.append(runner.compiled(model, key, build))
+        return passes[-1]
+
+    monkeypatch.setattr(render, "compiled", recorded)
+    monkeypatch.setattr(inversion, "compiled", recorded)
+    images, _ = demo_images()
+    quick = Settings(parameterization="pixel", steps=4, jitter=0, scale=0.0, rotate=0.0)
+    layers = ["block1_conv2", "fc1"]
+    invert(demo, load_image(images[5], demo), layers, settings=quick, progress=False)
+    traced = {id(f): (f, f.experimental_get_tracing_count()) for f in passes}
+    assert len(traced) == 3
+    second = invert(demo, load_image(images[6], demo), layers, settings=quick, progress=False)
+    assert {id(f) for f in passes} == set(traced)
+    assert all(f.experimental_get_tracing_count() == count for f, count in traced.values())
+    fresh = load_model("demo")  # a model that never traced anything gives the same numbers
+    again = invert(fresh, load_image(images[6], fresh), layers, settings=quick, progress=False)
+    np.testing.assert_allclose(second.images, again.images, atol=1e-6)
+    np.testing.assert_allclose(second.errors, again.errors, rtol=1e-5)
+
+
 def test_unknown_layer_and_several_images_are_refused(demo):
     images, _ = demo_images()
     with pytest.raises(KvisError, match="no layer 'block4_conv1'.*closest: block"):

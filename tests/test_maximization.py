@@ -36,6 +36,40 @@ def test_batched_equals_one_at_a_time(demo):
     np.testing.assert_allclose(batch.scores[2], alone.scores[0], rtol=1e-3)
 
 
+def test_a_second_call_for_other_channels_traces_nothing(monkeypatch):
+    """The optimization step and the final scoring are compiled once per model, layer and
+    batch shape; channels, seeds and the learning rate go in as tensors."""
+    from conftest import tiny_cnn
+
+    from kvis.core import runner
+    from kvis.core.models import configure_model
+    from kvis.synthesis import render
+
+    passes = []
+
+    def recorded(model, key, build):
+        passes.append(runner.compiled(model, key, build))
+        return passes[-1]
+
+    monkeypatch.setattr(render, "compiled", recorded)
+    model = configure_model(tiny_cnn(), preprocessing="unit")
+    settings = default_settings(model, steps=12, chunk=8)
+    maximize_filters(model, "conv2", [0, 1], settings=settings, progress=False)
+    traced = {id(f): f for f in passes}
+    assert len(traced) == 2 and [f.experimental_get_tracing_count() for f in traced.values()] \
+        == [1, 1]
+    faster = settings.replace(learning_rate=0.1)
+    second = maximize_filters(model, "conv2", [4, 3], settings=faster, seed=9, progress=False)
+    assert {id(f) for f in passes} == set(traced)
+    assert [f.experimental_get_tracing_count() for f in traced.values()] == [1, 1]
+    # The cached passes read the channels, seeds and learning rate of this call: the same
+    # images as on a fresh model that never traced anything.
+    fresh = maximize_filters(configure_model(tiny_cnn(), preprocessing="unit"), "conv2",
+                             [4, 3], settings=faster, seed=9, progress=False)
+    np.testing.assert_allclose(second.images, fresh.images, atol=1e-6)
+    np.testing.assert_allclose(second.scores, fresh.scores, rtol=1e-5)
+
+
 def test_batches_split_large_layers(demo):
     settings = default_settings(demo, steps=8)
     result = maximize_filters(demo, "block1_conv1", range(5), batch_size=2, settings=settings,

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+import kvis
 from kvis.attribution.occlusion import occlusion, plot_occlusion, sensitivity_map
 from kvis.core.demo import demo_images
 from kvis.core.errors import KvisError
@@ -217,3 +218,19 @@ def test_vgg16_positions(vgg16):
     result = occlusion(vgg16, x, size=64, stride=80, progress=False)
     assert result.layer == "block5_conv3" and result.feature.shape == (3, 3)
     assert np.all(np.isfinite(result.scores)) and result.sensitivity.shape == (224, 224)
+
+
+def test_occlusion_as_an_attention_method_is_the_sensitivity_map(demo):
+    images, labels = kvis.demo_images()
+    pair = [kvis.load_image(images[i], demo) for i in (0, 1)]
+    result = kvis.attention(demo, pair, "occlusion", classes=[int(labels[0]), 3], size=6,
+                            stride=3, progress=False)
+    for n, cls in enumerate((int(labels[0]), 3)):
+        direct = occlusion(demo, pair[n], size=6, stride=3, classes=cls, score="logit",
+                           progress=False)
+        np.testing.assert_array_equal(result.values[n, ..., 0], direct.sensitivity)
+        positive = np.maximum(direct.sensitivity, 0)
+        np.testing.assert_allclose(result.maps[n], positive / positive.max(), rtol=1e-6)
+        assert result.classes[n] == cls and result.scores[n] == direct.unoccluded[1]
+    with pytest.raises(KvisError, match="occlusion explains a class"):
+        kvis.attention(demo, pair, "occlusion", target=kvis.objectives.channel("block1_conv1", 0))

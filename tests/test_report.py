@@ -291,6 +291,7 @@ def _browser():
     return sync_playwright, executable, None
 
 
+@pytest.mark.slow
 def test_the_page_shows_whole_in_a_real_browser(demo_page):
     sync_playwright, executable, reason = _browser()
     if reason:

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from kvis.core.anatomy import last_conv_layer, penultimate_layer
 from kvis.core.errors import KvisError
-from kvis.core.graph import model_graph, probe
+from kvis.core.graph import model_graph
 from kvis.core.images import as_images
 from kvis.core.models import mean_pixel, preprocessing_for
-from kvis.core.runner import compiled, run_batches
+from kvis.core.runner import rows_within, run_batches
+from kvis.core.targets import score_pass
 from kvis.plot.figures import NotebookFigure
 
 
@@ -62,7 +62,7 @@ class Correspondence:
 
 
 def correspondence(model, images, boxes, *, layers=None, trials=5, seed=0, batch_size=32,
-                   tolerance=1e-5, progress=True):
+                   memory_mb=1024, tolerance=1e-5, progress=True):
     """Delta scores of Z&F Table 1 for one occluded part, and for random boxes.
 
     The part is set to the model's mean pixel (`kvis.mean_pixel(model)`, through the model's
@@ -82,6 +82,7 @@ def correspondence(model, images, boxes, *, layers=None, trials=5, seed=0, batch
         trials: how many times to draw random boxes.
         seed: seeds the random boxes.
         batch_size: images per compiled pass.
+        memory_mb: the budget of one pass; the occluded images are made a batch at a time.
         tolerance: entries of eps smaller than `tolerance` times the image's largest absolute
             output at the layer count as 0: a unit out of the occluder's reach is then 0 even
             where float32 round-off differs between two forward passes.
@@ -113,8 +114,6 @@ def correspondence(model, images, boxes, *, layers=None, trials=5, seed=0, batch
                       for box, name in zip(boxes, batch.names)], np.int64)
     if trials < 1:
         raise KvisError(f"trials must be at least 1; got {trials}")
-    if batch_size < 1:
-        raise KvisError(f"batch_size must be at least 1; got {batch_size}")
     graph = model_graph(model)
     paths = tuple(graph.node(path).path for path in (
         [last_conv_layer(model), penultimate_layer(model)] if layers is None
@@ -125,13 +124,21 @@ def correspondence(model, images, boxes, *, layers=None, trials=5, seed=0, batch
     placements = np.concatenate([boxes[None], random_boxes(boxes, (height, width),
                                                            trials=trials, seed=seed)])
     fill = preprocessing_for(model)(mean_pixel(model)[None, None, None])[0, 0, 0]
-    occluded = [_occlude(batch.x[i], box, fill) for placed in placements
-                for i, box in enumerate(placed)]
-    shape = batch.x.shape[1:]
-    outputs_of = compiled(model, ("correspondence", paths, shape),
-                          lambda: _flat_pass(model, paths, shape))
-    flats = run_batches(outputs_of, (np.concatenate([batch.x, np.stack(occluded)]),),
-                        batch_size=batch_size, desc="correspondence", progress=progress)
+
+    def occluded(rows):
+        """Rows 0..N-1 are the images; then each placement's N occluded images."""
+        made = []
+        for row in range(rows.start, rows.stop):
+            placement, image = divmod(row, count)
+            made.append(batch.x[image] if placement == 0
+                        else _occlude(batch.x[image], placements[placement - 1][image], fill))
+        return (np.stack(made),)
+
+    outputs = run_batches(score_pass(model, None, layers=paths), occluded,
+                          count=count * (1 + len(placements)),
+                          batch_size=rows_within(model, memory_mb, batch_size=batch_size),
+                          desc="correspondence", progress=progress)
+    flats = [outputs[path].reshape(len(outputs[path]), -1) for path in paths]
 
     scores = np.zeros((6, len(paths)), np.float32)
     for column, flat in enumerate(flats):
@@ -307,18 +314,6 @@ def _occlude(x, box, fill):
     occluded = np.array(x, np.float32)
     occluded[top:bottom, left:right] = fill
     return occluded
-
-
-def _flat_pass(model, paths, shape):
-    """The flattened outputs of `paths` for a batch of model input."""
-    outputs_of = probe(model, list(paths))
-
-    @tf.function(input_signature=[tf.TensorSpec((None, *shape))])
-    def run(x):
-        outputs = outputs_of(x, training=False)
-        return tuple(tf.reshape(outputs[path], (tf.shape(x)[0], -1)) for path in paths)
-
-    return run
 
 
 def _signs(originals, occluded, tolerance):

@@ -11,24 +11,22 @@ changing little (quasi-linearly) under translation and scaling, but not under ro
 the object is rotationally symmetric.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import tensorflow as tf
 
 from kvis.core.anatomy import (
-    check_score,
-    class_scores,
     penultimate_layer,
-    require_classifier,
     stage_layers,
 )
 from kvis.core.errors import KvisError
-from kvis.core.graph import model_graph, probe
+from kvis.core.graph import model_graph
 from kvis.core.images import as_images
-from kvis.core.models import class_indices, class_label, mean_pixel, preprocessing_for
-from kvis.core.runner import compiled, run_batches
+from kvis.core.models import class_label, mean_pixel, preprocessing_for
+from kvis.core.runner import rows_within, run_batches
+from kvis.core.targets import make_target, score_pass
 from kvis.core.vocabulary import TRANSFORMS
 from kvis.plot.figures import NotebookFigure
 
@@ -135,7 +133,7 @@ def transform_image(pixels, transform, value, *, fill):
 
 
 def invariance(model, images, *, transform="translate", values=None, layers=None, classes=None,
-               score="probability", batch_size=32, progress=True):
+               score="probability", batch_size=32, memory_mb=1024, progress=True):
     """Distances at an early and a late layer, and the true class's score, as images are
     transformed more and more strongly (Z&F Fig. 5).
 
@@ -158,6 +156,8 @@ def invariance(model, images, *, transform="translate", values=None, layers=None
             image's top prediction on the untransformed image.
         score: "probability" (default: the paper's Fig. 5 plots it) or "logit".
         batch_size: images per compiled pass.
+        memory_mb: the budget of one pass; the transformed images are made a batch at a
+            time.
         progress: show progress.
 
     Returns:
@@ -174,42 +174,42 @@ def invariance(model, images, *, transform="translate", values=None, layers=None
         >>> kvis.plot_invariance(curves)
     """
     _check_transform(transform)
-    check_score(score)
-    require_classifier(model, "invariance")
     batch = as_images(model, images)
     preprocess = preprocessing_for(model)
-    if batch_size < 1:
-        raise KvisError(f"batch_size must be at least 1; got {batch_size}")
     pixels = batch.pixels
     values = (default_values(transform, pixels.shape[1:3]) if values is None
               else _checked_values(transform, values))
     paths = tuple(_layers(model, layers))
-    wanted = class_indices(model, classes, len(pixels))
-    count, steps, shape = len(pixels), len(values), pixels.shape[1:]
-
-    outputs_of = compiled(model, ("invariance outputs", paths, score, shape),
-                          lambda: _outputs_pass(model, paths, score, shape))
-    originals, first = run_batches(outputs_of, (preprocess(pixels),), batch_size=batch_size,
-                                   desc="invariance, originals", progress=progress)
-    classes = np.where(wanted < 0, first.argmax(axis=-1), wanted).astype(np.int64)
+    target = make_target(model, len(pixels), classes=classes, score=score,
+                         purpose="invariance")
+    batch_size = rows_within(model, memory_mb, batch_size=batch_size)
+    count, steps = len(pixels), len(values)
+    first = run_batches(score_pass(model, target, layers=paths),
+                        (preprocess(pixels), *target.rows(np.arange(count))),
+                        batch_size=batch_size, desc="invariance, originals", progress=progress)
+    target = dataclasses.replace(target, classes=first["classes"])
+    originals = [first[path].reshape(count, -1) for path in paths]
     distances = np.zeros((len(paths), count, steps), np.float32)
-    scores = np.repeat(first[np.arange(count), classes][:, None], steps, axis=1)  # identity
+    scores = np.repeat(first["scores"][:, None], steps, axis=1)  # the identity
 
     fill = mean_pixel(model)
     jobs = np.array([(n, t) for n in range(count) for t in range(steps)
                      if not _is_identity(transform, values[t])], np.int64).reshape(-1, 2)
+
+    def moved(rows):
+        picked = jobs[rows]
+        return preprocess(np.stack([transform_image(pixels[n], transform, values[t], fill=fill)
+                                    for n, t in picked])), *target.rows(picked[:, 0])
+
     if len(jobs):
-        moved = preprocess(np.stack([transform_image(pixels[n], transform, values[t], fill=fill)
-                                     for n, t in jobs]))
-        measure = compiled(model, ("invariance distances", paths, score, shape),
-                           lambda: _distance_pass(model, paths, score, shape,
-                                                  [flat.shape[1] for flat in originals]))
-        references = [tf.constant(flat) for flat in originals]
-        change, after = run_batches(lambda x, n: measure(x, n, *references),
-                                    (moved, jobs[:, 0].astype(np.int32)),
-                                    batch_size=batch_size, desc="invariance", progress=progress)
-        distances[:, jobs[:, 0], jobs[:, 1]] = change.T
-        scores[jobs[:, 0], jobs[:, 1]] = after[np.arange(len(jobs)), classes[jobs[:, 0]]]
+        after = run_batches(score_pass(model, target, layers=paths), moved, count=len(jobs),
+                            batch_size=batch_size, desc="invariance", progress=progress)
+        for row, (path, original) in enumerate(zip(paths, originals)):
+            change = after[path].reshape(len(jobs), -1) - original[jobs[:, 0]]
+            distances[row, jobs[:, 0], jobs[:, 1]] = np.linalg.norm(
+                change.astype(np.float64), axis=1)
+        scores[jobs[:, 0], jobs[:, 1]] = after["scores"]
+    classes = target.classes
     return InvarianceCurves(transform, values, paths, distances, scores.astype(np.float32),
                             score, classes, [class_label(model, int(c)) for c in classes],
                             list(batch.names), pixels)
@@ -248,39 +248,6 @@ def plot_invariance(result, *, fig=None, title=None):
     fig.legend(*axes[-1].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
     fig.suptitle(title or f"invariance to {result.transform} (Zeiler & Fergus 2014, Fig. 5)")
     return fig
-
-
-def _outputs_pass(model, paths, score, shape):
-    """The flattened outputs of `paths` and the class scores, of a batch of model input."""
-    head, read = class_scores(model_graph(model), score)
-    outputs_of = probe(model, [*paths, head])
-
-    @tf.function(input_signature=[tf.TensorSpec((None, *shape))])
-    def run(x):
-        outputs = outputs_of(x, training=False)
-        flat = tuple(tf.reshape(outputs[path], (tf.shape(x)[0], -1)) for path in paths)
-        return flat, read(outputs[head])
-
-    return run
-
-
-def _distance_pass(model, paths, score, shape, sizes):
-    """Distances of a batch's layer outputs to those of its originals (rows `index` of the
-    flattened originals, one array per layer), and the batch's class scores."""
-    head, read = class_scores(model_graph(model), score)
-    outputs_of = probe(model, [*paths, head])
-
-    @tf.function(input_signature=[tf.TensorSpec((None, *shape)), tf.TensorSpec((None,), tf.int32),
-                                  *(tf.TensorSpec((None, size)) for size in sizes)])
-    def run(x, index, *originals):
-        outputs = outputs_of(x, training=False)
-        distances = [
-            tf.norm(tf.cast(tf.reshape(outputs[path], (tf.shape(x)[0], -1))
-                            - tf.gather(original, index), tf.float64), axis=1)
-            for path, original in zip(paths, originals)]
-        return tf.cast(tf.stack(distances, axis=1), tf.float32), read(outputs[head])
-
-    return run
 
 
 def _layers(model, layers):

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 
-from kvis.attribution import cam, gradients
+from kvis.attribution import cam, gradients, occlusion
 from kvis.attribution.cam import upsample
 from kvis.core.errors import KvisError
 from kvis.core.vocabulary import ATTENTION_METHODS
@@ -28,6 +28,7 @@ METHODS = {
     "guided-backprop": gradients.guided_backprop,
     "smoothgrad": gradients.smoothgrad,
     "integrated-gradients": gradients.integrated_gradients,
+    "occlusion": occlusion.occlusion_map,
 }
 
 
@@ -40,8 +41,9 @@ def attention(model, images, method="grad-cam", *, classes=None, score="logit", 
         images: what `kvis.load_image` returns (one or a list), or preprocessed float32
             (N, H, W, C) model input.
         method: one of `kvis.ATTENTION_METHODS`: "grad-cam", "grad-cam++", "score-cam",
-            "guided-grad-cam" (the layer's family) or "saliency", "guided-backprop",
-            "smoothgrad", "integrated-gradients" (pixel gradients).
+            "guided-grad-cam" (the layer's family), "saliency", "guided-backprop",
+            "smoothgrad", "integrated-gradients" (pixel gradients) or "occlusion" (score drops
+            under a sliding square).
         classes: None (each image's top prediction), one class (index or name) for all, or
             one per image.
         score: "logit" (pre-softmax) or "probability".

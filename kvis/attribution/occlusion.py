@@ -15,20 +15,18 @@ with a batch size set by a memory budget: memory does not grow with the number o
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
+from kvis.attribution.explanation import make_explanation, unit_maps
 from kvis.core.anatomy import (
-    check_score,
-    class_scores,
     last_conv_layer,
-    require_classifier,
     spatial_node,
 )
 from kvis.core.errors import KvisError
-from kvis.core.graph import model_graph, probe
-from kvis.core.images import one_image
-from kvis.core.models import class_indices, class_label, mean_pixel, preprocessing_for
-from kvis.core.runner import compiled, run_batches
+from kvis.core.graph import model_graph
+from kvis.core.images import as_images, one_image
+from kvis.core.models import class_label, mean_pixel, preprocessing_for
+from kvis.core.runner import rows_within, run_batches
+from kvis.core.targets import make_target, score_pass
 from kvis.plot.figures import NotebookFigure
 
 
@@ -77,7 +75,7 @@ class Occlusion:
 
 
 def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classes=None,
-              score="probability", batch_size=None, memory_mb=1024, progress=True):
+              score="probability", batch_size=32, memory_mb=1024, progress=True):
     """Slide a square occluder over one image and record the model's responses.
 
     Follows the paper (Z&F Fig. 7) for the per-position grids, which record the class's
@@ -99,7 +97,7 @@ def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classe
         classes: the class whose score is recorded (index or name); default the top
             prediction for the unoccluded image.
         score: "probability" (default, as in the paper) or "logit".
-        batch_size: occluded images per pass; default: as many as fit `memory_mb`.
+        batch_size: occluded images per pass, at most; fewer where `memory_mb` needs it.
         memory_mb: budget for one batch of occluded images and all their activations.
         progress: show progress.
 
@@ -124,27 +122,32 @@ def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classe
         raise KvisError(f"occluder size {size} does not fit the {height}x{width} image")
     if stride < 1:
         raise KvisError(f"the occluder's stride must be at least 1; got {stride}")
-    check_score(score)
-    require_classifier(model, "occlusion")
+    target = make_target(model, 1, classes=classes, score=score, purpose="occlusion")
     path = spatial_node(model_graph(model), layer or last_conv_layer(model), "occlusion").path
     fill = _fill(model, fill, channels)
-    wanted = int(class_indices(model, classes, 1)[0])
-    if batch_size is None:
-        batch_size = _batch_size(model, memory_mb)
 
     tops = np.arange(0, height - size + 1, stride)
     lefts = np.arange(0, width - size + 1, stride)
     corners = np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
     # The first "position" covers nothing: the unoccluded image rides in the first batch.
-    corners = np.concatenate([[[-size, -size]], corners]).astype(np.int32)
-    run = compiled(model, ("occlusion", path, size, score, batch.x.shape[1:]),
-                   lambda: _occluded_pass(model, path, size, score, batch.x.shape[1:]))
-    image = tf.constant(batch.x)
-    value = tf.constant(preprocessing_for(model)(fill[None, None, None])[0, 0, 0])
-    features, scores = run_batches(lambda c: run(c, image, value), (corners,),
-                                   batch_size=batch_size, desc="occlusion", progress=progress)
+    corners = np.concatenate([[[-size, -size]], corners])
+    image = batch.x[0]
+    value = preprocessing_for(model)(fill[None, None, None])[0, 0, 0].astype(np.float32)
+    rows_of, cols_of = np.arange(height)[None, :, None], np.arange(width)[None, None, :]
+
+    def occluded(rows):
+        top, left = corners[rows, 0, None, None], corners[rows, 1, None, None]
+        inside = (rows_of >= top) & (rows_of < top + size) & (cols_of >= left) \
+            & (cols_of < left + size)
+        return np.where(inside[..., None], value, image), *target.rows(np.zeros_like(top[:, 0, 0]))
+
+    outputs = run_batches(
+        score_pass(model, target, layers=[path], layer_sums=True, every_score=True), occluded,
+        count=len(corners), batch_size=rows_within(model, memory_mb, batch_size=batch_size),
+        desc="occlusion", progress=progress)
+    features, scores = outputs[path], outputs["every_score"]
     channel = int(np.argmax(features[0]))
-    cls = int(np.argmax(scores[0])) if wanted < 0 else wanted
+    cls = int(np.argmax(scores[0])) if target.classes is None else int(target.classes[0])
     grid = (len(tops), len(lefts))
     labels = scores[1:].argmax(axis=1).reshape(grid).astype(np.int64)
     top_label = int(np.argmax(scores[0]))
@@ -159,6 +162,52 @@ def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classe
         label_names={int(c): class_label(model, int(c))
                      for c in sorted({*np.unique(labels).tolist(), top_label})},
         pixels=batch.pixels, names=list(batch.names))
+
+
+def occlusion_map(model, images, *, classes=None, score="logit", target=None, size=None,
+                  stride=None, fill=None, batch_size=32, memory_mb=1024, progress=True):
+    """Occlusion as an attention method: Captum's per-pixel sensitivity of each image.
+
+    Runs `occlusion` on each image and keeps its `sensitivity` map (the mean score drop over
+    the occluder positions covering each pixel), so that occlusion stands beside the other
+    methods in `kvis.attention`, `plot_attention` and the sanity check. For the paper's
+    per-position grids (Z&F Fig. 7) call `kvis.occlusion`.
+
+    Args:
+        model, images, classes, score, batch_size, memory_mb, progress: as for
+            `kvis.saliency`; `score` defaults to the logit like every attention method
+            (`kvis.occlusion` defaults to the paper's probability).
+        target: not supported: occlusion explains a class.
+        size: the occluder's side in pixels (default: a seventh of the image's shorter side,
+            32 at 224 px).
+        stride: pixels between positions (default: a quarter of `size`).
+        fill: as for `kvis.occlusion`.
+
+    Returns:
+        An `Explanation` with method "occlusion": `values` (N, H, W, C) the sensitivity,
+        the same in every channel; `maps` its positive part divided by its maximum.
+
+    Raises:
+        KvisError: a target, and what `kvis.occlusion` raises.
+    """
+    if target is not None:
+        raise KvisError("occlusion explains a class: give classes=, not a target")
+    batch = as_images(model, images)
+    size = size or max(1, round(min(batch.x.shape[1:3]) / 7))
+    stride = stride or max(1, size // 4)
+    picked = make_target(model, len(batch.x), classes=classes, score=score,
+                         purpose="occlusion").classes
+    found = [occlusion(model, batch.x[n:n + 1], size=size, stride=stride, fill=fill,
+                       classes=None if picked is None else int(picked[n]), score=score,
+                       batch_size=batch_size, memory_mb=memory_mb, progress=progress)
+             for n in range(len(batch.x))]
+    sensitivity = np.stack([result.sensitivity for result in found])
+    values = np.repeat(sensitivity[..., None], batch.x.shape[-1], axis=-1)
+    outputs = {"classes": [result.class_index for result in found],
+               "scores": [result.unoccluded[1] for result in found]}
+    return make_explanation(model, batch, "occlusion",
+                            make_target(model, len(found), score=score, purpose="occlusion"),
+                            outputs, maps=unit_maps(np.maximum(sensitivity, 0)), values=values)
 
 
 def sensitivity_map(drops, tops, lefts, size, shape):
@@ -252,34 +301,6 @@ def _fill(model, fill, channels):
         raise KvisError(f"occluder fill must be pixel values in [0, 255]; got "
                         f"{np.asarray(fill).tolist()}")
     return np.broadcast_to(values, (channels,)).copy()
-
-
-def _occluded_pass(model, path, size, score, image_shape):
-    graph = model_graph(model)
-    head, read = class_scores(graph, score)
-    outputs_of = probe(model, [path, head])
-    height, width, channels = image_shape
-
-    @tf.function(input_signature=[tf.TensorSpec((None, 2), tf.int32),
-                                  tf.TensorSpec((1, *image_shape)),
-                                  tf.TensorSpec((channels,))])
-    def run(corners, image, fill):
-        rows = tf.range(height)[None, :, None]
-        cols = tf.range(width)[None, None, :]
-        top, left = corners[:, 0, None, None], corners[:, 1, None, None]
-        inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
-        occluded = tf.where(inside[..., None], fill, image)
-        outputs = outputs_of(occluded, training=False)
-        return tf.reduce_sum(outputs[path], axis=(1, 2)), read(outputs[head])
-
-    return run
-
-
-def _batch_size(model, memory_mb):
-    """Images per pass so that their activations (all layers, float32) fit the budget."""
-    floats = sum(int(np.prod(node.output.shape[1:])) for node in model_graph(model).nodes.values()
-                 if not node.is_container and hasattr(node.output, "shape"))
-    return max(1, int(memory_mb * 2 ** 20 // (4 * floats)))
 
 
 def _score_name(score, label):

@@ -39,13 +39,17 @@ def compiled(model, key, build):
         return functions[key]
 
 
-def run_batches(step, arrays, *, batch_size=32, desc="batches", progress=True):
-    """Run `step` over per-image arrays a batch at a time and concatenate its outputs.
+def run_batches(step, inputs, *, count=None, batch_size=32, desc="batches", progress=True):
+    """Run `step` over rows of input a batch at a time and concatenate its outputs.
 
     Args:
-        step: a callable taking one tensor per array (first dimension the batch) and returning
-            a tensor, a tuple of tensors or a dict of tensors, each with the batch first.
-        arrays: a tuple of NumPy arrays with the same first dimension N.
+        step: a callable taking one tensor per input array (first dimension the batch) and
+            returning a tensor, a tuple of tensors or a dict of tensors, each with the batch
+            first.
+        inputs: a tuple of NumPy arrays with the same first dimension N, or a callable
+            `make(rows) -> tuple of arrays` that makes the inputs of the rows in the slice
+            `rows` (then `count` gives N), so that only one batch of inputs exists at a time.
+        count: the number of rows, with a callable `inputs`.
         batch_size: rows per call.
         desc: what the progress bar says.
         progress: show progress (see `kvis.core.progress`).
@@ -53,9 +57,13 @@ def run_batches(step, arrays, *, batch_size=32, desc="batches", progress=True):
     Returns:
         NumPy arrays in the structure `step` returns, each with N rows.
     """
-    parts = [output for _, output in stream_batches(
-        step, len(arrays[0]), lambda rows: tuple(array[rows] for array in arrays),
-        batch_size=batch_size, desc=desc, progress=progress)]
+    if callable(inputs):
+        make = inputs
+    else:
+        count = len(inputs[0])
+        make = lambda rows: tuple(array[rows] for array in inputs)  # noqa: E731
+    parts = [output for _, output in stream_batches(step, count, make, batch_size=batch_size,
+                                                    desc=desc, progress=progress)]
     return tf.nest.map_structure(lambda *p: p[0] if len(p) == 1 else np.concatenate(p), *parts)
 
 

@@ -123,7 +123,8 @@ def make_target(model, count, *, classes=None, score="logit", target=None, purpo
 
 def score_pass(model, target, *, layers=(), gradient=None, rule=None, every_score=False,
                layer_sums=False):
-    """The compiled pass of a target: `step(images, *target.rows(...)) -> dict`.
+    """The compiled pass of a target: `step(images, *target.rows(...)) -> dict`; with no
+    target, the probe of `layers`: `step(images) -> {path: output}`.
 
     The dict holds "scores" float32 (N,), the target's score per image; for class targets
     "classes" int64 (N,) the class scored and, with `every_score`, "every_score" (N, K) every
@@ -133,7 +134,7 @@ def score_pass(model, target, *, layers=(), gradient=None, rule=None, every_scor
 
     Args:
         model: a Keras model.
-        target: a `Target` (`make_target`).
+        target: a `Target` (`make_target`), or None to read layers only.
         layers: layer paths whose outputs to return.
         gradient: None, "input", or a path of `layers`.
         rule: None to run the model as it is, or a backward rule ("gradient", "guided",
@@ -141,15 +142,20 @@ def score_pass(model, target, *, layers=(), gradient=None, rule=None, every_scor
         every_score: also return every class's score (class targets).
         layer_sums: return the layers' outputs summed over positions.
     """
-    key = ("score", target.score, target.objective, target.classes is None, tuple(layers),
-           gradient, rule, every_score, layer_sums)
+    if target is None:
+        key = ("layers", tuple(layers), layer_sums)
+    else:
+        key = ("score", target.score, target.objective, target.classes is None, tuple(layers),
+               gradient, rule, every_score, layer_sums)
     return compiled(model, key, lambda: _build(model, target, tuple(layers), gradient, rule,
                                                every_score, layer_sums))
 
 
 def _build(model, target, layers, gradient, rule, every_score, layer_sums):
     graph = model_graph(model)
-    if target.is_class:
+    if target is None:
+        needed = ()
+    elif target.is_class:
         head, read = class_scores(graph, target.score)
         bound = None
         needed = (head,)
@@ -173,6 +179,8 @@ def _build(model, target, layers, gradient, rule, every_score, layer_sums):
         outputs = run(images)
         result = {path: tf.reduce_sum(outputs[path], axis=(1, 2)) if layer_sums
                   else outputs[path] for path in layers}
+        if target is None:
+            return result
         if bound is not None:
             result["scores"] = bound.score(outputs, images)
             return result
@@ -198,9 +206,10 @@ def _build(model, target, layers, gradient, rule, every_score, layer_sums):
         return result
 
     specs = [tf.TensorSpec((None, *model.input_shape[1:]))]
-    if target.classes is not None:
+    if target is not None and target.classes is not None:
         specs.append(tf.TensorSpec((None,), tf.int32))
-    return tf.function(traced, input_signature=specs)
+    # Plain Python control flow only: no autograph, so a KvisError while tracing stays one.
+    return tf.function(traced, input_signature=specs, autograph=False)
 
 
 def resolved_classes(model, x, classes=None, *, batch_size=32):

@@ -8,11 +8,11 @@ MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 # Image files kvis reads from a folder.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
-# Class attention methods, in the order the CLI lists them: the CAM family weighs the feature
-# maps of one layer; the gradient family attributes to pixels.
+# Attention methods, in the order the CLI lists them: the CAM family weighs the feature maps of
+# one layer; the gradient family attributes to pixels; occlusion measures score drops.
 CAM_METHODS = ("grad-cam", "grad-cam++", "score-cam")
 GRADIENT_METHODS = ("saliency", "guided-backprop", "smoothgrad", "integrated-gradients")
-ATTENTION_METHODS = (*CAM_METHODS, "guided-grad-cam", *GRADIENT_METHODS)
+ATTENTION_METHODS = (*CAM_METHODS, "guided-grad-cam", *GRADIENT_METHODS, "occlusion")
 
 # What a class explanation explains or an analysis records.
 SCORES = ("logit", "probability")

@@ -8,31 +8,25 @@ where the forward pass was positive too), and convolutions apply their own filte
 (`tf.nn.conv2d_transpose`). Batch normalization (a per-channel scale at inference), padding,
 residual additions (the signal goes down both branches), flattening and dense layers are
 passed through as well. `method="gradient"` computes the same projection as an input
-gradient under the deconvnet backward rule (`kvis.core.backward_rules`): the fast path for any graph,
-checked against the explicit one in the tests.
+gradient under the deconvnet backward rule (`kvis.core.backward_rules`): the fast path for
+any graph, checked against the explicit one in the tests.
 """
 
-import dataclasses
 from dataclasses import dataclass
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from kvis.core.anatomy import logits_start, require_classifier, spatial_node
 from kvis.core.backward_rules import (
-    forward_values,
-    is_relu,
-    is_relu_layer,
     layer_gradients,
 )
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
 from kvis.core.images import one_image
 from kvis.core.models import class_index, class_label, preprocessing_for
-from kvis.core.progress import progress_bar
 from kvis.core.targets import input_gradients, make_target
 from kvis.core.vocabulary import DECONV_METHODS
+from kvis.deconv.explicit import explicit_deconvnet
 from kvis.layers.feature_maps import feature_maps
 from kvis.layers.receptive_fields import receptive_fields
 from kvis.plot.figures import image_grid
@@ -127,7 +121,9 @@ def deconvnet(model, images, layer=None, *, channels=None, top=1, whole_map=Fals
         signals = layer_gradients(model, inputs, start.path, start.signal, rule=rule,
                                   batch_size=batch_size, progress=progress)[0]
     else:
-        signals = _explicit(graph, inputs, start, guided, batch_size, progress)
+        signals = explicit_deconvnet(model, inputs, start.path, start.signal,
+                                     before_activation=start.before_activation, guided=guided,
+                                     batch_size=batch_size, progress=progress)
     boxes = _crop_boxes(receptive_fields(model)[start.path], start.positions,
                         batch.pixels.shape[1:3])
     return Projection(signals, start.units, start.channels, start.positions, start.activations,
@@ -223,113 +219,6 @@ def _class_start(model, graph, classes):
     return _Start(path, signal, before_activation,
                   [f"class {class_label(model, c)}" for c in classes], classes,
                   np.full((len(classes), 2), -1), np.ones(len(classes), np.float32))
-
-
-def _explicit(graph, x, start, guided, batch_size, progress):
-    """The explicit deconvnet for every unit of `start`, `batch_size` units at a time."""
-    order = list(graph.nodes.values())
-    end = [node.path for node in order].index(start.path)
-    parts = []
-    with progress_bar(-(-len(x) // batch_size) * (end + 1),
-                      "guided" if guided else "deconvnet", unit="layer", progress=progress) as bar:
-        for first in range(0, len(x), batch_size):
-            chunk = dataclasses.replace(start, signal=start.signal[first:first + batch_size])
-            parts.append(_explicit_batch(graph, order, end, x[first:first + batch_size],
-                                         chunk, guided, bar).numpy())
-    return np.concatenate(parts)
-
-
-def _explicit_batch(graph, order, end, x, start, guided, bar):
-    values = forward_values(graph, tf.constant(x))
-    signals = {id(order[end].output): tf.constant(start.signal)}
-    for position in range(end, -1, -1):
-        bar.update(1)
-        node = order[position]
-        if node.is_container:  # its output is its last layer's: the signal waits there
-            continue
-        signal = signals.pop(id(node.output), None)
-        if signal is None:
-            continue
-        skip_activation = start.before_activation and position == end
-        inputs = [values[id(t)] for t in node.inputs]
-        downward = _down(node, signal, inputs, values[id(node.output)], guided, skip_activation)
-        for tensor, part in zip(node.inputs, downward):
-            signals[id(tensor)] = signals[id(tensor)] + part if id(tensor) in signals else part
-    return signals[id(graph.input)]
-
-
-def _down(node, signal, inputs, output, guided, skip_activation):
-    """The signal at a layer's inputs, from the signal at its output: one deconvnet layer."""
-    layer = node.layer
-    if is_relu_layer(layer):
-        return [_rectify(signal, output, guided)]
-    if isinstance(layer, keras.layers.Activation) and layer.activation is keras.activations.linear:
-        return [signal]
-    if not skip_activation:
-        signal = _through_activation(node, signal, output, guided)
-    (inp, *_) = inputs
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return [tf.nn.depthwise_conv2d_backprop_input(
-            tf.shape(inp), layer.kernel, signal, (1, *layer.strides, 1),
-            layer.padding.upper(), dilations=layer.dilation_rate)]
-    elif isinstance(layer, keras.layers.Conv2D) and layer.groups == 1:
-        return [tf.nn.conv2d_transpose(signal, layer.kernel, tf.shape(inp),
-                                       (1, *layer.strides, 1), layer.padding.upper(),
-                                       dilations=(1, *layer.dilation_rate, 1))]
-    elif isinstance(layer, keras.layers.Dense):
-        return [tf.matmul(signal, layer.kernel, transpose_b=True)]
-    elif isinstance(layer, keras.layers.MaxPooling2D):
-        return [_unpool(signal, inp, layer)]
-    elif isinstance(layer, keras.layers.AveragePooling2D):
-        return [tf.raw_ops.AvgPoolGrad(orig_input_shape=tf.shape(inp), grad=signal,
-                                       ksize=(1, *layer.pool_size, 1),
-                                       strides=(1, *layer.strides, 1),
-                                       padding=layer.padding.upper())]
-    elif isinstance(layer, keras.layers.GlobalAveragePooling2D):
-        height, width = inp.shape[1:3]
-        spread = tf.reshape(signal, (-1, 1, 1, inp.shape[-1])) / float(height * width)
-        return [tf.broadcast_to(spread, tf.shape(inp))]
-    elif isinstance(layer, keras.layers.BatchNormalization):
-        scale = tf.math.rsqrt(layer.moving_variance + layer.epsilon)
-        return [signal * (scale * layer.gamma if layer.scale else scale)]
-    elif isinstance(layer, keras.layers.ZeroPadding2D):
-        (top, bottom), (left, right) = layer.padding
-        height, width = output.shape[1:3]
-        return [signal[:, top:height - bottom, left:width - right, :]]
-    elif isinstance(layer, keras.layers.Add):
-        return [signal] * len(inputs)
-    elif isinstance(layer, (keras.layers.Flatten, keras.layers.Reshape)):
-        return [tf.reshape(signal, tf.shape(inp))]
-    elif isinstance(layer, (keras.layers.Dropout, keras.layers.InputLayer)):
-        return [signal]
-    raise KvisError(f"the deconvnet cannot pass through layer {node.path!r} "
-                    f"({type(layer).__name__}); method='gradient' works for any graph")
-
-
-def _through_activation(node, signal, output, guided):
-    """The signal below a layer's own (fused) activation: rectified for a ReLU."""
-    activation = getattr(node.layer, "activation", None)
-    if is_relu(activation):
-        return _rectify(signal, output, guided)
-    if activation in (None, keras.activations.linear):
-        return signal
-    raise KvisError(f"the deconvnet cannot pass through the {activation.__name__} activation "
-                    f"of layer {node.path!r}; method='gradient' works for any graph")
-
-
-def _rectify(signal, output, guided):
-    rectified = tf.nn.relu(signal)
-    return rectified * tf.cast(output > 0, signal.dtype) if guided else rectified
-
-
-def _unpool(signal, inp, layer):
-    """Undo max pooling: each pooled value goes back to where its maximum came from."""
-    _, switches = tf.nn.max_pool_with_argmax(inp, (1, *layer.pool_size, 1),
-                                             (1, *layer.strides, 1), layer.padding.upper(),
-                                             include_batch_in_index=True)
-    flat = tf.scatter_nd(tf.reshape(switches, (-1, 1)), tf.reshape(signal, (-1,)),
-                         tf.cast(tf.reshape(tf.size(inp), (1,)), tf.int64))
-    return tf.reshape(flat, tf.shape(inp))
 
 
 def _crop_boxes(field, positions, size):

@@ -25,7 +25,9 @@ _METHOD_NOTES = {
 
 def attention(job):
     require_classifier(job.model, "an attention map")
-    methods = ("grad-cam", "saliency") if job.fast else ATTENTION_METHODS
+    # Occlusion has a section of its own, with the paper's grids.
+    methods = ("grad-cam", "saliency") if job.fast else tuple(
+        method for method in ATTENTION_METHODS if method != "occlusion")
     parts, notes = [], []
     for method in methods:
         try:

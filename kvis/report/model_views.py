@@ -3,10 +3,11 @@ the feature maps."""
 
 import numpy as np
 
-from kvis.core.anatomy import class_scores, conv_layers, require_classifier, stage_layers
+from kvis.core.anatomy import conv_layers, stage_layers
 from kvis.core.errors import KvisError
-from kvis.core.graph import model_graph, probe
 from kvis.core.models import class_label, model_info
+from kvis.core.runner import run_batches
+from kvis.core.targets import make_target, score_pass
 from kvis.layers.feature_maps import (
     feature_maps,
     plot_feature_maps,
@@ -20,9 +21,9 @@ from kvis.report.parts import Part, png, shape_text
 
 
 def prediction(job):
-    require_classifier(job.model, "the prediction")
-    head, read = class_scores(model_graph(job.model), "probability")
-    probabilities = np.asarray(read(probe(job.model, [head])(job.image.x)[head]))[0]
+    target = make_target(job.model, 1, score="probability", purpose="the prediction")
+    probabilities = run_batches(score_pass(job.model, target, every_score=True),
+                                (job.image.x,), progress=False)["every_score"][0]
     top = np.argsort(-probabilities, kind="stable")[:5]
     labels = [class_label(job.model, int(c)) for c in top]
     figure = NotebookFigure(figsize=(6.4, 2.4), layout="constrained")

@@ -154,16 +154,16 @@ def render(model, objective, *, seeds, settings=None, size=None, labels=None, pr
     learning_rate = tf.constant(settings.learning_rate, tf.float32)
     rngs = [np.random.default_rng(seed) for seed in seeds]
     labels = labels or [f"image {i}" for i in range(len(rngs))]
-    history, images = [], None
+    history, value, param = [], None, None
     with quiet_retracing(), progress_bar(settings.steps, "optimizing", unit="step",
                                          progress=progress) as bar:
         for octave, steps in enumerate(_split(settings.steps, settings.octaves)):
             shape = _octave_size(image_size, settings.octave_scale,
                                  settings.octaves - 1 - octave) + (model.input_shape[-1],)
-            param = parameterizations.BY_NAME[settings.parameterization](shape)
-            value = param.start(rngs, settings.noise)  # drawn every octave: same streams
-            if images is not None:
-                value = param.value_of(tf.image.resize(images, shape[:2]))
+            previous, param = param, parameterizations.BY_NAME[settings.parameterization](shape)
+            start = param.start(rngs, settings.noise)  # drawn every octave: the same streams
+            value = (start if value is None else
+                     param.value_of(tf.image.resize(previous.image(value), shape[:2])))
             drawn = moves(rngs, steps, settings)
             step = passes.step(param, value.shape)
             moment1 = moment2 = tf.zeros_like(value)
@@ -180,10 +180,9 @@ def render(model, objective, *, seeds, settings=None, size=None, labels=None, pr
                 if settings.blur_every and done < steps:
                     value = param.value_of(blur(param.image(value), settings.blur_sigma))
                 bar.update(count)
-            images = param.image(value)
-    final = passes.evaluate(images.shape)(images, _values(plain)).numpy()
-    _check_finite(final, labels)
-    return Render(images.numpy(), final, np.array(history))
+    images, final = passes.evaluate(param, value.shape)(value, _values(plain))
+    _check_finite(final.numpy(), labels)
+    return Render(images.numpy(), final.numpy(), np.array(history))
 
 
 class _Passes:
@@ -194,6 +193,7 @@ class _Passes:
         self.model, self.bound, self.plain = model, bound, plain
         self.settings, self.model_size = settings, model_size
         self.preprocess = preprocessing_for(model)
+        self.specs, self.plain_specs = _specs(bound), _specs(plain)
 
     def step(self, param, shape):
         """`step(value, moment1, moment2, moves, start, learning_rate, values)`: Adam steps
@@ -203,24 +203,22 @@ class _Passes:
         transforms = any((s.jitter, s.scale, s.rotate))
         value = tf.TensorSpec(shape)
         signature = [value, value, value, tf.TensorSpec((shape[0], None, 4)),
-                     tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.float32),
-                     _specs(self.bound)]
+                     tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.float32), self.specs]
         key = ("synthesis.step", self.bound.key, s.parameterization, param.shape, tuple(shape),
                self.model_size, self.preprocess, transforms, s.normalize_gradients,
-               s.jit_compile, _specs(self.bound))
+               s.jit_compile, self.specs)
         return self._compiled(self.bound, key, lambda: _step(
             self._outputs(self.bound), _read(self.bound), param, signature, transforms,
             s.normalize_gradients, s.jit_compile))
 
-    def evaluate(self, shape):
-        """`evaluate(images, values)`: the plain objective (B,) on images in [0, 1]."""
-        outputs, read = self._outputs(self.plain), _read(self.plain)
-        signature = [tf.TensorSpec(shape), _specs(self.plain)]
-        key = ("synthesis.evaluate", self.plain.key, tuple(shape), self.model_size,
-               self.preprocess, _specs(self.plain))
-        return self._compiled(self.plain, key, lambda: tf.function(
-            lambda images, values: read(outputs(images), images, *values),
-            input_signature=signature))
+    def evaluate(self, param, shape):
+        """`evaluate(value, values)`: the images (B, H, W, C) in [0, 1] that the numbers
+        `value` of `param` stand for, and the plain objective (B,) on them."""
+        signature = [tf.TensorSpec(shape), self.plain_specs]
+        key = ("synthesis.evaluate", self.plain.key, self.settings.parameterization,
+               param.shape, tuple(shape), self.model_size, self.preprocess, self.plain_specs)
+        return self._compiled(self.plain, key, lambda: _evaluate(
+            self._outputs(self.plain), _read(self.plain), param, signature))
 
     def _compiled(self, bound, key, build):
         if bound.key is None:  # a custom score: its graph is unknown, traced for this call
@@ -238,6 +236,15 @@ class _Passes:
             return sub(preprocess(images * 255.0), training=False)
 
         return outputs
+
+
+def _evaluate(outputs, read, param, signature):
+    @tf.function(input_signature=signature)
+    def evaluate(value, values):
+        images = param.image(value)
+        return images, read(outputs(images), images, *values)
+
+    return evaluate
 
 
 def _step(outputs, score, param, signature, transforms, normalize, jit_compile):
