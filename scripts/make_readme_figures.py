@@ -38,7 +38,7 @@ def main():
                                           "block3_conv1", "block3_pool", "fc1"], progress=False)
     figures["invert_boot.png"] = kvis.plot_inversion(
         inversion, title="an ankle boot reconstructed from each layer of the demo model")
-    projection = kvis.deconvnet(model, boot, "block2_conv2", top=6, progress=False)
+    projection = kvis.deconvnet(model, boot, "block2_conv2", count=6, progress=False)
     figures["deconvnet_block2_conv2.png"] = kvis.plot_projections(
         projection, title="deconvnet: the 6 strongest block2_conv2 maps of an ankle boot")
     picks = np.array([np.flatnonzero(labels == c)[0] for c in (9, 8, 1, 5, 0, 7)])

@@ -77,7 +77,8 @@ def test_a_loaded_image_gives_the_same_maps_as_its_array(tiny):
     np.testing.assert_array_equal(from_array.pixels[0], pixels)  # back through "unit"
     assert from_image.names == ["array"] and from_array.names == ["image 0"]
     two = feature_maps(tiny, [image, image], "conv2", progress=False)
-    np.testing.assert_array_equal(two["conv2"][1], from_image["conv2"][0])
+    # A batch of two against a batch of one: CPU kernels may differ by float32 round-off.
+    np.testing.assert_allclose(two["conv2"][1], from_image["conv2"][0], rtol=1e-6, atol=1e-7)
 
 
 def test_all_layers_means_every_spatial_layer_and_the_stages(tiny, images):

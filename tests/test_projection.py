@@ -29,7 +29,7 @@ def test_one_activation_is_kept_at_its_peak(demo):
     images, _ = demo_images()
     x = preprocessing_for(demo)(images[:1])
     maps = feature_maps(demo, x, "block2_conv2", progress=False)["block2_conv2"][0]
-    result = deconvnet(demo, x, "block2_conv2", top=3)
+    result = deconvnet(demo, x, "block2_conv2", count=3)
     strongest = np.argsort(-maps.max(axis=(0, 1)))[:3]
     np.testing.assert_array_equal(result.channels, strongest)
     for k, c in enumerate(strongest):
@@ -39,8 +39,8 @@ def test_one_activation_is_kept_at_its_peak(demo):
 
 
 @pytest.mark.parametrize("guided", [False, True])
-@pytest.mark.parametrize("start", [dict(layer="block2_conv2", top=3),
-                                   dict(layer="block3_pool", top=2, whole_map=True),
+@pytest.mark.parametrize("start", [dict(layer="block2_conv2", count=3),
+                                   dict(layer="block3_pool", count=2, whole_map=True),
                                    dict(classes=[9, 3])])
 def test_explicit_equals_gradient_on_the_demo(demo, guided, start):
     x = np.random.default_rng(1).uniform(size=(1, 28, 28, 1)).astype(np.float32)
@@ -57,7 +57,7 @@ def test_explicit_equals_gradient_on_the_demo(demo, guided, start):
 def test_explicit_equals_gradient_on_real_graphs(name, layer, vgg16, resnet50):
     model = vgg16 if name == "vgg16" else resnet50
     x = np.random.default_rng(0).normal(0, 40, (1, 224, 224, 3)).astype(np.float32)
-    start = dict(layer=layer, top=2) if layer else dict(classes=[281])
+    start = dict(layer=layer, count=2) if layer else dict(classes=[281])
     for guided in (False, True):
         explicit = deconvnet(model, x, guided=guided, **start)
         gradient = deconvnet(model, x, guided=guided, method="gradient", **start)
@@ -140,15 +140,15 @@ def test_crop_boxes_are_the_receptive_fields_and_the_figure_shows_them(demo):
     rng = np.random.default_rng(3)
     pixels = rng.integers(0, 256, (28, 28, 1))
     image = load_image(pixels, demo)
-    result = deconvnet(demo, image, "block2_conv1", top=4)
+    result = deconvnet(demo, image, "block2_conv1", count=4)
     # block2_conv1: a 10x10 field, stride 2, unit (0, 0) centred at 0.5: unit (r, c) sees
     # rows 2r - 4 ... 2r + 5 and cols 2c - 4 ... 2c + 5, clipped to the 28x28 image.
     for k, (row, col) in enumerate(result.positions):
         expected = (max(2 * row - 4, 0), max(2 * col - 4, 0), min(2 * row + 5, 27),
                     min(2 * col + 5, 27))
         assert tuple(result.boxes[k]) == expected
-    np.testing.assert_array_equal(result.pixels, pixels)
-    assert result.name == "array" and not result.bgr
+    np.testing.assert_array_equal(result.pixels[0], pixels)
+    assert result.names == ["array"] and not result.bgr
     figure = plot_projections(result)
     for k in range(len(result.units)):
         top, left, bottom, right = result.boxes[k]
@@ -167,12 +167,12 @@ def test_a_loaded_image_projects_as_its_array(demo):
 
     images, labels = demo_images()
     boot = load_image(images[np.flatnonzero(labels == 9)[0]], demo)
-    for start in (dict(layer="block2_conv2", top=2), dict(classes="ankle boot")):
+    for start in (dict(layer="block2_conv2", count=2), dict(classes="ankle boot")):
         from_image = deconvnet(demo, boot, **start)
         from_array = deconvnet(demo, boot.x, **start)
         np.testing.assert_array_equal(from_image.signals, from_array.signals)
-        np.testing.assert_array_equal(from_image.pixels, boot.pixels)
-        np.testing.assert_array_equal(from_array.pixels, boot.pixels)
+        np.testing.assert_array_equal(from_image.pixels[0], boot.pixels)
+        np.testing.assert_array_equal(from_array.pixels[0], boot.pixels)
     assert from_image.units == ["class ankle boot"] and from_image.channels.tolist() == [9]
 
 
@@ -201,7 +201,7 @@ def test_a_nested_base_projects_from_its_own_path_as_from_its_last_layer():
     configure_model(model, preprocessing="unit")
     x = np.random.default_rng(7).uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
     assert stage_layers(model) == ["base/conv1", "base/conv2"]  # not the container "base"
-    outer = deconvnet(model, x, "base", top=3, progress=False)
-    inner = deconvnet(model, x, "base/conv2", top=3, progress=False)
+    outer = deconvnet(model, x, "base", count=3, progress=False)
+    inner = deconvnet(model, x, "base/conv2", count=3, progress=False)
     assert np.abs(inner.signals).max() > 0
     np.testing.assert_allclose(outer.signals, inner.signals, rtol=1e-5, atol=1e-7)

@@ -44,7 +44,7 @@ def deconv(model, weights, labels, preprocess, image, layer, channels, count, wh
     wanted = None if classes is None else common.class_list(classes)
     out = common.figure_path(out)
     net = common.load_network(model, weights, labels, preprocess)
-    result = deconvnet(net, load_image(image, net), layer, channels=channels, top=count,
+    result = deconvnet(net, load_image(image, net), layer, channels=channels, count=count,
                        whole_map=whole_map, classes=wanted, guided=guided, method=method)
     save_figure(plot_projections(result), out)
     click.echo(f"{result.name}: {result.rule} from {result.layer}: {', '.join(result.units)}")

@@ -159,10 +159,10 @@ def class_names(model):
     return None if names is None else list(names)
 
 
-def class_label(model, index):
-    """How a class is shown: its name where known, else "#index"."""
+def class_label(model, cls):
+    """How a class (an index) is shown: its name where known, else "#index"."""
     names = model_info(model).class_names
-    return names[index] if names else f"#{index}"
+    return names[cls] if names else f"#{cls}"
 
 
 def read_labels(path):

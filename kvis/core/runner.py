@@ -73,8 +73,8 @@ def stream_batches(step, count, make, *, batch_size=32, desc="batches", progress
 
     Only one batch of inputs exists at a time, so memory does not grow with `count`. Every
     batch has the same size, min(batch_size, count): the last one is padded by repeating its
-    final row and the padding is dropped from the outputs. A row then gives bitwise the same
-    outputs wherever it sits, since backends pick kernels by batch size.
+    final row and the padding is dropped from the outputs. Every row then runs through the
+    same kernels, since backends pick kernels by batch size.
 
     Args:
         step: as for `run_batches`.

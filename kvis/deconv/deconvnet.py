@@ -46,8 +46,8 @@ class Projection:
         boxes: int (K, 4) `(top, left, bottom, right)`, inclusive, clipped to the image: the
             receptive field of the activation kept (`kvis.layers.receptive_fields`); the whole
             image for a whole map, a class, or a layer whose field is unknown.
-        pixels: uint8 (H, W, C) in [0, 255], the image as the model saw it.
-        name: the image's name.
+        pixels: uint8 (1, H, W, C) in [0, 255], the image as the model saw it.
+        names: the image's name, in a one-element list.
         layer: path of the layer projected from.
         rule: "deconvnet" or "guided".
         bgr: the model input is BGR (caffe-style preprocessing): `projection_images` reverses
@@ -61,13 +61,13 @@ class Projection:
     activations: np.ndarray
     boxes: np.ndarray
     pixels: np.ndarray
-    name: str
+    names: list
     layer: str
     rule: str
     bgr: bool = False
 
 
-def deconvnet(model, images, layer=None, *, channels=None, top=1, whole_map=False, classes=None,
+def deconvnet(model, images, layer=None, *, channels=None, count=1, whole_map=False, classes=None,
               guided=False, method="explicit", batch_size=32, progress=True):
     """Project activations of one image back to pixels.
 
@@ -79,9 +79,9 @@ def deconvnet(model, images, layer=None, *, channels=None, top=1, whole_map=Fals
         images: one image: what `kvis.load_image` returns, or preprocessed float32 model
             input (1, H, W, C).
         layer: a spatial layer's path to project from.
-        channels: the feature maps to project, one projection each; default: the `top`
+        channels: the feature maps to project, one projection each; default: the `count`
             strongest (by their largest activation).
-        top: how many of the strongest feature maps to project when `channels` is None.
+        count: how many of the strongest feature maps to project when `channels` is None.
         whole_map: keep the whole feature map instead of its strongest activation alone.
         classes: project from class scores instead of a layer (pre-softmax, one-hot): a
             class index or name, or a list of them, one projection each.
@@ -101,7 +101,7 @@ def deconvnet(model, images, layer=None, *, channels=None, top=1, whole_map=Fals
 
     Example:
         >>> image = kvis.load_image("cat.jpg", model)
-        >>> kvis.plot_projections(kvis.deconvnet(model, image, "block5_conv3", top=4))
+        >>> kvis.plot_projections(kvis.deconvnet(model, image, "block5_conv3", count=4))
     """
     if method not in DECONV_METHODS:
         raise KvisError(f"unknown method {method!r}; choose from {', '.join(DECONV_METHODS)}")
@@ -111,7 +111,7 @@ def deconvnet(model, images, layer=None, *, channels=None, top=1, whole_map=Fals
     graph = model_graph(model)
     rule = "guided" if guided else "deconvnet"
     start = _class_start(model, graph, classes) if classes is not None else _layer_start(
-        model, graph, batch.x, layer, channels, top, whole_map)
+        model, graph, batch.x, layer, channels, count, whole_map)
     inputs = np.repeat(batch.x, len(start.units), axis=0)
     if method == "gradient" and classes is not None:
         target = make_target(model, len(inputs), classes=start.channels, purpose="deconvnet")
@@ -127,7 +127,7 @@ def deconvnet(model, images, layer=None, *, channels=None, top=1, whole_map=Fals
     boxes = _crop_boxes(receptive_fields(model)[start.path], start.positions,
                         batch.pixels.shape[1:3])
     return Projection(signals, start.units, start.channels, start.positions, start.activations,
-                      boxes, batch.pixels[0], batch.names[0], start.path, rule,
+                      boxes, batch.pixels, list(batch.names), start.path, rule,
                       _bgr_input(model))
 
 
@@ -157,7 +157,7 @@ def plot_projections(result, *, fig=None, title=None):
         A Figure with two tiles per unit: the projection, then the image patch.
     """
     images = projection_images(result)
-    pixels = result.pixels.astype(np.float32) / 255
+    pixels = result.pixels[0].astype(np.float32) / 255
     tiles, labels = [], []
     for k, unit in enumerate(result.units):
         top, left, bottom, right = result.boxes[k]
@@ -166,7 +166,7 @@ def plot_projections(result, *, fig=None, title=None):
         labels += [f"{unit}\n{result.activations[k]:.3g}", "image patch"]
     return image_grid(tiles, titles=labels, cols=min(6, 2 * len(result.units)), cmap="gray",
                       vmin=0, vmax=1, fig=fig,
-                      title=title or f"{result.name}: {result.rule} from {result.layer}")
+                      title=title or f"{result.names[0]}: {result.rule} from {result.layer}")
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ class _Start:
     activations: np.ndarray
 
 
-def _layer_start(model, graph, x, layer, channels, top, whole_map):
+def _layer_start(model, graph, x, layer, channels, count, whole_map):
     try:
         node = spatial_node(graph, layer, "the deconvnet")
     except KvisError as error:
@@ -190,7 +190,7 @@ def _layer_start(model, graph, x, layer, channels, top, whole_map):
     activation = feature_maps(model, x, node.path, progress=False)[node.path][0]
     peaks = activation.max(axis=(0, 1))
     if channels is None:
-        channels = np.argsort(-peaks, kind="stable")[:top]
+        channels = np.argsort(-peaks, kind="stable")[:count]
     channels = np.asarray(channels, int)
     if bad := [int(c) for c in channels if not 0 <= c < activation.shape[-1]]:
         raise KvisError(f"{node.path} filter index {bad[0]} is out of range "

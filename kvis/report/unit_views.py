@@ -39,10 +39,10 @@ def deconvnet(job):
     for layer in layers:
         how = "the explicit deconvnet"
         try:
-            result = project(job.model, job.image, layer, top=count, progress=job.progress)
+            result = project(job.model, job.image, layer, count=count, progress=job.progress)
         except KvisError as reason:  # a layer type the explicit pass does not know
             how = "the input gradient under the deconvnet rule"
-            result = project(job.model, job.image, layer, top=count, method="gradient",
+            result = project(job.model, job.image, layer, count=count, method="gradient",
                              progress=job.progress)
             notes.append(f"{layer}: {reason}; projected by {how}, the same quantity")
         parts.append(Part(
