@@ -17,7 +17,7 @@ from kvis.attribution import cam, gradients, occlusion
 from kvis.attribution.cam import upsample
 from kvis.core.errors import KvisError
 from kvis.core.vocabulary import ATTENTION_METHODS
-from kvis.plot.figures import NotebookFigure
+from kvis.plot.figures import NotebookFigure, show_image
 
 METHODS = {
     "grad-cam": cam.grad_cam,
@@ -150,8 +150,7 @@ def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2):
         ax.set_axis_off()
     for i in range(count):
         pixels = result.pixels[i]
-        shown, cmap = (pixels[..., 0], "gray") if pixels.shape[-1] == 1 else (pixels, None)
-        axes[2 * i].imshow(shown, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
+        show_image(axes[2 * i], pixels)
         axes[2 * i].set_title(result.names[i], fontsize=8)
         axes[2 * i + 1].imshow(overlay(pixels, result.maps[i], alpha=alpha),
                                interpolation="nearest")

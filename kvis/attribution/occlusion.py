@@ -27,7 +27,7 @@ from kvis.core.images import as_images, one_image
 from kvis.core.models import class_label, mean_pixel, preprocessing_for
 from kvis.core.runner import rows_within, run_batches
 from kvis.core.targets import make_target, score_pass
-from kvis.plot.figures import NotebookFigure
+from kvis.plot.figures import NotebookFigure, show_image
 
 
 @dataclass(frozen=True)
@@ -254,9 +254,7 @@ def plot_occlusion(result, *, fig=None, title=None):
     if fig is None:
         fig = NotebookFigure(figsize=(16, 3.8), layout="constrained")
     axes = fig.subplots(1, 5)
-    pixels = result.pixels[0]
-    image = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
-    axes[0].imshow(image, cmap="gray")
+    show_image(axes[0], result.pixels[0])
     axes[0].add_patch(_square(result.tops[0], result.lefts[0], result.size, result.fill))
     axes[0].set_title(f"image, occluder {result.size}x{result.size}", fontsize=9)
     extent = _extent(result)
@@ -264,12 +262,12 @@ def plot_occlusion(result, *, fig=None, title=None):
     for ax, values, label in (
             (axes[1], result.feature, f"{result.layer} #{result.channel}: total activation"),
             (axes[2], result.scores, score_name)):
-        ax.imshow(image, cmap="gray")
+        show_image(ax, result.pixels[0])
         shown = ax.imshow(values, extent=extent, alpha=0.6, cmap="jet", interpolation="nearest")
         fig.colorbar(shown, ax=ax, shrink=0.8)
         ax.set_title(label, fontsize=9)
     reach = float(np.abs(result.sensitivity).max()) or 1.0
-    axes[3].imshow(image, cmap="gray")
+    show_image(axes[3], result.pixels[0])
     shown = axes[3].imshow(result.sensitivity, alpha=0.7, cmap="coolwarm", vmin=-reach,
                            vmax=reach, interpolation="nearest")
     fig.colorbar(shown, ax=axes[3], shrink=0.8)

@@ -147,6 +147,14 @@ def preprocessing_for(model):
     return found
 
 
+def expects_bgr(model):
+    """Whether the model takes its colour channels in BGR order (Caffe preprocessing), for
+    drawing its filters and projections in RGB; False where kvis cannot tell the
+    preprocessing (they are then drawn in the order the model has)."""
+    found = model_info(model).preprocessing
+    return bool(found and found.bgr)
+
+
 def mean_pixel(model):
     """The mean pixel of the model's training data, float32 (C,) in [0, 255]: ImageNet's for
     the ImageNet architectures, Fashion-MNIST's for the demo model, mid-gray otherwise."""

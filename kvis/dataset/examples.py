@@ -18,13 +18,13 @@ from kvis.core.backward_rules import layer_gradients
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
 from kvis.core.io import write_atomically
-from kvis.core.models import preprocessing_for
+from kvis.core.models import expects_bgr, preprocessing_for
 from kvis.core.progress import progress_bar
 from kvis.dataset.scan import LayerStats, Scan
 from kvis.dataset.sources import image_source
 from kvis.dataset.topk import TopK
 from kvis.layers.receptive_fields import receptive_fields
-from kvis.plot.figures import NotebookFigure, blank_axes
+from kvis.plot.figures import NotebookFigure, blank_axes, show_image
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def top_examples(model, found, data, *, layer, channels=None, count=16, batch_si
     patches = np.zeros(shape + tile, np.uint8)
     units = [(i, j) for i in range(shape[0]) for j in range(shape[1]) if kept[i, j]]
     signals = _project(model, layer, top, channels, units, pixels, batch_size, progress)
-    bgr = preprocessing_for(model).bgr
+    bgr = expects_bgr(model)
     for (i, j), signal in zip(units, signals):
         box = field.window(*top.positions[channels[i], j], (height, width))
         crop = np.s_[box[0]:box[2] + 1, box[1]:box[3] + 1]
@@ -140,8 +140,7 @@ def plot_top_examples(result, *, fig=None, title=None, per_row=4):
         blank_axes(ax)
         if index < count:
             mosaic = example_mosaic(result, index)
-            ax.imshow(mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic, cmap="gray",
-                      vmin=0, vmax=1, interpolation="nearest")
+            show_image(ax, mosaic, vmax=1)
             ax.set_title(f"#{result.channels[index]}  max {result.values[index, 0]:.3g}",
                          fontsize=8)
     fig.suptitle(title or f"{result.layer}: strongest activations over the dataset "

@@ -23,7 +23,7 @@ from kvis.core.backward_rules import (
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
 from kvis.core.images import one_image
-from kvis.core.models import class_index, class_label, preprocessing_for
+from kvis.core.models import class_index, class_label, expects_bgr
 from kvis.core.targets import input_gradients, make_target
 from kvis.core.vocabulary import DECONV_METHODS
 from kvis.deconv.explicit import explicit_deconvnet
@@ -128,7 +128,7 @@ def deconvnet(model, images, layer=None, *, channels=None, count=1, whole_map=Fa
                         batch.pixels.shape[1:3])
     return Projection(signals, start.units, start.channels, start.positions, start.activations,
                       boxes, batch.pixels, list(batch.names), start.path, rule,
-                      _bgr_input(model))
+                      expects_bgr(model))
 
 
 def projection_images(result):
@@ -162,7 +162,7 @@ def plot_projections(result, *, fig=None, title=None):
     for k, unit in enumerate(result.units):
         top, left, bottom, right = result.boxes[k]
         crop = np.s_[top:bottom + 1, left:right + 1]
-        tiles += [_displayable(images[k][crop]), _displayable(pixels[crop])]
+        tiles += [images[k][crop], pixels[crop]]
         labels += [f"{unit}\n{result.activations[k]:.3g}", "image patch"]
     return image_grid(tiles, titles=labels, cols=min(6, 2 * len(result.units)), cmap="gray",
                       vmin=0, vmax=1, fig=fig,
@@ -232,13 +232,3 @@ def _crop_boxes(field, positions, size):
                         min(right, size[1] - 1))
     return boxes
 
-
-def _bgr_input(model):
-    try:
-        return preprocessing_for(model).bgr
-    except KvisError:
-        return False
-
-
-def _displayable(tile):
-    return tile[..., 0] if tile.shape[-1] == 1 else tile

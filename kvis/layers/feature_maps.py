@@ -14,7 +14,7 @@ from kvis.core.graph import model_graph, probe
 from kvis.core.images import as_images, unit_range
 from kvis.core.runner import compiled, run_batches
 from kvis.core.vocabulary import RANKINGS
-from kvis.plot.figures import image_grid, map_mosaic
+from kvis.plot.figures import displayable, image_grid, map_mosaic
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -239,9 +239,7 @@ def plot_feature_overview(result, *, image=0, count=6, fig=None, title=None):
         A Figure; the first tile is the input image, each map is scaled on its own, and the
         labels give the layer (long paths wrapped), its shape, and each map's channel and mean.
     """
-    pixels = result.pixels[image].astype(np.float32) / 255.0
-    if pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]
+    pixels = displayable(result.pixels[image].astype(np.float32) / 255.0)
     blank = [np.zeros((1, 1))] * count
     tiles, labels = [pixels] + blank, [_wrapped(f"input {result.names[image]}")] + [""] * count
     for path in result.stages:

@@ -8,7 +8,7 @@ import numpy as np
 from kvis.core.anatomy import conv_layers
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
-from kvis.core.models import preprocessing_for
+from kvis.core.models import expects_bgr
 from kvis.core.vocabulary import FILTER_VIEWS
 from kvis.plot.figures import NotebookFigure, image_grid
 
@@ -62,7 +62,7 @@ def conv_filters(model, layer):
         raise KvisError(f"layer {node.path!r} ({type(node.layer).__name__}) has no 2-D "
                         f"convolution kernel{hint}")
     return Filters(kernel.astype(np.float32), node.path,
-                   kernel.shape[2] == 3 and _bgr_input(model), model.name)
+                   kernel.shape[2] == 3 and expects_bgr(model), model.name)
 
 
 def plot_filters(result, *, mode="auto", count=64, inputs=8, fig=None, title=None):
@@ -106,12 +106,6 @@ def plot_filters(result, *, mode="auto", count=64, inputs=8, fig=None, title=Non
         return _channels(kernel, shown, inputs, scale, title, fig)
     return _summary(kernel, count, scale, title, fig)
 
-
-def _bgr_input(model):
-    try:
-        return preprocessing_for(model).bgr
-    except KvisError:
-        return False
 
 
 def _grid(kernel, shown, scale, bgr, title, fig):

@@ -11,9 +11,25 @@ class NotebookFigure(Figure):
     """A matplotlib Figure that shows itself in Jupyter even when pyplot is never imported."""
 
     def _repr_png_(self):
-        buffer = io.BytesIO()
-        self.savefig(buffer, format="png", bbox_inches="tight")
-        return buffer.getvalue()
+        return png_bytes(self)
+
+
+def png_bytes(figure, *, dpi=100):
+    """A figure as PNG bytes, cropped to what is drawn (nothing drawn is cut off)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def displayable(image):
+    """An image as `imshow` takes it: (H, W) for one channel, (H, W, 3) as it is."""
+    image = np.asarray(image)
+    return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+
+
+def show_image(ax, image, *, vmax=255):
+    """Draw an image on `ax`: RGB as it is, one channel in gray, values in [0, vmax]."""
+    ax.imshow(displayable(image), cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
 
 
 def image_grid(tiles, *, titles=None, cols=None, cmap="viridis", vmin=None, vmax=None,
@@ -21,7 +37,8 @@ def image_grid(tiles, *, titles=None, cols=None, cmap="viridis", vmin=None, vmax
     """A grid of images with optional per-tile titles.
 
     Args:
-        tiles: a sequence of (h, w) arrays (drawn with `cmap`) or (h, w, 3) RGB arrays in [0, 1].
+        tiles: a sequence of (h, w) or (h, w, 1) arrays (drawn with `cmap`) or (h, w, 3) RGB
+            arrays in [0, 1].
         titles: one short string per tile.
         cols: tiles per row (default: about square).
         cmap, vmin, vmax: colour mapping for 2-D tiles; a shared range keeps tiles comparable.
@@ -44,7 +61,8 @@ def image_grid(tiles, *, titles=None, cols=None, cmap="viridis", vmin=None, vmax
         blank_axes(ax)
         if i >= count:
             continue
-        image = ax.imshow(tiles[i], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        image = ax.imshow(displayable(tiles[i]), cmap=cmap, vmin=vmin, vmax=vmax,
+                          interpolation="nearest")
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
     if colorbar and image is not None:

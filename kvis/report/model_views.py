@@ -16,8 +16,8 @@ from kvis.layers.feature_maps import (
 )
 from kvis.layers.filters import conv_filters, plot_filters
 from kvis.layers.inventory import layer_table
-from kvis.plot.figures import NotebookFigure, blank_axes
-from kvis.report.parts import Part, png, shape_text
+from kvis.plot.figures import NotebookFigure, blank_axes, png_bytes, show_image
+from kvis.report.parts import Part, shape_text
 
 
 def prediction(job):
@@ -29,8 +29,7 @@ def prediction(job):
     figure = NotebookFigure(figsize=(6.4, 2.4), layout="constrained")
     left, right = figure.subplots(1, 2, width_ratios=(1, 1.6))
     pixels = job.image.pixels
-    left.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0,
-                vmax=255)
+    show_image(left, pixels)
     blank_axes(left)
     right.barh(range(len(top))[::-1], probabilities[top], color="tab:blue")
     right.set_yticks(range(len(top))[::-1], labels, fontsize=8)
@@ -38,7 +37,7 @@ def prediction(job):
     right.set_xlabel("softmax probability", fontsize=8)
     return [Part(f"The input as the model sees it, and its top {len(top)} of "
                  f"{len(probabilities)} classes: {labels[0]} "
-                 f"({probabilities[top[0]]:.1%}).", png=png(figure))], []
+                 f"({probabilities[top[0]]:.1%}).", png=png_bytes(figure))], []
 
 
 def model(job):
@@ -73,12 +72,12 @@ def filters(job):
     parts = [Part(f"{layers[0]}: {f'{shown} of its {total}' if total > shown else f'all {total}'} "
                   f"filters of {shape_text(first.kernel.shape[:3])}, "
                   "each scaled to its own range (mid-gray is zero).",
-                  png=png(plot_filters(first, count=shown)))]
+                  png=png_bytes(plot_filters(first, count=shown)))]
     if not job.fast and len(layers) > 1:
         last = conv_filters(job.model, layers[-1])
         parts.append(Part(f"{layers[-1]}: the norm of each of its {last.kernel.shape[-1]} "
                           "kernels and the strongest filters, by input channel.",
-                          png=png(plot_filters(last, mode="summary"))))
+                          png=png_bytes(plot_filters(last, mode="summary"))))
     return parts, []
 
 
@@ -86,14 +85,14 @@ def features(job):
     layers = stage_layers(job.model)
     maps = feature_maps(job.model, job.image, layers, progress=False)
     parts = [Part("The input and the last layer of each stage (resolution), its 6 strongest "
-                  "feature maps by mean activation.", png=png(plot_feature_overview(maps)))]
+                  "feature maps by mean activation.", png=png_bytes(plot_feature_overview(maps)))]
     count = 8 if job.fast else 16
     for layer in ([] if job.fast else layers):
         channels, scores = rank_channels(maps[layer][0])
         parts.append(Part(
             f"{layer}: the {min(count, len(channels))} strongest of its {len(channels)} feature "
             f"maps by mean activation (strongest #{channels[0]}, mean {scores[0]:.3g}).",
-            png=png(plot_feature_maps(maps, layer=layer, count=count))))
+            png=png_bytes(plot_feature_maps(maps, layer=layer, count=count))))
     return parts, []
 
 

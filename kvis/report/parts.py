@@ -1,6 +1,5 @@
 """What every section of a report is made of: `Part`s (a captioned figure or table)."""
 
-import io
 from dataclasses import dataclass
 
 
@@ -17,13 +16,6 @@ class Part:
     caption: str
     png: bytes | None = None
     table: tuple | None = None
-
-
-def png(figure):
-    """A figure as PNG bytes at 100 dpi."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
 
 
 def shape_text(shape):

@@ -9,7 +9,8 @@ from kvis.core.graph import model_graph
 from kvis.deconv.deconvnet import deconvnet as project
 from kvis.deconv.deconvnet import plot_projections
 from kvis.layers.feature_maps import feature_maps, rank_channels
-from kvis.report.parts import Part, png
+from kvis.plot.figures import png_bytes
+from kvis.report.parts import Part
 from kvis.synthesis.maximize import maximize_filters, plot_synthesis
 from kvis.synthesis.render import default_settings
 
@@ -28,7 +29,7 @@ def maximization(job):
             f"{layer}: images that most excite the {len(channels)} filters this image excites "
             f"most ({', '.join(result.units)}), from noise by {steps} steps of gradient ascent "
             "on Fourier-space, colour-decorrelated pixels with jitter, scaling and rotation "
-            "(Olah et al. 2017).", png=png(plot_synthesis(result))))
+            "(Olah et al. 2017).", png=png_bytes(plot_synthesis(result))))
     return parts, []
 
 
@@ -49,7 +50,7 @@ def deconvnet(job):
             f"{layer}: the strongest activation of each of its {count} strongest feature maps, "
             f"projected to pixels by {how} (switch unpooling, rectification, transposed "
             "filters; Zeiler & Fergus 2014), beside the image patch under its receptive field.",
-            png=png(plot_projections(result))))
+            png=png_bytes(plot_projections(result))))
     return parts, notes
 
 

@@ -113,7 +113,6 @@ def plot_inversion(result, *, fig=None, title=None):
         A Figure.
     """
     tiles = [result.original] + list(result.images)
-    tiles = [t[..., 0] if t.shape[-1] == 1 else t for t in tiles]
     labels = ["original"] + [
         f"{layer}\nerror {error:.2g}, rmse {pixels:.2g}"
         for layer, error, pixels in zip(result.layers, result.errors, result.pixel_errors)]

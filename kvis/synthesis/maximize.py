@@ -134,9 +134,8 @@ def plot_synthesis(result, *, cols=None, fig=None, title=None):
     Returns:
         A Figure.
     """
-    images = result.images[..., 0] if result.images.shape[-1] == 1 else result.images
     labels = [f"{unit}\n{score:.3g}" for unit, score in zip(result.units, result.scores)]
-    return image_grid(list(images), titles=labels, cols=cols, cmap="gray", vmin=0, vmax=1,
+    return image_grid(list(result.images), titles=labels, cols=cols, cmap="gray", vmin=0, vmax=1,
                       title=title or result.title, tile_inches=1.4, fig=fig)
 
 

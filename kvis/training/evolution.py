@@ -20,7 +20,7 @@ from kvis.core.graph import model_graph
 from kvis.core.io import check_writable, write_atomically
 from kvis.dataset.examples import top_examples
 from kvis.dataset.scan import scan, scan_layers
-from kvis.plot.figures import NotebookFigure
+from kvis.plot.figures import NotebookFigure, show_image
 
 EPOCHS = (1, 2, 5, 10, 20, 30, 40, 64)
 STATE_FILE = "feature_evolution.npz"
@@ -196,8 +196,7 @@ def plot_evolution(result, *, fig=None, title=None, patches=False):
         for e, epoch in enumerate(result.epochs):
             ax = axes[r, e]
             tile = tiles[e, k]
-            ax.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile, cmap="gray", vmin=0,
-                      vmax=255 if patches else 1)
+            show_image(ax, tile, vmax=255 if patches else 1)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
