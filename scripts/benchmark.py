@@ -6,13 +6,18 @@ same work, compiled forward or forward+backward passes at the same batch size ("
 next to keract, tf-keras-vis and tf-explain on the same model, inputs and settings. The peers
 live in their own virtual environment (`--setup` makes it, `.bench-peers/`): each runs first
 on Keras 3; one that fails there is reported with its error and run again on tf-keras
-(`TF_USE_LEGACY_KERAS=1`). Then the commands users run: `kvis report` with no arguments and
-`kvis features resnet50 IMAGE --all`, with compute and drawing separately.
+(`TF_USE_LEGACY_KERAS=1`). Then the peak resident memory (VmHWM) of SmoothGrad (32 VGG16
+images x 50 samples) and Integrated Gradients (32 images x 128 steps), each in a fresh
+process, beside the model's own footprint and the `memory_mb` budget they were given. Then the
+commands users run: `kvis report` with no arguments and `kvis features resnet50 IMAGE --all`,
+with compute and drawing separately.
 
 Usage (from the repository root, kvis installed in the running Python):
     python scripts/benchmark.py --setup            # once: the peers' environment
-    python scripts/benchmark.py                    # the table (about 15 min on 2 cores)
+    python scripts/benchmark.py                    # the tables (about 30 min on 2 cores)
     python scripts/benchmark.py --jit both         # on a GPU: XLA off and on
+    python scripts/benchmark.py --no-peers --no-memory --no-commands \
+        --models demo vgg16 --only "maximize 1 filter"   # a few rows
 """
 
 import argparse
@@ -31,6 +36,8 @@ PEER_PACKAGES = ("keract==4.5.2", "tf-keras-vis==0.8.7", "tf-explain==0.3.1",
                  "opencv-python-headless")  # tf-explain needs OpenCV but does not require it
 PEER_LIBRARIES = ("keract", "tf-keras-vis", "tf-explain")
 MODELS = ("demo", "vgg16", "resnet50")
+MEMORY_TECHNIQUES = ("model", "smoothgrad", "integrated-gradients")
+MEMORY_MODEL = "vgg16"
 
 
 def setup():
@@ -43,7 +50,7 @@ def setup():
                     f"tf-keras=={version}.*", *PEER_PACKAGES], check=True)
 
 
-def work(python, model, libraries, repeats, jit=False, legacy=False):
+def work(python, model, libraries, repeats, jit=False, legacy=False, only=None, memory=None):
     """The rows of one benchmark process (`bench_work.py`)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if legacy:
@@ -52,13 +59,37 @@ def work(python, model, libraries, repeats, jit=False, legacy=False):
         out = Path(folder) / "rows.json"
         command = [python, HERE / "bench_work.py", "--model", model, "--libraries",
                    *libraries, "--repeats", str(repeats), "--out", out,
-                   *(["--jit"] if jit else [])]
+                   *(["--jit"] if jit else []), *(["--only", *only] if only else []),
+                   *(["--memory", memory] if memory else [])]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode or not out.exists():
             message = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
             return [dict(technique="(all)", library=lib, model=model, note=f"fails: {message}")
                     for lib in libraries]
         return json.loads(out.read_text())
+
+
+def memory_rows(model, jit=False):
+    """Peak resident memory, one fresh process each: the model alone, then each technique."""
+    return [entry for technique in MEMORY_TECHNIQUES
+            for entry in work(sys.executable, model, ["kvis"], 1, jit=jit, memory=technique)]
+
+
+def memory_table(rows):
+    """A markdown table: what ran, its peak resident memory, over the model's own, budget."""
+    own = next((r["peak_mb"] for r in rows if r["technique"] == "model" and r.get("peak_mb")),
+               None)
+    lines = ["| model | technique | work | peak resident MB (VmHWM) | over the model alone | "
+             "memory_mb | time |", "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.get("peak_mb") is None:
+            lines.append(f"| {r['model']} | {r['technique']} | {r.get('note', '')} | | | | |")
+            continue
+        over = f"{r['peak_mb'] - own:,.0f}" if own and r["technique"] != "model" else ""
+        budget = r.get("budget_mb") or ("" if r["technique"] == "model" else "not taken")
+        lines.append(f"| {r['model']} | {r['technique']} | {r['work']} | {r['peak_mb']:,.0f} | "
+                     f"{over} | {budget} | {_duration(r['seconds'])} |")
+    return "\n".join(lines)
 
 
 def peer_rows(model, repeats):
@@ -139,6 +170,10 @@ def main():
     parser.add_argument("--jit", choices=("off", "on", "both"), default="off",
                         help="kvis and the limits with XLA (jit_compile) off, on, or both")
     parser.add_argument("--no-peers", action="store_true", help="kvis and the limits only")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory rows")
+    parser.add_argument("--no-commands", action="store_true", help="skip the commands' times")
+    parser.add_argument("--only", nargs="+", help="only the rows whose technique contains one "
+                        "of these (kvis and the limits), e.g. 'maximize 1 filter'")
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"),
                         help="the rows as JSON")
     args = parser.parse_args()
@@ -150,14 +185,19 @@ def main():
     rows = []
     for model in args.models:
         for jit in {"off": [False], "on": [True], "both": [False, True]}[args.jit]:
-            rows += work(sys.executable, model, ["kvis"], args.repeats, jit=jit)
+            rows += work(sys.executable, model, ["kvis"], args.repeats, jit=jit, only=args.only)
         if not args.no_peers:
             rows += peer_rows(model, args.repeats)
         print(f"{model} done, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     print(table(rows))
-    image = _demo_like_image()
-    for name, seconds, detail in command_rows(image):
-        print(f"{name}: {seconds:.1f} s ({detail})")
+    if not args.no_memory and MEMORY_MODEL in args.models:
+        memory = memory_rows(MEMORY_MODEL, jit=args.jit == "on")
+        print(memory_table(memory))
+        rows += memory
+    if not args.no_commands:
+        image = _demo_like_image()
+        for name, seconds, detail in command_rows(image):
+            print(f"{name}: {seconds:.1f} s ({detail})")
     args.out.write_text(json.dumps(rows, indent=1))
     print(f"benchmark: {time.perf_counter() - start:.0f} s in all; rows in {args.out}")
 

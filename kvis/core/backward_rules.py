@@ -76,10 +76,16 @@ def layer_gradients(model, x, layer, weights, *, rule="gradient", batch_size=32,
     Returns:
         `(gradients, scores)`: float32 (N, H, W, C) and (N,).
     """
-    path = model_graph(model).node(layer).path
-    step = compiled(model, (path, rule), lambda: _layer_step(model, path, rule))
-    return run_batches(step, (np.asarray(x, np.float32), np.asarray(weights, np.float32)),
+    return run_batches(layer_gradient_pass(model, layer, rule),
+                       (np.asarray(x, np.float32), np.asarray(weights, np.float32)),
                        batch_size=batch_size, desc=rule, progress=progress)
+
+
+def layer_gradient_pass(model, layer, rule="gradient"):
+    """The compiled pass of `layer_gradients`: `(x, weights) -> (gradients, scores)`, for
+    running over inputs made a batch at a time (`kvis.core.runner.run_batches`)."""
+    path = model_graph(model).node(layer).path
+    return compiled(model, (path, rule), lambda: _layer_step(model, path, rule))
 
 
 def _layer_step(model, path, rule):

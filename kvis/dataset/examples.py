@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from kvis.core.backward_rules import layer_gradients
+from kvis.core.backward_rules import layer_gradient_pass
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
 from kvis.core.io import write_atomically
 from kvis.core.models import expects_bgr, preprocessing_for
-from kvis.core.progress import progress_bar
+from kvis.core.runner import run_batches
 from kvis.dataset.scan import LayerStats, Scan
 from kvis.dataset.sources import image_source
 from kvis.dataset.topk import TopK
@@ -246,21 +246,23 @@ def _floats(values, missing):
 
 def _project(model, layer, top, channels, units, pixels, batch_size, progress):
     """Deconvnet projections (model-input space) of the given (channel row, rank) units."""
+    if not units:
+        return np.zeros((0,))
     preprocess = preprocessing_for(model)
     output_shape = tuple(model_graph(model).nodes[layer].output.shape[1:])
-    signals = []
-    with progress_bar(len(units), "projecting", unit="activation", progress=progress) as bar:
-        for start in range(0, len(units), batch_size):
-            chunk = units[start:start + batch_size]
-            x = preprocess(np.stack([pixels[int(top.images[channels[i], j])] for i, j in chunk]))
-            weights = np.zeros((len(chunk), *output_shape), np.float32)
-            for n, (i, j) in enumerate(chunk):
-                row, col = top.positions[channels[i], j]
-                weights[n, row, col, channels[i]] = top.values[channels[i], j]
-            signals.append(layer_gradients(model, x, layer, weights, rule="deconvnet",
-                                           batch_size=batch_size, progress=False)[0])
-            bar.update(len(chunk))
-    return np.concatenate(signals) if signals else np.zeros((0,))
+
+    def signals(rows):
+        chunk = units[rows]
+        x = preprocess(np.stack([pixels[int(top.images[channels[i], j])] for i, j in chunk]))
+        weights = np.zeros((len(chunk), *output_shape), np.float32)
+        for n, (i, j) in enumerate(chunk):
+            row, col = top.positions[channels[i], j]
+            weights[n, row, col, channels[i]] = top.values[channels[i], j]
+        return x, weights
+
+    return run_batches(layer_gradient_pass(model, layer, "deconvnet"), signals,
+                       count=len(units), batch_size=batch_size, desc="projecting",
+                       progress=progress)[0]
 
 
 def _name(source, image_id):

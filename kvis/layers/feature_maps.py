@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
 from kvis.core.anatomy import spatial_layers, spatial_node, stage_layers
 from kvis.core.errors import KvisError
-from kvis.core.graph import model_graph, probe
+from kvis.core.graph import model_graph
 from kvis.core.images import as_images, unit_range
-from kvis.core.runner import compiled, run_batches
+from kvis.core.runner import run_batches
+from kvis.core.targets import score_pass
 from kvis.core.vocabulary import RANKINGS
 from kvis.plot.figures import displayable, image_grid, map_mosaic
 
@@ -118,22 +118,11 @@ def feature_maps(model, images, layers=None, *, batch_size=32, progress=True):
         paths = list(dict.fromkeys(spatial_node(graph, layer, "feature maps").path
                                    for layer in asked))
     batch = as_images(model, images)
-    step = compiled(model, ("feature_maps", tuple(paths)), lambda: _probe_step(model, paths))
-    maps = run_batches(step, (batch.x,), batch_size=batch_size, desc="feature maps",
-                       progress=progress)
+    maps = run_batches(score_pass(model, None, layers=paths), (batch.x,),
+                       batch_size=batch_size, desc="feature maps", progress=progress)
     stages = [p for p in stage_layers(model) if p in maps] if layers is None else paths
     return FeatureMaps(types.MappingProxyType({path: maps[path] for path in paths}),
                        batch.pixels, batch.names, tuple(stages), model.name)
-
-
-def _probe_step(model, paths):
-    sub = probe(model, paths)
-
-    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]))])
-    def step(x):
-        return sub(x, training=False)
-
-    return step
 
 
 def rank_channels(maps, by="mean"):
