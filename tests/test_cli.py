@@ -451,3 +451,23 @@ def test_scan_mistakes_get_one_line(args, message, tmp_path, monkeypatch):
     result = run(*[a.format(empty=tmp_path / "empty", texts=tmp_path / "texts") for a in args])
     assert result.exit_code != 0 and message in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_attention_explains_a_channel_or_a_neuron_given_as_a_target(tmp_path):
+    from kvis.core.demo import demo_images
+
+    images, _ = demo_images()
+    path = tmp_path / "boot.png"
+    cv2.imwrite(str(path), images[0])
+    runner = CliRunner()
+    out = tmp_path / "ch.png"
+    result = runner.invoke(main, ["attention", "demo", str(path), "--method", "saliency",
+                                  "--target", "block3_conv1:5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "channel(block3_conv1, 5) = " in result.output and out.exists()
+    result = runner.invoke(main, ["attention", "demo", str(path), "--target", "block3_conv1",
+                                  "--out", str(out)])
+    assert result.exit_code != 0 and "write LAYER:CHANNEL" in result.output
+    result = runner.invoke(main, ["attention", "demo", str(path), "--target",
+                                  "block3_conv1:5@2,2", "--class", "3", "--out", str(out)])
+    assert result.exit_code != 0 and "give classes or a target, not both" in result.output

@@ -154,12 +154,19 @@ def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2):
         axes[2 * i].set_title(result.names[i], fontsize=8)
         axes[2 * i + 1].imshow(overlay(pixels, result.maps[i], alpha=alpha),
                                interpolation="nearest")
-        axes[2 * i + 1].set_title(f"{result.class_labels[i]} ({result.score} "
-                                  f"{result.scores[i]:.3f})", fontsize=8)
+        axes[2 * i + 1].set_title(scored_label(result, i), fontsize=8)
     colours = ScalarMappable(Normalize(0.0, 1.0), cmap="jet")
     fig.colorbar(colours, ax=axes.tolist(), shrink=0.8, label=f"{result.method} map")
     fig.suptitle(title or _title(result))
     return fig
+
+
+def scored_label(result, i):
+    """What image i's map explains, with its value: 'bag (logit 7.210)', or
+    'channel(block3_conv1, 5) = 0.118' for a target that is not a class."""
+    if result.classes is None:
+        return f"{result.class_labels[i]} = {result.scores[i]:.3f}"
+    return f"{result.class_labels[i]} ({result.score} {result.scores[i]:.3f})"
 
 
 def _title(result):

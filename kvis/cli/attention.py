@@ -19,13 +19,16 @@ from kvis.core.vocabulary import ATTENTION_METHODS
 @click.option("--class", "classes",
               help="Class to explain, index or name (default: each image's top prediction); "
                    "with --batch, one for all images or one per image.")
+@click.option("--target", type=common.TargetSpec(),
+              help="Explain a channel (LAYER:CHANNEL, its mean) or a neuron "
+                   "(LAYER:CHANNEL@ROW,COL) instead of a class.")
 @common.layer_option("Conv layer for the CAM methods (default: the last one).")
 @click.option("--batch", is_flag=True,
               help="IMAGE is a folder: explain every image in it, OUT is a folder.")
 @click.option("--out", "-o", required=True, type=click.Path(),
               help="Figure file; a folder with --batch.")
-def attention(model, weights, labels, preprocess, image, method, score, classes, layer, batch,
-              out):
+def attention(model, weights, labels, preprocess, image, method, score, classes, target, layer,
+              batch, out):
     """Show which pixels drive MODEL's class score for IMAGE, overlaid on the image.
 
     With --batch, every image of the folder IMAGE gets a figure OUT/<image>_<class>_<method>.png
@@ -34,6 +37,7 @@ def attention(model, weights, labels, preprocess, image, method, score, classes,
     \b
     kvis attention demo boot.png --method grad-cam --out cam.png
     kvis attention resnet50 cat.jpg --method score-cam --class tabby --out cam.png
+    kvis attention demo boot.png --method saliency --target block3_conv1:5 --out ch5.png
     kvis attention simpsons.keras photos/ --batch --method grad-cam++ --out cams/
     """
     from kvis.attribution.attention import attention as explain
@@ -47,7 +51,7 @@ def attention(model, weights, labels, preprocess, image, method, score, classes,
     chosen = None if classes is None else common.class_list(classes)
     result = explain(net, [load_image(source, net) for source in sources], method,
                      classes=chosen[0] if chosen and len(chosen) == 1 else chosen,
-                     score=score, layer=layer)
+                     score=score, target=common.target_objective(target), layer=layer)
     if not batch:
         save_figure(plot_attention(result), out)
         where = f" at {result.layer}" if result.layer else ""
@@ -63,8 +67,10 @@ def attention(model, weights, labels, preprocess, image, method, score, classes,
 
 
 def _line(result, i):
-    """'boot.png: ankle boot (logit 7.21)'."""
-    return f"{result.names[i]}: {result.class_labels[i]} ({result.score} {result.scores[i]:.3f})"
+    """'boot.png: ankle boot (logit 7.210)'."""
+    from kvis.attribution.attention import scored_label
+
+    return f"{result.names[i]}: {scored_label(result, i)}"
 
 
 def _file_part(label):

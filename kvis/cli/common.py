@@ -235,6 +235,35 @@ def channels_option(help, default=None):
                         help=f"{help} Indices and ranges, e.g. 0,3,5-9.")
 
 
+class TargetSpec(click.ParamType):
+    """--target: what to explain instead of a class, 'LAYER:CHANNEL' (the channel's mean) or
+    'LAYER:CHANNEL@ROW,COL' (one neuron) -> (layer, channel, position or None)."""
+
+    name = "target"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        match = re.fullmatch(r"\s*(.+):(\d+)(?:@(\d+),(\d+))?\s*", str(value))
+        if not match:
+            self.fail(f"{value!r}: write LAYER:CHANNEL (a channel) or LAYER:CHANNEL@ROW,COL "
+                      "(one neuron)", param, ctx)
+        layer, channel, row, col = match.groups()
+        return layer, int(channel), None if row is None else (int(row), int(col))
+
+
+def target_objective(spec):
+    """The objective a --target names: a channel's mean, or one neuron."""
+    from kvis.synthesis import objectives
+
+    if spec is None:
+        return None
+    layer, channel, position = spec
+    if position is None:
+        return objectives.channel(layer, channel)
+    return objectives.neuron(layer, channel, position)
+
+
 def count_option(help, default, low=1, high=None):
     """--count: how many (channels to show, units to print, images to write)."""
     return click.option("--count", default=default, show_default=True,
