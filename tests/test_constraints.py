@@ -46,6 +46,7 @@ def _tiny_constrained(radius=0.1):
     return keras.Model(inputs, outputs)
 
 
+@pytest.mark.slow
 def test_after_a_training_step_no_filter_exceeds_the_radius():
     model = _tiny_constrained()
     conv = model.get_layer("conv")

@@ -279,6 +279,7 @@ def test_errors_are_one_clear_line(tmp_path, unit):
         image_source("demo").batches(unit, batch_size=0)
 
 
+@pytest.mark.slow
 def test_a_program_that_stops_reading_early_still_exits(tmp_path):
     import subprocess
     import sys

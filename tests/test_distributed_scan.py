@@ -15,6 +15,8 @@ from conftest import tiny_cnn
 from kvis.dataset.scan import scan
 from kvis.core.models import configure_model
 
+pytestmark = pytest.mark.slow  # subprocesses, Beam, several devices
+
 model = configure_model(tiny_cnn(), preprocessing="unit")
 data = np.random.default_rng(4).uniform(0, 1, (29, 16, 16, 3)).astype(np.float32)
 strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])

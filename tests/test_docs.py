@@ -23,9 +23,6 @@ FIGURES = sorted(p for p in (DOCS / "figures").iterdir() if p.is_file())
 
 # Options of other tools that the docs' prose names in inline code.
 OTHER_TOOLS_OPTIONS = {"--jit"}  # scripts/benchmark.py
-# Options the glossary names as the rule before a command has them: the target of a command
-# (a channel of --layer) has no option yet.
-AHEAD_OF_THE_CODE = {"glossary.md": {"--channel"}}
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([\w+-]*)")
 _ATX = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)(?:\s+#+)?\s*$")
@@ -407,6 +404,5 @@ def test_kvis_commands_and_options_in_the_docs_exist(page):
                      if option not in known]
     problems += [f"line {number}: no kvis command has the option {option}"
                  for number, option in _inline_options(text)
-                 if option not in every_option | OTHER_TOOLS_OPTIONS
-                 | AHEAD_OF_THE_CODE.get(page.name, set())]
+                 if option not in every_option | OTHER_TOOLS_OPTIONS]
     assert not problems, "\n".join(problems)

@@ -70,6 +70,23 @@ def test_a_second_call_for_other_channels_traces_nothing(monkeypatch):
     np.testing.assert_allclose(second.scores, fresh.scores, rtol=1e-5)
 
 
+def test_the_cached_passes_do_not_keep_a_model_alive():
+    import gc
+    import weakref
+
+    from conftest import tiny_cnn
+
+    from kvis.core.models import configure_model
+
+    model = configure_model(tiny_cnn("short_lived"), preprocessing="unit")
+    maximize_filters(model, "conv2", [0], settings=default_settings(model, steps=2),
+                     progress=False)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
+
+
 def test_batches_split_large_layers(demo):
     settings = default_settings(demo, steps=8)
     result = maximize_filters(demo, "block1_conv1", range(5), batch_size=2, settings=settings,

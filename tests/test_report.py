@@ -267,6 +267,7 @@ def demo_page(tmp_path_factory):
     return folder / "page" / "index.html", result
 
 
+@pytest.mark.slow
 def test_report_with_no_arguments_shows_every_view_of_the_demo(demo_page):
     path, result = demo_page
     page = _check_self_contained(path.read_text(encoding="utf-8"))

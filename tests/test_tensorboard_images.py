@@ -12,6 +12,8 @@ from kvis.layers.filters import conv_filters, plot_filters
 from kvis.plot.figures import NotebookFigure
 from kvis.training.tensorboard import TensorBoardImages, render, write_images
 
+pytestmark = pytest.mark.slow  # fit runs
+
 
 def _data():
     rng = np.random.default_rng(0)

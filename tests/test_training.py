@@ -8,6 +8,8 @@ from kvis.core.models import configure_model
 from kvis.layers.feature_maps import feature_maps
 from kvis.training.evolution import FeatureEvolution, load_evolution, plot_evolution
 
+pytestmark = pytest.mark.slow  # fit runs
+
 
 @pytest.fixture
 def training():

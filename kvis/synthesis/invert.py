@@ -4,7 +4,9 @@ Inverting Them", CVPR 2015): what does a layer's representation alone say about 
 From the representation phi0 of an image at a layer, find the image x minimizing
 ||phi(x) - phi0||^2 / ||phi0||^2 + lambda_alpha * ||x||_alpha^alpha + lambda_TV * TV_beta(x),
 with the image centred on mid-gray, on the shared engine (`kvis.synthesis.render`). Inversions from
-several layers run as one batch, one image per layer.
+several layers run as one batch, one image per layer. The representations, the optimization
+step and the scoring are passes compiled once per model, layers and shape, the targets fed as
+tensors: inverting a second image from the same layers traces nothing.
 """
 
 from dataclasses import dataclass

@@ -46,7 +46,7 @@ class Bound:
     key: object = None
 
 
-def bound(layers, read, values=(), key=None):
+def _bound(layers, read, values=(), key=None):
     """A `Bound` whose score is `read` of `values`."""
     return Bound(tuple(layers), lambda outputs, images: read(outputs, images, *values),
                  tuple(values), read, key)
@@ -101,7 +101,7 @@ def channel(layer, channels):
     def bind(graph):
         node = spatial_node(graph, layer, "a filter objective")
         units = _units(channels, node.output.shape[-1], f"{node.path} filter")
-        return bound((node.path,), lambda outputs, images, units: _pick(
+        return _bound((node.path,), lambda outputs, images, units: _pick(
             tf.reduce_mean(outputs[node.path], axis=(1, 2)), units), (units,),
             ("channel", node.path))
 
@@ -124,7 +124,7 @@ def neuron(layer, channels, position=None):
         if not (0 <= row < height and 0 <= col < width):
             raise KvisError(f"position {(row, col)} is outside {node.path}'s {height}x{width} grid")
         units = _units(channels, node.output.shape[-1], f"{node.path} filter")
-        return bound((node.path,), lambda outputs, images, units: _pick(
+        return _bound((node.path,), lambda outputs, images, units: _pick(
             outputs[node.path][:, row, col, :], units), (units,),
             ("neuron", node.path, int(row), int(col)))
 
@@ -143,7 +143,7 @@ def class_logit(classes):
         path, read_logits = logits(graph)
         count = next(reversed(graph.nodes.values())).output.shape[-1]
         units = _units(classes, count, "class")
-        return bound((path,), lambda outputs, images, units: _pick(
+        return _bound((path,), lambda outputs, images, units: _pick(
             read_logits(outputs[path]), units), (units,), ("class", path))
 
     return Objective(f"class({_label(classes)})", bind)
@@ -154,7 +154,7 @@ def layer_energy(layer):
 
     def bind(graph):
         path = graph.node(layer).path
-        return bound((path,), lambda outputs, images: tf.reduce_mean(
+        return _bound((path,), lambda outputs, images: tf.reduce_mean(
             tf.square(outputs[path]), axis=tf.range(1, tf.rank(outputs[path]))),
             key=("energy", path))
 
@@ -184,7 +184,7 @@ def feature_match(layer, target):
             energy = tf.maximum(tf.reduce_sum(tf.square(phi0), axis=axes), 1e-12)
             return -tf.reduce_sum(tf.square(outputs[node.path] - phi0), axis=axes) / energy
 
-        return bound((node.path,), read, (target,), ("match", node.path))
+        return _bound((node.path,), read, (target,), ("match", node.path))
 
     return Objective(f"match({layer})", bind)
 
@@ -202,7 +202,7 @@ def select(objectives):
 
 def lp_norm(p=2.0):
     """Mean |image - 0.5|^p: the Lp decay regularizer (p = 2: L2 decay; p = 6: Mahendran's)."""
-    return Objective(f"L{p:g}", lambda graph: bound((), lambda outputs, images: tf.reduce_mean(
+    return Objective(f"L{p:g}", lambda graph: _bound((), lambda outputs, images: tf.reduce_mean(
         tf.abs(images - 0.5) ** p, axis=(1, 2, 3)), key=("lp", float(p))))
 
 
@@ -214,7 +214,7 @@ def total_variation(beta=2.0):
         dx = images[:, :-1, 1:, :] - images[:, :-1, :-1, :]
         return tf.reduce_mean((tf.square(dx) + tf.square(dy) + 1e-8) ** (beta / 2), axis=(1, 2, 3))
 
-    return Objective(f"TV{beta:g}", lambda graph: bound((), read, key=("tv", float(beta))))
+    return Objective(f"TV{beta:g}", lambda graph: _bound((), read, key=("tv", float(beta))))
 
 
 def _combine(a, b, sign, name):
@@ -241,7 +241,7 @@ def _joined(parts, join, kind):
 
     keys = tuple(part.key for part in parts)
     known = kind is not None and None not in keys
-    return bound(dict.fromkeys(path for part in parts for path in part.layers), read,
+    return _bound(dict.fromkeys(path for part in parts for path in part.layers), read,
                  sum((part.values for part in parts), ()), (*kind, *keys) if known else None)
 
 

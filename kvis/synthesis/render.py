@@ -1,19 +1,21 @@
 """The image-optimization engine shared by activation maximization and network inversion.
 
 A batch of images is optimized against an objective by gradient ascent (GradientTape, Adam),
-compiled with `tf.function` (optionally XLA), several steps per call. The compiled step is
-cached per model (`kvis.core.runner.compiled`) and keyed by what shapes its graph: the
-objective's structure, the image and batch shape, the parameterization and the settings that
-add or remove ops. What changes from call to call (the units each image maximizes, targets,
-starting noise, transforms, learning rate, the optimizer's state) goes in as tensors, so a
-second call on the same model, layer and batch shape, for other units, traces nothing. Each
-image has its own
+compiled with `tf.function` (optionally XLA), several steps per call. Each image has its own
 random stream, seeded by the caller, for its starting noise and its per-step transforms, and
 Adam works element by element: an image's result depends on its seed and unit alone, not on
 the rest of the batch. Readability comes from the parameterization (Fourier-space,
 colour-decorrelated: Olah et al. 2017), random jitter, scale and rotation each step
 (transformation robustness), multi-scale octaves, periodic blur, gradient normalization, and
 regularizer objectives (Lp decay, total variation).
+
+The optimization step and the final scoring are compiled once per model and cached
+(`kvis.core.runner.compiled`), keyed by what shapes their graph: the objective's structure
+(`Bound.key`), the batch and image shape, the parameterization, the model's preprocessing and
+the settings that add or remove ops (transforms on or off, gradient normalization, XLA).
+Everything that changes from call to call (the units each image maximizes, inversion targets,
+the starting noise, the transforms, the learning rate, Adam's state) goes in as tensors, so a
+second call on the same model, layer and batch shape, for other units, traces nothing.
 """
 
 import dataclasses
@@ -227,8 +229,8 @@ class _Passes:
 
     def _outputs(self, bound):
         """`outputs(images)`: the layer outputs `bound` reads, of images in [0, 1]."""
-        sub, preprocess, model_size = probe(self.model, bound.layers), self.preprocess, \
-            self.model_size
+        sub = probe(self.model, bound.layers)
+        preprocess, model_size = self.preprocess, self.model_size
 
         def outputs(images):
             if tuple(images.shape[1:3]) != model_size:
@@ -247,7 +249,7 @@ def _evaluate(outputs, read, param, signature):
     return evaluate
 
 
-def _step(outputs, score, param, signature, transforms, normalize, jit_compile):
+def _step(outputs, read, param, signature, transforms, normalize, jit_compile):
     @tf.function(input_signature=signature, jit_compile=jit_compile)
     def step(value, moment1, moment2, moves, start, learning_rate, values):
         scores = tf.zeros(value.shape[:1])
@@ -256,7 +258,7 @@ def _step(outputs, score, param, signature, transforms, normalize, jit_compile):
                 tape.watch(value)
                 images = param.image(value)
                 moved = transform(images, moves[:, i]) if transforms else images
-                scores = score(outputs(moved), images, *values)
+                scores = read(outputs(moved), images, *values)
                 loss = -tf.reduce_sum(scores)
             gradient = tape.gradient(loss, value)
             if normalize:
