@@ -43,13 +43,6 @@ DRIFT = {
 DRIFT_OPTIONS = {"--filter", "--filters", "--top", "--k", "--max-filters", "--max-outputs",
                  "--per-class", "--units", "--index", "--number", "-n", "--memory"}
 
-# Violations in packages other engineers are changing now; each entry is removed when its
-# function is fixed (test_known_violations_are_still_there then says which to drop).
-KNOWN_VIOLATIONS = {
-    "Inversion: stores an image in field 'original'",
-    "objectives.bound: 4 positional parameters (layers, read, values, key)",
-}
-
 
 def _public():
     """`(name, object)` of every function and class of `kvis.__all__`, and the functions of
@@ -129,13 +122,8 @@ def _plot_signature(name, function):
 
 
 def test_public_names_follow_the_glossary():
-    new = _violations() - KNOWN_VIOLATIONS
-    assert not new, "\n".join(sorted(new))
-
-
-def test_known_violations_are_still_there():
-    fixed = KNOWN_VIOLATIONS - _violations()
-    assert not fixed, "fixed, remove from KNOWN_VIOLATIONS:\n" + "\n".join(sorted(fixed))
+    found = _violations()
+    assert not found, "\n".join(sorted(found))
 
 
 def test_every_plot_function_takes_the_result_then_keywords():

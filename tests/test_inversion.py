@@ -30,7 +30,7 @@ def test_errors_are_measured_independently(boot_inversion, demo):
     from kvis.core.models import preprocessing_for
     from kvis.layers.feature_maps import feature_maps
 
-    x = preprocessing_for(demo)(boot_inversion.original[None] * 255)
+    x = preprocessing_for(demo)(boot_inversion.pixels)
     target = feature_maps(demo, x, "block2_conv2", progress=False)["block2_conv2"]
     reached = feature_maps(demo, preprocessing_for(demo)(boot_inversion.images[1:2] * 255),
                            "block2_conv2", progress=False)["block2_conv2"]
@@ -43,7 +43,7 @@ def test_figure_shows_the_original_and_labels_each_layer(boot_inversion):
     titles = [ax.get_title() for ax in figure.axes]
     assert titles[0] == "original" and titles[1].startswith("block1_conv1\nerror ")
     np.testing.assert_array_equal(figure.axes[0].images[0].get_array(),
-                                  boot_inversion.original[..., 0])
+                                  boot_inversion.pixels[0, ..., 0] / 255.0)
     assert figure._suptitle.get_text() == "array reconstructed from each layer"
 
 
@@ -57,7 +57,7 @@ def test_an_array_gives_the_same_target_and_original(demo):
     from_array = invert(demo, image.x, ["block2_conv2"], settings=quick, progress=False)
     np.testing.assert_array_equal(from_image.images, from_array.images)
     np.testing.assert_array_equal(from_image.errors, from_array.errors)
-    np.testing.assert_allclose(from_array.original, image.pixels / 255.0)
+    np.testing.assert_array_equal(from_array.pixels[0], image.pixels)
 
 
 def test_a_second_image_traces_nothing(demo, monkeypatch):

@@ -133,3 +133,29 @@ def test_a_second_call_traces_nothing(images):
     input_gradients(model, images[:1], make_target(model, 1, classes=1, purpose="test"),
                     progress=False)
     assert step.experimental_get_tracing_count() == traced
+
+
+def test_another_channel_reuses_the_pass_of_the_first(images):
+    from conftest import tiny_cnn
+
+    model = tiny_cnn()
+    first = kvis.saliency(model, images, target=kvis.objectives.channel("conv2", 1),
+                          progress=False)
+    steps = _score_passes(model)
+    traced = [step.experimental_get_tracing_count() for step in steps]
+    second = kvis.saliency(model, images, target=kvis.objectives.channel("conv2", 4),
+                           progress=False)
+    assert _score_passes(model) == steps
+    assert [step.experimental_get_tracing_count() for step in steps] == traced
+    conv = keras.Model(model.input, model.get_layer("conv2").output)
+    expected = _reference_input_gradient(
+        model, images, lambda x: tf.reduce_mean(conv(x)[..., 4], axis=(1, 2)))
+    np.testing.assert_allclose(second.values, expected, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(first.values, second.values)
+
+
+def _score_passes(model):
+    """The compiled score passes cached for `model`."""
+    from kvis.core.runner import _compiled
+
+    return [step for key, step in _compiled[model].items() if key[0] == "score"]

@@ -47,5 +47,5 @@ def deconv(model, weights, labels, preprocess, image, layer, channels, count, wh
     result = deconvnet(net, load_image(image, net), layer, channels=channels, count=count,
                        whole_map=whole_map, classes=wanted, guided=guided, method=method)
     save_figure(plot_projections(result), out)
-    click.echo(f"{result.name}: {result.rule} from {result.layer}: {', '.join(result.units)}")
+    click.echo(f"{result.names[0]}: {result.rule} from {result.layer}: {', '.join(result.units)}")
     click.echo(f"wrote {out}")

@@ -35,7 +35,7 @@ def invert(model, weights, labels, image, layers, out, steps, seed, preprocess):
     net = common.load_network(model, weights, labels, preprocess)
     result = invert_image(net, load_image(image, net), layers, seed=seed,
                           settings=inversion_settings(steps=steps))
-    save_figure(plot_inversion(result, title=f"{result.name} reconstructed from {net.name}"),
+    save_figure(plot_inversion(result, title=f"{result.names[0]} reconstructed from {net.name}"),
                 out)
     for layer, error, pixels in zip(result.layers, result.errors, result.pixel_errors):
         click.echo(f"{layer}: representation error {error:.4g}, pixel RMSE {pixels:.4f}")

@@ -82,8 +82,11 @@ class _Output:
 
 @dataclass(frozen=True)
 class _Bound:
+    """A callable target bound to a model: no structure key, so its pass is its own."""
+
     layers: tuple
     score: object
+    key: object = None
 
 
 def make_target(model, count, *, classes=None, score="logit", target=None, purpose):
@@ -142,25 +145,32 @@ def score_pass(model, target, *, layers=(), gradient=None, rule=None, every_scor
         every_score: also return every class's score (class targets).
         layer_sums: return the layers' outputs summed over positions.
     """
+    bound = None if target is None or target.is_class else \
+        target.objective.bind(model_graph(model))
+    fed = () if bound is None or bound.key is None else tuple(
+        tf.constant(value) for value in bound.values)
     if target is None:
         key = ("layers", tuple(layers), layer_sums)
     else:
-        key = ("score", target.score, target.objective, target.classes is None, tuple(layers),
-               gradient, rule, every_score, layer_sums)
-    return compiled(model, key, lambda: _build(model, target, tuple(layers), gradient, rule,
-                                               every_score, layer_sums))
+        # An objective is keyed by its structure (its values are fed as tensors, so other
+        # channels reuse the pass); one without a structure key, by itself.
+        what = target.objective if bound is None or bound.key is None else (
+            bound.key, tuple((value.shape, value.dtype) for value in fed))
+        key = ("score", target.score, what, target.classes is None, tuple(layers), gradient,
+               rule, every_score, layer_sums)
+    step = compiled(model, key, lambda: _build(model, target, bound, fed, tuple(layers),
+                                               gradient, rule, every_score, layer_sums))
+    return step if not fed else lambda *inputs: step(*inputs, *fed)
 
 
-def _build(model, target, layers, gradient, rule, every_score, layer_sums):
+def _build(model, target, bound, fed, layers, gradient, rule, every_score, layer_sums):
     graph = model_graph(model)
     if target is None:
         needed = ()
-    elif target.is_class:
+    elif bound is None:
         head, read = class_scores(graph, target.score)
-        bound = None
         needed = (head,)
     else:
-        bound = target.objective.bind(graph)
         needed = bound.layers
     paths = list(dict.fromkeys((*layers, *needed)))
     if rule is None:
@@ -175,30 +185,30 @@ def _build(model, target, layers, gradient, rule, every_score, layer_sums):
             values = forward_values(graph, images, relu)
             return {path: values[id(graph.nodes[path].output)] for path in paths}
 
-    def forward(images, wanted):
+    def forward(images, extra):
         outputs = run(images)
         result = {path: tf.reduce_sum(outputs[path], axis=(1, 2)) if layer_sums
                   else outputs[path] for path in layers}
         if target is None:
             return result
         if bound is not None:
-            result["scores"] = bound.score(outputs, images)
+            result["scores"] = bound.read(outputs, images, *extra) if fed else \
+                bound.score(outputs, images)
             return result
         every = read(outputs[head])
-        if wanted is None:
-            wanted = tf.argmax(every, axis=-1, output_type=tf.int32)
+        wanted = extra[0] if extra else tf.argmax(every, axis=-1, output_type=tf.int32)
         result["scores"] = tf.gather(every, wanted, axis=1, batch_dims=1)
         result["classes"] = tf.cast(wanted, tf.int64)
         if every_score:
             result["every_score"] = every
         return result
 
-    def traced(images, wanted=None):
+    def traced(images, *extra):
         if gradient is None:
-            return forward(images, wanted)
+            return forward(images, extra)
         with tf.GradientTape() as tape:
             tape.watch(images)
-            result = forward(images, wanted)
+            result = forward(images, extra)
             total = tf.reduce_sum(result["scores"])
         source = images if gradient == "input" else result[gradient]
         result["gradient"] = tape.gradient(total, source,
@@ -208,6 +218,7 @@ def _build(model, target, layers, gradient, rule, every_score, layer_sums):
     specs = [tf.TensorSpec((None, *model.input_shape[1:]))]
     if target is not None and target.classes is not None:
         specs.append(tf.TensorSpec((None,), tf.int32))
+    specs += [tf.TensorSpec(value.shape, value.dtype) for value in fed]
     # Plain Python control flow only: no autograph, so a KvisError while tracing stays one.
     return tf.function(traced, input_signature=specs, autograph=False)
 

@@ -28,8 +28,8 @@ class Inversion:
     """Reconstructions of one image from several layers.
 
     Attributes:
-        original: float32 (H, W, C) in [0, 1], the image as the model saw it.
-        name: the image's name.
+        pixels: uint8 (1, H, W, C) in [0, 255], the image as the model saw it.
+        names: the image's name, in a one-element list.
         layers: the layer paths inverted.
         images: float32 (L, H, W, C) in [0, 1], one reconstruction per layer.
         errors: float32 (L,) normalized representation errors ||phi(x) - phi0||^2 / ||phi0||^2
@@ -38,8 +38,8 @@ class Inversion:
             pixel units: how much of the image each layer still holds.
     """
 
-    original: np.ndarray
-    name: str
+    pixels: np.ndarray
+    names: list
     layers: list
     images: np.ndarray
     errors: np.ndarray
@@ -99,8 +99,8 @@ def invert(model, images, layers, *, alpha=6.0, beta=2.0, alpha_weight=0.1, tv_w
               for i, layer in enumerate(layers)]
     original = batch.pixels[0].astype(np.float32) / 255.0
     pixel_errors = np.sqrt(np.mean((result.images - original) ** 2, axis=(1, 2, 3)))
-    return Inversion(original, batch.names[0], layers, result.images, np.array(errors, np.float32),
-                     pixel_errors.astype(np.float32))
+    return Inversion(batch.pixels, list(batch.names), layers, result.images,
+                     np.array(errors, np.float32), pixel_errors.astype(np.float32))
 
 
 def plot_inversion(result, *, fig=None, title=None):
@@ -114,12 +114,12 @@ def plot_inversion(result, *, fig=None, title=None):
     Returns:
         A Figure.
     """
-    tiles = [result.original] + list(result.images)
+    tiles = [result.pixels[0] / 255.0] + list(result.images)
     labels = ["original"] + [
         f"{layer}\nerror {error:.2g}, rmse {pixels:.2g}"
         for layer, error, pixels in zip(result.layers, result.errors, result.pixel_errors)]
     return image_grid(tiles, titles=labels, cols=len(tiles), cmap="gray", vmin=0, vmax=1,
-                      title=title or f"{result.name} reconstructed from each layer",
+                      title=title or f"{result.names[0]} reconstructed from each layer",
                       tile_inches=1.8, fig=fig)
 
 

@@ -81,10 +81,10 @@ def maximize_filters(model, layer, channels=None, *, seed=0, batch_size=64, sett
         settings, size, progress: as for `kvis.synthesis.render.render`.
 
     Returns:
-        A `Synthesis` with units labelled "#f".
+        A `Synthesis` with units labelled "#c".
 
     Raises:
-        KvisError: the layer is not spatial, or a filter index is out of range.
+        KvisError: the layer is not spatial, or a channel index is out of range.
 
     Example:
         >>> grid = kvis.maximize_filters(model, "block4_conv1", range(16))
