@@ -63,6 +63,7 @@ def test_the_result_carries_the_images_and_their_class_names(demo):
     np.testing.assert_array_equal(second.pixels, images[100:101])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("baseline", [0, 127.5])
 def test_integrated_gradients_are_complete_within_one_percent(demo, demo_x, baseline):
     result = integrated_gradients(demo, demo_x, baseline=baseline, steps=512, progress=False)
@@ -88,6 +89,7 @@ def test_integrated_gradients_baseline_is_in_pixels(demo, demo_x):
         integrated_gradients(demo, demo_x[:1], baseline=np.zeros((5, 5)))
 
 
+@pytest.mark.slow
 def test_integrated_gradients_of_probabilities_are_complete(demo, demo_x):
     result = integrated_gradients(demo, demo_x[:3], score="probability", steps=512)
     start = preprocessing_for(demo)(np.zeros((3, 28, 28, 1)))

@@ -63,6 +63,7 @@ def test_filters_and_features_write_figures(tmp_path, boot):
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow
 def test_features_all_writes_one_figure_per_layer_and_an_overview(tmp_path, boot):
     result = run("features", "demo", boot, "--all", "--out", tmp_path / "all")
     assert result.exit_code == 0, result.output
@@ -186,6 +187,7 @@ def test_fine_tuned_resnet50_saved_to_keras(tmp_path):
     assert "preprocessing" not in result.stderr  # recognised as a ResNet50: caffe-style
 
 
+@pytest.mark.slow
 def test_maximize_filters_and_classes(tmp_path):
     result = run("maximize", "demo", "--layer", "block2_conv2", "--channels", "0-3",
                  "--steps", "16", "--out", tmp_path / "f.png")
@@ -252,6 +254,7 @@ def test_synthesis_and_projection_mistakes_get_one_line(args, message, boot, tmp
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
 
 
+@pytest.mark.slow
 def test_attention_on_one_image_and_on_a_folder(tmp_path, boot):
     result = run("attention", "demo", boot, "--method", "grad-cam++", "--score", "probability",
                  "--out", tmp_path / "a.png")
@@ -407,6 +410,7 @@ def test_dissect_mistakes_are_one_line(concept_folder, tmp_path, args, message):
     assert "Traceback" not in result.output and not (tmp_path / "d.png").exists()
 
 
+@pytest.mark.slow
 def test_topk_writes_the_index_and_a_figure_per_layer_and_resumes(tmp_path):
     import json
 

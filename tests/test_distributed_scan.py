@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses, Beam, several devices
+
 MIRRORED = """
 import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -14,8 +16,6 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from conftest import tiny_cnn
 from kvis.dataset.scan import scan
 from kvis.core.models import configure_model
-
-pytestmark = pytest.mark.slow  # subprocesses, Beam, several devices
 
 model = configure_model(tiny_cnn(), preprocessing="unit")
 data = np.random.default_rng(4).uniform(0, 1, (29, 16, 16, 3)).astype(np.float32)

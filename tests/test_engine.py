@@ -114,6 +114,7 @@ def test_images_of_another_size_are_resized_for_a_fixed_input(tiny):
     assert result.images.shape == (1, 24, 24, 3)
 
 
+@pytest.mark.slow
 def test_xla_compiles_the_same_optimization(tiny):
     plain, xla = (render(tiny, objectives.channel("conv2", 0), seeds=[0],
                          settings=QUICK.replace(jit_compile=jit), progress=False)

@@ -10,6 +10,7 @@ from kvis.synthesis.objectives import channel
 from kvis.synthesis.render import default_settings
 
 
+@pytest.mark.slow
 def test_synthesized_images_beat_every_real_image_on_most_filters(demo):
     """At least 90% of block2_conv2's filters respond more to their image than to any of
     the 400 real test images that ship with kvis (measured independently)."""
