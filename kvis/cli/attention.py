@@ -16,9 +16,8 @@ from kvis.core.vocabulary import ATTENTION_METHODS
 @click.option("--method", "-m", type=click.Choice(ATTENTION_METHODS), default="grad-cam",
               show_default=True, help="Attention method.")
 @common.score_option()
-@click.option("--class", "classes",
-              help="Class to explain, index or name (default: each image's top prediction); "
-                   "with --batch, one for all images or one per image.")
+@common.class_option("Class to explain, index or name (default: each image's top prediction); "
+                     "with --batch, one for all images or one per image.")
 @click.option("--target", type=common.TargetSpec(),
               help="Explain a channel (LAYER:CHANNEL, its mean) or a neuron "
                    "(LAYER:CHANNEL@ROW,COL) instead of a class.")

@@ -264,6 +264,11 @@ def target_objective(spec):
     return objectives.neuron(layer, channel, position)
 
 
+def class_option(help):
+    """--class: a class by index or name (lists and ranges where a command takes several)."""
+    return click.option("--class", "classes", help=help)
+
+
 def count_option(help, default, low=1, high=None):
     """--count: how many (channels to show, units to print, images to write)."""
     return click.option("--count", default=default, show_default=True,

@@ -16,7 +16,7 @@ from kvis.core.vocabulary import DECONV_METHODS
                      "activation.", default=9)
 @click.option("--map", "whole_map", is_flag=True,
               help="Keep the whole feature map instead of its strongest activation.")
-@click.option("--class", "classes", help="Project from class scores instead of a layer.")
+@common.class_option("Project from class scores instead of a layer.")
 @click.option("--guided", is_flag=True, help="Guided backpropagation (also gate by ReLU masks).")
 @click.option("--method", type=click.Choice(DECONV_METHODS), default="explicit",
               show_default=True,

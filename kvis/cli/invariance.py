@@ -16,9 +16,8 @@ from kvis.core.vocabulary import TRANSFORMS
               help="Vertical translation (pixels), scaling (factor) or rotation (degrees).")
 @common.layers_option("Comma-separated layers to compare (default: the first stage and the "
                       "penultimate layer).")
-@click.option("--class", "classes", help="True class of the images, index or name, one for all "
-                                          "or one per image (default: each image's top "
-                                          "prediction).")
+@common.class_option("True class of the images, index or name, one for all or one per image "
+                     "(default: each image's top prediction).")
 @common.score_option("probability")  # what the paper plots (Fig. 5, 7)
 @common.figure_option
 def invariance(model, weights, labels, preprocess, images, transform, layers, classes, score,

@@ -11,8 +11,7 @@ from kvis.core.vocabulary import PARAMETERIZATIONS
 @common.model_options
 @common.layer_option("Layer whose channels (filters) to maximize.")
 @common.channels_option("Channels of --layer to maximize.", default="0-15")
-@click.option("--class", "classes",
-              help="Maximize classes instead: indices, ranges or names, e.g. 281,285 or tabby.")
+@common.class_option("Maximize classes instead: indices, ranges or names, e.g. 281,285 or tabby.")
 @common.figure_option
 @click.option("--steps", default=256, show_default=True, type=click.IntRange(1),
               help="Gradient steps.")

@@ -16,15 +16,14 @@ from kvis.cli.common import main
               help="Pixels between occluder positions.")
 @common.layer_option("Layer whose strongest feature map is recorded (default: the last conv "
                      "layer).")
-@click.option("--class", "cls", help="Class whose score is mapped, index or name (default: "
-                                      "the top prediction).")
+@common.class_option("Class whose score is mapped, index or name (default: the top prediction).")
 @common.score_option("probability")  # what the paper plots (Fig. 5, 7)
 @click.option("--fill", type=click.FloatRange(0, 255),
               help="Occluder gray level in pixels, 0-255 (default: the dataset's mean pixel).")
 @click.option("--memory-mb", default=1024, show_default=True, type=click.IntRange(1),
               help="Memory budget in MiB for one batch of occluded images.")
 @common.figure_option
-def occlusion(model, weights, labels, preprocess, image, size, stride, layer, cls, score, fill,
+def occlusion(model, weights, labels, preprocess, image, size, stride, layer, classes, score, fill,
               memory_mb, out):
     """Slide a square over IMAGE and map what MODEL says (Zeiler & Fergus, Fig. 7).
 
@@ -44,7 +43,7 @@ def occlusion(model, weights, labels, preprocess, image, size, stride, layer, cl
     out = common.figure_path(out)
     net = common.load_network(model, weights, labels, preprocess)
     result = occlude(net, load_image(image, net), size=size, stride=stride, fill=fill,
-                     layer=layer, classes=cls, score=score, memory_mb=memory_mb)
+                     layer=layer, classes=classes, score=score, memory_mb=memory_mb)
     save_figure(plot_occlusion(result), out)
     feature, value, _ = result.unoccluded
     name = "p" if score == "probability" else "logit"

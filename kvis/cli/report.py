@@ -15,9 +15,8 @@ from kvis.core.vocabulary import REPORT_SECTIONS
 @common.network_options
 @click.option("--out", "-o", default="report", show_default=True, type=click.Path(),
               help="A folder, which receives index.html, or an .html file.")
-@click.option("--class", "classes",
-              help="The class the attention maps and the occlusion explain, index or name "
-                   "(default: the top prediction).")
+@common.class_option("The class the attention maps and the occlusion explain, index or name "
+                     "(default: the top prediction).")
 @click.option("--dataset", type=common.DataSpec(),
               help="Add the dataset views (top-9 examples, dead filters): a folder of images, "
                    "an IDX file, or demo.")
