@@ -3,7 +3,7 @@
 The top-level names are what a user calls: loading models and images, each technique, its
 result and its figure, the training callbacks and the report. Everything else (the model
 graph, probes, backward rules, the scan's state, registries) stays importable from its module
-(`kvis.core.graph.probe`, `kvis.core.backward_rules.class_gradients`, ...).
+(`kvis.core.graph.probe`, `kvis.core.targets.score_pass`, ...).
 
 Public names load on first use, so `import kvis` (and `kvis --help`) stays quick until
 TensorFlow is really needed.

@@ -65,10 +65,10 @@ def correspondence(model, images, boxes, *, layers=None, trials=5, seed=0, batch
                    memory_mb=1024, tolerance=1e-5, progress=True):
     """Delta scores of Z&F Table 1 for one occluded part, and for random boxes.
 
-    The part is set to the model's mean pixel (`kvis.mean_pixel(model)`, through the model's
-    preprocessing) in the model input; the rest of the input is kept exactly. The originals,
-    the images with the part occluded and the images with random boxes occluded
-    (`random_boxes`) all go through one compiled pass, a batch at a time.
+    The part is set to the model's mean pixel (`kvis.core.models.mean_pixel(model)`, through
+    the model's preprocessing) in the model input; the rest of the input is kept exactly. The
+    originals, the images with the part occluded and the images with random boxes occluded
+    (`random_boxes`) are made a batch at a time, each batch through one compiled pass.
 
     Args:
         model: a Keras model.

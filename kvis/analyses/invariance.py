@@ -99,7 +99,7 @@ def transform_image(pixels, transform, value, *, fill):
         value: the transform's strength; the identity (0 px, 1.0, 0 or 360 degrees) returns
             the image unchanged.
         fill: the colour of uncovered canvas, a number or (C,) in [0, 255] (rounded), usually
-            `kvis.mean_pixel(model)`.
+            `kvis.core.models.mean_pixel(model)`.
 
     Returns:
         uint8 (H, W, C).

@@ -1,9 +1,10 @@
 """Where the model looks: every class-attention method behind one function and one figure.
 
 `attention(model, images, method)` dispatches to the method named in
-`kvis.ATTENTION_METHODS` (the registry `METHODS` maps each name to its function) and returns
-an `Explanation` whose `maps` (N, H, W) lie in [0, 1] at the input size whichever the method:
-the CAM family (`kvis.attribution.cam`) or the gradient family (`kvis.attribution.gradients`).
+`kvis.core.vocabulary.ATTENTION_METHODS` (the registry `METHODS` maps each name to its
+function) and returns an `Explanation` whose `maps` (N, H, W) lie in [0, 1] at the input size
+whichever the method: the CAM family (`kvis.attribution.cam`), the gradient family
+(`kvis.attribution.gradients`) or occlusion (`kvis.attribution.occlusion`).
 """
 
 import inspect
@@ -40,8 +41,8 @@ def attention(model, images, method="grad-cam", *, classes=None, score="logit", 
         model: a Keras classifier.
         images: what `kvis.load_image` returns (one or a list), or preprocessed float32
             (N, H, W, C) model input.
-        method: one of `kvis.ATTENTION_METHODS`: "grad-cam", "grad-cam++", "score-cam",
-            "guided-grad-cam" (the layer's family), "saliency", "guided-backprop",
+        method: one of `kvis.core.vocabulary.ATTENTION_METHODS`: "grad-cam", "grad-cam++",
+            "score-cam", "guided-grad-cam" (the layer's family), "saliency", "guided-backprop",
             "smoothgrad", "integrated-gradients" (pixel gradients) or "occlusion" (score drops
             under a sliding square).
         classes: None (each image's top prediction), one class (index or name) for all, or

@@ -14,7 +14,8 @@ class Explanation:
     """Where the evidence for a class lies in each image: the result of every attention method.
 
     Attributes:
-        method: the method's name, one of `kvis.ATTENTION_METHODS` ("grad-cam", "saliency", ...).
+        method: the method's name, one of `kvis.core.vocabulary.ATTENTION_METHODS`
+            ("grad-cam", "saliency", ...).
         maps: float32 (N, H, W) in [0, 1] at the input size, for display. CAMs: the raw map with
             negative values set to zero, upsampled and divided by its maximum. Gradient methods:
             the largest |value| over channels divided by its maximum. All zero where nothing is

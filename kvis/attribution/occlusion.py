@@ -90,8 +90,8 @@ def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classe
         size: the occluder's side in pixels, at least 1 and at most the image's side.
         stride: pixels between occluder positions, at least 1.
         fill: the occluder's pixel value in [0, 255], a number or one per channel (RGB);
-            default `kvis.mean_pixel(model)`, the training data's mean pixel. It goes through
-            the model's preprocessing (`kvis.preprocessing_for(model)`).
+            default `kvis.core.models.mean_pixel(model)`, the training data's mean pixel. It
+            goes through the model's preprocessing (`kvis.preprocessing_for(model)`).
         layer: the spatial layer whose strongest feature map is recorded (default: the last
             conv layer).
         classes: the class whose score is recorded (index or name); default the top

@@ -32,7 +32,7 @@ class SanityCheck:
     Attributes:
         layers: the weighted layers in randomization order (output first); step i has
             layers[:i + 1] re-initialized (and every weighted layer between them).
-        methods: the methods' names (from `kvis.ATTENTION_METHODS`).
+        methods: the methods' names (from `kvis.core.vocabulary.ATTENTION_METHODS`).
         correlations: float32 (methods, steps) Spearman rank correlation between each method's
             original maps and its maps after each step, averaged over the images (0 where a
             map is constant).
@@ -64,7 +64,7 @@ def cascading_randomization(model, images, methods, *, classes=None, score="logi
         model: a Keras classifier (not changed).
         images: what `kvis.load_image` returns (one or a list), or preprocessed float32
             (N, H, W, C) model input.
-        methods: names from `kvis.ATTENTION_METHODS`, e.g. ["saliency", "grad-cam"].
+        methods: names from `kvis.core.vocabulary.ATTENTION_METHODS`, e.g. ["saliency", "grad-cam"].
         classes: None (each image's top prediction), one class for all, or one per image.
         score: "logit" or "probability", for every method.
         layers: the layers after whose randomization to measure (paths); every weighted
