@@ -22,7 +22,7 @@ PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 FIGURES = sorted(p for p in (DOCS / "figures").iterdir() if p.is_file())
 
 # Options of other tools that the docs' prose names in inline code.
-OTHER_TOOLS_OPTIONS = {"--jit"}  # scripts/benchmark.py
+OTHER_TOOLS_OPTIONS = {"--jit", "--memory", "--only"}  # scripts/benchmark.py, bench_work.py
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([\w+-]*)")
 _ATX = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)(?:\s+#+)?\s*$")
