@@ -109,3 +109,25 @@ def test_bad_image_input_is_one_clear_error(tiny):
                          ModelImage("b", np.zeros((8, 8, 3), np.uint8), np.zeros((1, 8, 8, 3)))])
     with pytest.raises(KvisError, match="images must be kvis.load_image results"):
         as_images(tiny, "cat.jpg")
+
+
+def test_integer_arrays_are_pixels_and_go_through_the_preprocessing(demo):
+    import kvis
+    from kvis.core.demo import demo_images
+
+    images, _ = demo_images()
+    image = load_image(images[0], demo)
+    from_pixels = kvis.attention(demo, image.pixels[None], "grad-cam", progress=False)
+    from_image = kvis.attention(demo, image, "grad-cam", progress=False)
+    np.testing.assert_array_equal(from_pixels.scores, from_image.scores)
+    np.testing.assert_array_equal(from_pixels.maps, from_image.maps)
+    np.testing.assert_array_equal(from_pixels.pixels, image.pixels[None])
+    wide = as_images(demo, image.pixels[None].astype(np.int64))
+    np.testing.assert_array_equal(wide.x, image.x)
+    floats = as_images(demo, image.pixels[None].astype(np.float32))  # model input, as given
+    np.testing.assert_array_equal(floats.x, image.pixels[None].astype(np.float32))
+    bright = np.zeros((1, 28, 28, 1), np.int32)
+    bright[0, 0, 0, 0] = 300
+    with pytest.raises(KvisError, match=r"integer images are pixels in \[0, 255\]; got values "
+                                        r"in \[0, 300\]"):
+        as_images(demo, bright)

@@ -90,19 +90,24 @@ class Images:
 
 
 def as_images(model, images):
-    """The one way kvis takes images: what `load_image` returns, or an array of model input.
+    """The one way kvis takes images: what `load_image` returns, or an array.
+
+    An integer array (uint8, as OpenCV and PIL return) holds pixels and goes through the
+    model's preprocessing; a float array is model input, already preprocessed.
 
     Args:
         model: the Keras model the images are for.
-        images: a `ModelImage`, a list of them (one size), or an already-preprocessed float
-            array (N, H, W, C) (a tensor works too).
+        images: a `ModelImage`, a list of them (one size), an integer array (N, H, W, C) of
+            pixels in [0, 255], or an already-preprocessed float array (N, H, W, C) (a tensor
+            works too).
 
     Returns:
         An `Images`.
 
     Raises:
-        KvisError: no images, images of different sizes, or a shape that does not fit the
-            model's input.
+        KvisError: no images, images of different sizes, a shape that does not fit the
+            model's input, integer pixels outside [0, 255], or integer pixels for a model
+            whose preprocessing kvis cannot tell.
     """
     if isinstance(images, ModelImage):
         images = [images]
@@ -116,8 +121,27 @@ def as_images(model, images):
                       [image.name for image in images])
     if isinstance(images, (list, tuple)) and any(isinstance(i, ModelImage) for i in images):
         raise KvisError("a list of images must hold kvis.ModelImage objects only")
+    if _holds_integers(images):
+        return _pixel_images(model, np.asarray(images))
     x = check_input(model, images)
     return Images(x, display_pixels(model, x), [f"image {i}" for i in range(len(x))])
+
+
+def _holds_integers(images):
+    dtype = getattr(images, "dtype", None)
+    return dtype is not None and np.issubdtype(np.dtype(getattr(dtype, "as_numpy_dtype", dtype)),
+                                               np.integer)
+
+
+def _pixel_images(model, pixels):
+    """Images from an integer array of pixels (N, H, W, C), through the preprocessing."""
+    check_input(model, pixels)
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
+        raise KvisError(f"integer images are pixels in [0, 255]; got values in "
+                        f"[{pixels.min()}, {pixels.max()}]")
+    pixels = pixels.astype(np.uint8)
+    x = check_input(model, preprocessing_for(model)(pixels))
+    return Images(x, pixels, [f"image {i}" for i in range(len(x))])
 
 
 def read_image(source, *, size=None, channels=3, warn=True):
