@@ -55,11 +55,14 @@ def test_recorded_strongest_activations_equal_a_direct_computation(training, tmp
     assert len([ax for ax in figure.axes if ax.images]) == (4 + 3) * 3
 
 
-def test_the_default_epochs_are_clipped_to_the_run(training):
+def test_the_default_epochs_are_clipped_to_the_run_and_end_with_its_last(training):
     model, x, y = training
     evolution = FeatureEvolution(x[:8], "conv1")
-    model.fit(x, y, epochs=3, verbose=0, callbacks=[evolution])
-    np.testing.assert_array_equal(evolution.result().epochs, [1, 2])
+    model.fit(x, y, epochs=4, verbose=0, callbacks=[evolution])
+    np.testing.assert_array_equal(evolution.result().epochs, [1, 2, 4])
+    chosen = FeatureEvolution(x[:8], "conv1", epochs=(1,))
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[chosen])
+    np.testing.assert_array_equal(chosen.result().epochs, [1, 2])
 
 
 def test_a_resumed_run_continues_the_same_grid(training, tmp_path):

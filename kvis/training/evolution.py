@@ -63,7 +63,8 @@ class FeatureEvolution(keras.callbacks.Callback):
         channels: the feature maps to follow: a list for every layer, or `{layer: list}`;
             default the first 6 of each layer.
         epochs: the 1-based epochs to record (default 1, 2, 5, 10, 20, 30, 40, 64, clipped to
-            the run; epochs you give must lie within it).
+            the run; epochs you give must lie within it). The run's last epoch is always
+            recorded too, so the grid ends with the trained model.
         log_dir: where the states are saved (`feature_evolution.npz`) after each recorded
             epoch, and read back when training resumes; None keeps them in memory.
         batch_size: images per forward pass over the sample.
@@ -108,7 +109,7 @@ class FeatureEvolution(keras.callbacks.Callback):
         if self.epochs_asked != EPOCHS and last is not None and max(self.epochs_asked) > last:
             raise KvisError(f"epoch {max(self.epochs_asked)} is past the run's {last} epochs")
         self.epochs = sorted({int(e) for e in self.epochs_asked
-                              if last is None or int(e) <= last})
+                              if last is None or int(e) <= last} | ({last} if last else set()))
         if self.log_dir is not None:
             check_writable(self.log_dir / STATE_FILE)
             if (self.log_dir / STATE_FILE).is_file():
