@@ -475,3 +475,11 @@ def test_attention_explains_a_channel_or_a_neuron_given_as_a_target(tmp_path):
     result = runner.invoke(main, ["attention", "demo", str(path), "--target",
                                   "block3_conv1:5@2,2", "--class", "3", "--out", str(out)])
     assert result.exit_code != 0 and "give classes or a target, not both" in result.output
+
+
+@pytest.mark.parametrize("rate", ["0", "-1"])
+def test_maximize_refuses_a_learning_rate_that_would_not_climb(tmp_path, rate):
+    result = CliRunner().invoke(main, ["maximize", "demo", "--layer", "block2_conv2", "--lr",
+                                       rate, "--out", str(tmp_path / "m.png")])
+    assert result.exit_code != 0 and "--lr" in result.output
+    assert not (tmp_path / "m.png").exists()

@@ -120,3 +120,19 @@ def test_xla_compiles_the_same_optimization(tiny):
                          settings=QUICK.replace(jit_compile=jit), progress=False)
                   for jit in (False, True))
     np.testing.assert_allclose(plain.images, xla.images, atol=2e-3)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(learning_rate=0), "learning_rate must be above 0; got 0"),
+    (dict(learning_rate=-1), "learning_rate must be above 0; got -1"),
+    (dict(steps=0), "steps must be at least 1; got 0"),
+    (dict(blur_sigma=0), "blur_sigma must be above 0; got 0"),
+    (dict(jitter=-2), "jitter must be at least 0; got -2"),
+])
+def test_settings_out_of_range_are_refused_up_front(changes, message):
+    from kvis.synthesis.render import Settings
+
+    with pytest.raises(KvisError, match=message):
+        Settings(**changes)
+    with pytest.raises(KvisError, match=message):
+        Settings().replace(**changes)

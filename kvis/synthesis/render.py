@@ -34,6 +34,12 @@ from kvis.synthesis import param as parameterizations
 from kvis.synthesis.objectives import lp_norm, total_variation
 from kvis.synthesis.transform import blur, moves, transform
 
+# (setting, lowest value, whether the lowest itself is refused): the valid range of each number.
+_RANGES = (("steps", 1, False), ("learning_rate", 0, True), ("noise", 0, False),
+           ("jitter", 0, False), ("scale", 0, False), ("rotate", 0, False), ("octaves", 1, False),
+           ("octave_scale", 0, True), ("blur_every", 0, False), ("blur_sigma", 0, True),
+           ("decay", 0, False), ("tv", 0, False), ("chunk", 1, False))
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -76,6 +82,14 @@ class Settings:
     normalize_gradients: bool = False
     jit_compile: bool = False
     chunk: int = 16
+
+    def __post_init__(self):
+        """Refuse settings outside their ranges (a rate of 0 or below would not maximize)."""
+        for name, low, above in _RANGES:
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < low or (above and value == low):
+                raise KvisError(f"{name} must be {'above' if above else 'at least'} {low:g}; "
+                                f"got {value:g}")
 
     def replace(self, **changes):
         """A copy with some settings changed; unknown names raise KvisError."""
