@@ -129,3 +129,15 @@ def test_bad_input_is_refused(tiny, images):
         saliency(tiny, images[0])
     with pytest.raises(KvisError, match=r"class index 7 is out of range"):
         smoothgrad(tiny, images, classes=7)
+
+
+def test_integrated_gradients_report_captums_convergence_delta(demo, demo_x):
+    result = integrated_gradients(demo, demo_x[:2], steps=16, progress=False)
+    start = preprocessing_for(demo)(np.zeros((2, 28, 28, 1)))
+    expected = result.values.sum(axis=(1, 2, 3)) - (
+        result.scores - scores_of(demo, start, result.classes))
+    np.testing.assert_allclose(result.delta, expected, rtol=1e-4, atol=1e-4)
+    finer = integrated_gradients(demo, demo_x[:2], steps=128, progress=False)
+    assert np.all(np.abs(finer.delta) <= np.abs(result.delta) + 1e-3)
+    assert saliency(demo, demo_x[:1], progress=False).delta is None
+    assert result[1].delta.shape == (1,)

@@ -33,6 +33,9 @@ class Explanation:
         score: what was explained: "logit" or "probability" of a class, or "target".
         pixels: uint8 (N, H, W, C) in [0, 255], the images, for display.
         names: a name per image.
+        delta: float32 (N,) Integrated Gradients' convergence delta, Captum's: the sum of each
+            image's attributions minus (its score minus the baseline's score), 0 for an exact
+            integral; None for the other methods.
     """
 
     method: str
@@ -46,6 +49,7 @@ class Explanation:
     score: str
     pixels: np.ndarray
     names: list
+    delta: np.ndarray | None = None
 
     def __len__(self):
         return len(self.maps)

@@ -123,7 +123,8 @@ def integrated_gradients(model, images, *, classes=None, score="logit", target=N
         steps: points along the path (midpoint rule).
 
     Returns:
-        An `Explanation` with method "integrated-gradients".
+        An `Explanation` with method "integrated-gradients" and its convergence `delta` (N,),
+        as Captum's `return_convergence_delta=True` gives it.
 
     Raises:
         KvisError: as for `saliency`; a baseline outside [0, 255] or of the wrong shape; a
@@ -146,8 +147,14 @@ def integrated_gradients(model, images, *, classes=None, score="logit", target=N
 
     mean_gradient = _mean_gradient(model, target, len(x), steps, path, "integrated-gradients",
                                    batch_size, memory_mb, progress)
-    return make_explanation(model, batch, "integrated-gradients", target, clean,
-                            values=(x - origin) * mean_gradient)
+    values = (x - origin) * mean_gradient
+    start = run_batches(score_pass(model, target), (origin, *target.rows(np.arange(len(x)))),
+                        batch_size=rows_within(model, memory_mb, batch_size=batch_size),
+                        progress=False)["scores"]
+    delta = values.sum(axis=(1, 2, 3), dtype=np.float64) - (clean["scores"] - start)
+    return dataclasses.replace(
+        make_explanation(model, batch, "integrated-gradients", target, clean, values=values),
+        delta=delta.astype(np.float32))
 
 
 def scores_of(model, images, classes, *, score="logit", batch_size=32):
