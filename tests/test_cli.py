@@ -483,3 +483,10 @@ def test_maximize_refuses_a_learning_rate_that_would_not_climb(tmp_path, rate):
                                        rate, "--out", str(tmp_path / "m.png")])
     assert result.exit_code != 0 and "--lr" in result.output
     assert not (tmp_path / "m.png").exists()
+
+
+def test_a_folder_given_as_the_image_suggests_batch(tmp_path):
+    (tmp_path / "photos").mkdir()
+    result = CliRunner().invoke(main, ["attention", "demo", str(tmp_path / "photos"), "--out",
+                                       str(tmp_path / "cam.png")])
+    assert result.exit_code != 0 and "is a folder: pass --batch" in result.output

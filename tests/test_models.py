@@ -46,8 +46,14 @@ def test_bad_model_files_give_one_clear_error(tmp_path):
     with pytest.raises(KvisError, match="must end in .keras"):
         load_model(tmp_path / "model.txt")
     (tmp_path / "broken.keras").write_text("not a zip")
-    with pytest.raises(KvisError, match="could not load model"):
+    with pytest.raises(KvisError, match="broken.keras is not a Keras model file"):
         load_model(tmp_path / "broken.keras")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("readme.txt", "a zip, but no model in it")
+    with pytest.raises(KvisError, match="could not load model"):
+        load_model(tmp_path / "other.keras")
 
 
 def test_imagenet_weights_without_network_or_cache(monkeypatch):
@@ -120,3 +126,25 @@ def test_applications_load_with_random_or_file_weights(tmp_path):
                                   model.get_layer("conv1_conv").kernel)
     x = np.zeros((1, 224, 224, 3), np.float32)
     assert keras.ops.convert_to_numpy(again(x)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_file_that_is_not_a_model_is_named_so(tmp_path, suffix):
+    from kvis.core.models import load_model
+
+    path = tmp_path / f"notes{suffix}"
+    path.write_text("not a model")
+    with pytest.raises(KvisError, match=rf"notes\{suffix} is not a Keras model file"):
+        load_model(str(path))
+
+
+def test_an_h5_model_file_still_loads(tmp_path):
+    from conftest import tiny_cnn
+
+    from kvis.core.models import load_model
+
+    model = tiny_cnn()
+    path = tmp_path / "tiny.h5"
+    model.save(path)
+    loaded = load_model(str(path), preprocessing="unit")
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]

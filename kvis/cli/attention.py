@@ -44,6 +44,9 @@ def attention(model, weights, labels, preprocess, image, method, score, classes,
     from kvis.core.images import load_image
     from kvis.core.io import save_figure
 
+    if not batch and Path(image).is_dir():
+        raise click.BadParameter(f"{image} is a folder: pass --batch to explain every image "
+                                 "in it", param_hint="IMAGE")
     sources = common.image_folder(image) if batch else [Path(image)]
     out = common.writable(Path(out) / "overlay.png").parent if batch else common.figure_path(out)
     net = common.load_network(model, weights, labels, preprocess)

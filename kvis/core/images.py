@@ -183,8 +183,10 @@ def read_file(path):
     """The pixels of an image file as stored (RGB or RGBA, or gray (H, W, 1)), and its name.
 
     Raises:
-        KvisError: a missing file, or one OpenCV cannot decode.
+        KvisError: a missing file, a folder, or a file OpenCV cannot decode.
     """
+    if path.is_dir():
+        raise KvisError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise KvisError(f"image not found: {path}")
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

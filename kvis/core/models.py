@@ -11,6 +11,7 @@ import difflib
 import json
 import threading
 import weakref
+import zipfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -25,6 +26,7 @@ from kvis.core.preprocessing import PREPROCESSING, preset
 from kvis.core.vocabulary import MODEL_NAMES, MODEL_SUFFIXES
 
 APPLICATIONS = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 LABEL_SUFFIXES = (".labels.txt", ".labels.json")
 IMAGENET_MEAN = (123.68, 116.779, 103.939)
 FASHION_MNIST_MEAN = (72.94,)
@@ -286,10 +288,27 @@ def _load_file(path):
         raise KvisError(f"model file not found: {path} (or use one of: {choices})")
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise KvisError(f"{path}: a model file must end in {', '.join(MODEL_SUFFIXES)}")
+    if not _is_model_file(path):
+        raise KvisError(f"{path} is not a Keras model file (a .keras file is a zip archive, an "
+                        ".h5 file is HDF5)")
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:
         raise KvisError(f"could not load model {path}: {_first_line(error)}") from error
+
+
+def _is_model_file(path):
+    """Whether the file's own bytes say .keras (a zip archive) or .h5 (HDF5, whose signature
+    may follow a user block of 512, 1024, 2048 ... bytes)."""
+    if path.suffix.lower() == ".keras":
+        return zipfile.is_zipfile(path)
+    with open(path, "rb") as file:
+        head = file.read(8)
+        offset = 512
+        while head != HDF5_SIGNATURE and offset < path.stat().st_size:
+            file.seek(offset)
+            head, offset = file.read(8), offset * 2
+    return head == HDF5_SIGNATURE
 
 
 def _first_line(error):
