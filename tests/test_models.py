@@ -15,6 +15,7 @@ from kvis.core.models import (
     folder_class_names,
     imagenet_class_names,
     load_model,
+    model_label,
     preprocessing_for,
     read_labels,
 )
@@ -120,8 +121,11 @@ def test_applications_load_with_random_or_file_weights(tmp_path):
     model = load_model("resnet50", weights=None)
     assert model.name == "resnet50" and model.output_shape == (None, 1000)
     assert class_names(model)[1] == "goldfish"
+    assert class_label(model, 1) == "goldfish (random weights)"
+    assert model_label(model) == "resnet50 (random weights)"
     model.save_weights(tmp_path / "r.weights.h5")
     again = load_model("resnet50", weights=str(tmp_path / "r.weights.h5"))
+    assert (class_label(again, 1), model_label(again)) == ("goldfish", "resnet50")
     np.testing.assert_array_equal(again.get_layer("conv1_conv").kernel,
                                   model.get_layer("conv1_conv").kernel)
     x = np.zeros((1, 224, 224, 3), np.float32)

@@ -326,3 +326,17 @@ def test_the_page_shows_whole_in_a_real_browser(demo_page):
         browser.close()
     assert not problems, problems
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
+
+
+@pytest.mark.integration
+def test_a_random_weights_model_says_so_on_the_page_and_the_console(tmp_path):
+    image = tmp_path / "cat.png"
+    cv2.imwrite(str(image), np.full((224, 224, 3), 120, np.uint8))
+    result = run("report", "resnet50", image, "--weights", "none", "--sections", "prediction",
+                 "--out", tmp_path / "page.html")
+    assert result.exit_code == 0, result.output
+    assert "warning: resnet50 has random weights (--weights none)" in result.output
+    page = (tmp_path / "page.html").read_text()
+    assert "<title>kvis report: resnet50 (random weights) on cat.png</title>" in page
+    assert '<p class="warning">The weights of this model are random' in page
+    assert re.search(r"top 5 of 1000 classes: [^<(]+ \(random weights\) \(\d", page)

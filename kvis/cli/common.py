@@ -133,11 +133,15 @@ def network_options(command):
 def load_network(model, weights, labels=None, preprocess=None):
     """The model named by the MODEL argument, with --weights ("none" means random), --labels
     and --preprocess."""
-    from kvis.core.models import folder_class_names, load_model
+    from kvis.core.models import folder_class_names, load_model, model_info
 
     names = folder_class_names(labels) if labels and Path(labels).is_dir() else labels
-    return load_model(model, weights=None if weights.lower() == "none" else weights,
-                      class_names=names, preprocessing=preprocess)
+    net = load_model(model, weights=None if weights.lower() == "none" else weights,
+                     class_names=names, preprocessing=preprocess)
+    if model_info(net).random_weights:
+        click.echo(f"warning: {model} has random weights (--weights none): the classes it "
+                   "names say nothing about ImageNet", err=True)
+    return net
 
 
 def figure_path(path):

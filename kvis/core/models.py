@@ -7,12 +7,12 @@ changed): given by the user (`load_model(..., class_names=, preprocessing=)`,
 architecture (VGG16, VGG19, ResNet50, kvis's demo model, a model that rescales its own input).
 """
 
+import dataclasses
 import difflib
 import json
 import threading
 import weakref
 import zipfile
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from kvis.core import demo
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
 from kvis.core.preprocessing import PREPROCESSING, preset
-from kvis.core.vocabulary import MODEL_NAMES, MODEL_SUFFIXES
+from kvis.core.vocabulary import MODEL_NAMES, MODEL_SUFFIXES, RANDOM_WEIGHTS
 
 APPLICATIONS = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -35,7 +35,7 @@ _known = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """What kvis knows about a model.
 
@@ -45,11 +45,14 @@ class ModelInfo:
         class_names: a name per output class, or None.
         mean_pixel: float32 (C,) in [0, 255], the training data's mean pixel: the neutral
             fill of occluders (mid-gray where unknown).
+        random_weights: whether the weights are random (an application loaded without
+            trained weights): every class it names is then labelled so.
     """
 
     preprocessing: object
     class_names: tuple
     mean_pixel: np.ndarray
+    random_weights: bool = False
 
 
 def load_model(spec, *, weights="imagenet", class_names=None, preprocessing=None):
@@ -84,6 +87,8 @@ def load_model(spec, *, weights="imagenet", class_names=None, preprocessing=None
         model = keras.models.load_model(demo.data_path(demo.MODEL_FILE), compile=False)
     elif name in APPLICATIONS:
         model = _load_application(name, weights)
+        if weights is None:
+            _mark_random(model)
     else:
         model = _load_file(Path(spec))
         if class_names is None:
@@ -120,9 +125,9 @@ def configure_model(model, *, class_names=None, preprocessing=None):
             raise KvisError(f"{len(class_names)} class names given for model {model.name!r} with "
                             f"{outputs} outputs")
     with _lock:
-        _known[model] = ModelInfo(
-            info.preprocessing if preprocessing is None else preset(preprocessing),
-            info.class_names if class_names is None else class_names, info.mean_pixel)
+        _known[model] = dataclasses.replace(
+            info, class_names=info.class_names if class_names is None else class_names,
+            preprocessing=info.preprocessing if preprocessing is None else preset(preprocessing))
     return model
 
 
@@ -132,6 +137,12 @@ def model_info(model):
         if model not in _known:
             _known[model] = _recognise(model)
         return _known[model]
+
+
+def _mark_random(model):
+    info = model_info(model)
+    with _lock:
+        _known[model] = dataclasses.replace(info, random_weights=True)
 
 
 def preprocessing_for(model):
@@ -170,9 +181,18 @@ def class_names(model):
 
 
 def class_label(model, cls):
-    """How a class (an index) is shown: its name where known, else "#index"."""
-    names = model_info(model).class_names
-    return names[cls] if names else f"#{cls}"
+    """How a class (an index) is shown: its name where known, else "#index"; followed by
+    "(random weights)" for a model whose weights are random, so no figure or line that names
+    a class passes for a trained model's answer."""
+    info = model_info(model)
+    label = info.class_names[cls] if info.class_names else f"#{cls}"
+    return f"{label} {RANDOM_WEIGHTS}" if info.random_weights else label
+
+
+def model_label(model):
+    """How a model is named on pages and figures: its name, with "(random weights)" where
+    its weights are random."""
+    return f"{model.name} {RANDOM_WEIGHTS}" if model_info(model).random_weights else model.name
 
 
 def read_labels(path):

@@ -5,6 +5,8 @@ all read them from here. This module imports nothing heavy, so the CLI can build
 # Models kvis loads by name, and the model files it reads.
 MODEL_NAMES = ("demo", "vgg16", "resnet50")
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+# What follows a class or model name when the weights are random (e.g. vgg16 --weights none).
+RANDOM_WEIGHTS = "(random weights)"
 # Image files kvis reads from a folder.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 

@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from kvis.core.io import write_atomically
+from kvis.core.vocabulary import RANDOM_WEIGHTS
 
 _STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; color: #1d1d1f; margin: 0; background: #fafafa; }
@@ -18,6 +19,7 @@ header { padding-top: 24px; }
 h1 { font-size: 26px; margin: 0 0 4px; }
 h2 { font-size: 20px; margin: 40px 0 8px; padding-top: 8px; border-top: 1px solid #ddd; }
 .meta, figcaption, .notes, .timing { color: #555; font-size: 13px; font-weight: normal; }
+.warning { background: #fff4e5; border-left: 4px solid #e8a33d; padding: 6px 12px; }
 nav ol { columns: 2; padding-left: 20px; }
 nav .left-out { color: #888; }
 figure { margin: 16px 0 24px; background: #fff; border: 1px solid #e3e3e3; padding: 12px; }
@@ -34,7 +36,7 @@ def report_html(report):
     """The page of a `kvis.report.sections.Report`, as a string."""
     title = f"kvis report: {report.model} on {report.image}"
     body = [f"<header><h1>{_text(title)}</h1>", f'<p class="meta">{_text(_meta(report))}</p>',
-            _contents(report), "</header>", "<main>"]
+            *_warnings(report), _contents(report), "</header>", "<main>"]
     for section in report.sections:
         body.append(f'<section id="{section.key}"><h2>{_text(section.title)} '
                     f'<span class="timing">{section.seconds:.1f} s</span></h2>')
@@ -69,6 +71,13 @@ def _meta(report):
     made = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return (f"{made} · {mode}, {report.seconds:.0f} s on {os.cpu_count()} CPU cores "
             f"({platform.machine()}) · {versions}{scanned}")
+
+
+def _warnings(report):
+    if not report.model.endswith(RANDOM_WEIGHTS):
+        return []
+    return ['<p class="warning">The weights of this model are random: its predictions, and '
+            "the classes its maps explain, say nothing about what a trained model sees.</p>"]
 
 
 def _contents(report):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from kvis.core.anatomy import spatial_layers
 from kvis.core.errors import KvisError
 from kvis.core.images import ModelImage, as_images
-from kvis.core.models import class_index
+from kvis.core.models import class_index, model_label
 from kvis.core.vocabulary import REPORT_SECTIONS
 from kvis.dataset.scan import scan
 from kvis.report import dataset_views, explanation_views, model_views, unit_views
@@ -45,7 +45,8 @@ class Report:
     """Everything a report shows (`build_report`); `write_report` makes it a page.
 
     Attributes:
-        model: the model's name.
+        model: the model's name, with "(random weights)" where they are random
+            (`kvis.core.models.model_label`).
         image: the image's name.
         data: what the dataset views scanned, or None.
         fast: whether the quick settings were used.
@@ -131,7 +132,7 @@ def build_report(model, image, *, classes=None, sections=None, fast=False, data=
         done.append(Section(key, TITLES[key], tuple(parts), tuple(notes), seconds))
         _say(progress, f"{line}: {seconds:.1f} s")
     scanned = job.scanned.source if job.scanned is not None else None
-    return Report(model.name, job.image.name, scanned, fast, tuple(done), tuple(left_out),
+    return Report(model_label(model), job.image.name, scanned, fast, tuple(done), tuple(left_out),
                   time.monotonic() - start)
 
 
