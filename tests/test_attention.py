@@ -3,7 +3,14 @@ import numpy as np
 import pytest
 
 import kvis
-from kvis.attribution.attention import METHODS, attention, overlay, plot_attention
+from kvis.attribution.attention import (
+    METHODS,
+    attention,
+    overlay,
+    plot_attention,
+    sign_maps,
+)
+from kvis.attribution.explanation import Explanation, unit_maps
 from kvis.core.demo import demo_images
 from kvis.core.errors import KvisError
 from kvis.core.images import load_image
@@ -99,3 +106,71 @@ def test_a_figure_draws_into_a_given_subfigure(demo, boots):
     left, right = parent.subfigures(1, 2)
     assert plot_attention(result, fig=right, title="saliency") is right
     assert right._suptitle.get_text() == "saliency" and not left.axes
+
+
+def _signed(values):
+    """A hand-made saliency result of one black 2x3 image with these attributions; its two
+    channels sum to `values` (Captum's reduction) while their largest |value| does not."""
+    values = np.asarray(values, np.float32)[None]
+    channels = np.stack([values + 3, np.full_like(values, -3)], axis=-1)
+    return Explanation("saliency", unit_maps(np.abs(channels).max(axis=-1)), channels, None,
+                       None, np.array([0]), ["a"], np.ones(1, np.float32), "logit",
+                       np.zeros((1, 2, 3, 1), np.uint8), ["x"])
+
+
+def test_sign_modes_are_captums_on_the_channel_sum():
+    a = np.array([[-2.0, -1.0, 0.0], [0.5, 1.0, 2.0]])
+    result = _signed(a)
+    np.testing.assert_allclose(sign_maps(result, "absolute")[0], np.abs(a) / 2)
+    np.testing.assert_allclose(sign_maps(result, "positive")[0], np.maximum(a, 0) / 2)
+    np.testing.assert_allclose(sign_maps(result, "negative")[0], np.maximum(-a, 0) / 2)
+    np.testing.assert_allclose(sign_maps(result, "all")[0], a / 2)
+    assert sign_maps(result) is result.maps  # the default: today's maps
+    with pytest.raises(KvisError, match="unknown sign 'both'; choose from absolute, positive"):
+        sign_maps(result, "both")
+
+
+def test_sign_colours_zero_for_the_other_sign_and_mirror_about_white():
+    a = np.array([[-2.0, -1.0, 0.0], [0.5, 1.0, 2.0]])
+    positive = plot_attention(_signed(a), sign="positive", alpha=1.0).axes[1]
+    colours = positive.images[0].get_array()
+    zero = colours[0, 2]
+    assert (colours[0, 0] == zero).all() and (colours[0, 1] == zero).all()
+    assert not (colours[1, 0] == zero).all()
+    figure = plot_attention(_signed(a), sign="all", alpha=1.0)
+    colours = figure.axes[1].images[0].get_array().astype(int)
+    np.testing.assert_array_equal(colours[0, 2], [255, 255, 255])  # 0: the centre, white
+    np.testing.assert_array_equal(colours[0, 0], colours[1, 2][::-1])  # -2 and 2: blue, red
+    np.testing.assert_array_equal(colours[0, 1], colours[1, 1][::-1])  # -1 and 1
+    assert colours[1, 2][0] > colours[1, 2][2] and colours[1, 1][1] > colours[1, 2][1]
+    colorbar = [ax for ax in figure.axes if ax.get_label() == "<colorbar>"][0]
+    assert colorbar.get_ylim() == (-1.0, 1.0) and colorbar.get_ylabel() == "saliency map, signed"
+
+
+def test_the_signs_of_a_cam_are_those_of_its_upsampled_raw_map(demo, boots):
+    result = attention(demo, boots, "grad-cam", classes="bag", progress=False)
+    raw = np.stack([cv2.resize(r, (28, 28), interpolation=cv2.INTER_LINEAR) for r in result.raw])
+    assert raw.min() < 0 < raw.max()
+    peaks = np.abs(raw).max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(sign_maps(result, "all"), raw / peaks, atol=1e-6)
+    negative = sign_maps(result, "negative")
+    assert np.all(negative[raw >= 0] == 0) and negative.max() == pytest.approx(1.0)
+
+
+def test_several_methods_are_drawn_side_by_side(demo, boots):
+    results = [attention(demo, boots, method, classes="bag", progress=False)
+               for method in ("grad-cam", "saliency")]
+    figure = plot_attention(results)
+    rows = np.array(figure.axes[:6]).reshape(2, 3)  # an image, then a column per method
+    assert [ax.get_title() for ax in rows[0, 1:]] == ["grad-cam at block3_conv1", "saliency"]
+    assert rows[1, 0].get_title().startswith("array\nbag (logit ")
+    for i, row in enumerate(rows):
+        np.testing.assert_array_equal(row[0].images[0].get_array(), boots[i].pixels[..., 0])
+        for ax, result in zip(row[1:], results):
+            np.testing.assert_array_equal(ax.images[0].get_array(),
+                                          overlay(boots[i].pixels, result.maps[i]))
+    assert figure._suptitle.get_text() == "grad-cam, saliency"
+    assert sum(ax.get_label() == "<colorbar>" for ax in figure.axes) == 1
+    assert plot_attention(results[:1])._suptitle.get_text() == "grad-cam at block3_conv1"
+    with pytest.raises(KvisError, match="same images"):
+        plot_attention([results[0], results[1][::-1]])

@@ -288,7 +288,8 @@ def test_sanity_prints_one_row_per_method(tmp_path, boot):
     (["attention", "demo", "{boot}", "--batch"], "is not a folder"),
     (["sanity", "demo", "{boot}", "--methods", "lime"], "unknown method 'lime'; choose from "
                                                         "grad-cam, grad-cam++"),
-    (["attention", "demo", "{boot}", "--method", "gradcam"], "'gradcam' is not one of"),
+    (["attention", "demo", "{boot}", "--method", "gradcam"],
+     "unknown attention method 'gradcam'; closest: grad-cam"),
     (["attention", "demo", "{boot}", "--method", "saliency", "--layer", "fc1"],
      "saliency attributes to the input pixels and takes no layer"),
     (["attention", "demo", "{boot}", "--class", "12"], "class index 12 is out of range"),
@@ -490,3 +491,128 @@ def test_a_folder_given_as_the_image_suggests_batch(tmp_path):
     result = CliRunner().invoke(main, ["attention", "demo", str(tmp_path / "photos"), "--out",
                                        str(tmp_path / "cam.png")])
     assert result.exit_code != 0 and "is a folder: pass --batch" in result.output
+
+
+def _saved(path):
+    """The arrays of a --save-maps file and its parameters, read without pickle."""
+    import json
+
+    data = dict(np.load(path, allow_pickle=False))
+    return data, json.loads(str(data.pop("params")))
+
+
+def test_attention_saves_the_maps_of_several_methods_as_the_api_computes_them(tmp_path, boot,
+                                                                              demo):
+    import kvis
+
+    result = run("attention", "demo", boot, "-m", "grad-cam,saliency", "--class", "bag",
+                 "--layer", "block2_conv2", "--sign", "all", "--save-maps", tmp_path / "m.npz",
+                 "--out", tmp_path / "m.png")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:2] == [
+        line.format(result.output.split("(logit ")[1].split(")")[0]) for line in
+        ["0_ankle_boot.png: bag (logit {}): grad-cam at block2_conv2",
+         "0_ankle_boot.png: bag (logit {}): saliency"]]
+    assert result.output.endswith(f"wrote {tmp_path / 'm.npz'}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz", "m.png"]  # no temporaries
+    data, params = _saved(tmp_path / "m.npz")
+    image = kvis.load_image(boot, demo)
+    cam = kvis.attention(demo, image, "grad-cam", classes="bag", layer="block2_conv2",
+                         progress=False)
+    saliency = kvis.attention(demo, image, "saliency", classes="bag", progress=False)
+    np.testing.assert_allclose(data["grad-cam/maps"], cam.maps, atol=1e-6)
+    np.testing.assert_allclose(data["grad-cam/raw"], cam.raw, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(data["saliency/maps"], saliency.maps, atol=1e-6)
+    np.testing.assert_allclose(data["saliency/values"], saliency.values, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(data["scores"], cam.scores, rtol=1e-6)
+    np.testing.assert_array_equal(data["pixels"], image.pixels[None])
+    assert data["classes"].tolist() == [8] and data["class_labels"].tolist() == ["bag"]
+    assert data["names"].tolist() == ["0_ankle_boot.png"] and "saliency/raw" not in data
+    assert params["command"] == "attention" and params["model"] == "demo"
+    assert params["methods"] == ["grad-cam", "saliency"] and params["sign"] == "all"
+    assert params["grad-cam/layer"] == "block2_conv2" and params["score"] == "logit"
+    assert params["classes"] == "bag"
+
+
+def test_one_method_saves_unprefixed_arrays_for_every_image_of_a_batch(tmp_path, boot, demo):
+    import kvis
+
+    result = run("attention", "demo", boot.parent, "--batch", "-m", "grad-cam", "--save-maps",
+                 tmp_path / "cams.npz", "--out", tmp_path / "cams")
+    assert result.exit_code == 0, result.output
+    data, params = _saved(tmp_path / "cams.npz")
+    images = [kvis.load_image(path, demo) for path in sorted(boot.parent.glob("*.png"))]
+    expected = kvis.attention(demo, images, "grad-cam", progress=False)
+    assert data["maps"].shape == (10, 28, 28) and data["raw"].shape == (10, 7, 7)
+    np.testing.assert_allclose(data["maps"], expected.maps, atol=1e-6)
+    np.testing.assert_array_equal(data["classes"], expected.classes)
+    assert data["names"].tolist() == expected.names
+    assert params["method"] == "grad-cam" and params["layer"] == "block3_conv1"
+
+
+def test_the_technique_commands_save_what_they_computed(tmp_path, boot, demo):
+    import kvis
+
+    image = kvis.load_image(boot, demo)
+    commands = {
+        "filters": ["filters", "demo", "--layer", "block1_conv1"],
+        "features": ["features", "demo", boot, "--layer", "block2_conv1"],
+        "occlusion": ["occlusion", "demo", boot, "--size", "6", "--stride", "4"],
+        "deconv": ["deconv", "demo", boot, "--layer", "block2_conv2", "--count", "2"],
+        "invert": ["invert", "demo", boot, "--layers", "block1_conv1", "--steps", "4"],
+    }
+    saved = {}
+    for name, args in commands.items():
+        result = run(*args, "--save-maps", tmp_path / f"{name}.npz",
+                     "--out", tmp_path / f"{name}.png")
+        assert result.exit_code == 0, result.output
+        saved[name] = _saved(tmp_path / f"{name}.npz")
+        assert saved[name][1]["command"] == name
+    np.testing.assert_array_equal(saved["filters"][0]["kernel"],
+                                  kvis.conv_filters(demo, "block1_conv1").kernel)
+    np.testing.assert_allclose(
+        saved["features"][0]["maps/block2_conv1"],
+        kvis.feature_maps(demo, image, ["block2_conv1"], progress=False)["block2_conv1"],
+        rtol=1e-5, atol=1e-6)
+    occluded = kvis.occlusion(demo, image, size=6, stride=4, progress=False)
+    data, params = saved["occlusion"]
+    np.testing.assert_allclose(data["sensitivity"], occluded.sensitivity, atol=1e-6)
+    assert params["class_label"] == "ankle boot" and params["channel"] == occluded.channel
+    projected = kvis.deconvnet(demo, image, "block2_conv2", count=2)
+    np.testing.assert_allclose(saved["deconv"][0]["signals"], projected.signals, atol=1e-6)
+    assert saved["deconv"][0]["units"].tolist() == projected.units
+    data, params = saved["invert"]
+    assert data["images"].shape == (1, 28, 28, 1) and params["steps"] == 4
+    assert data["layers"].tolist() == ["block1_conv1"]
+
+
+def test_save_maps_must_be_an_npz_and_is_checked_before_any_work(tmp_path, boot):
+    result = run("occlusion", "demo", boot, "--save-maps", tmp_path / "maps.json",
+                 "--out", tmp_path / "o.png")
+    assert result.exit_code == 2 and "maps.json: the data file ends in .npz" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("methods, message", [
+    ("grad-cam,salincy", "unknown attention method 'salincy'; closest: saliency"),
+    ("grad-cam,lime", "unknown attention method 'lime'; choose from grad-cam, grad-cam++"),
+    ("saliency,saliency", "give attention methods separated by commas, each once"),
+])
+def test_a_bad_method_in_a_list_is_named(methods, message, boot, tmp_path):
+    result = run("attention", "demo", boot, "-m", methods, "--out", tmp_path / "m.png")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert message in result.output.strip().splitlines()[-1], result.output  # the Error: line
+
+
+def test_sign_draws_the_chosen_sign(tmp_path, boot, monkeypatch):
+    import kvis.attribution.attention as module
+
+    figures, draw = [], module.plot_attention
+    monkeypatch.setattr(module, "plot_attention",
+                        lambda result, **options: figures.append(draw(result, **options))
+                        or figures[-1])
+    result = run("attention", "demo", boot, "-m", "saliency", "--sign", "negative",
+                 "--out", tmp_path / "s.png")
+    assert result.exit_code == 0, result.output
+    labels = [ax.get_ylabel() for ax in figures[0].axes if ax.get_label() == "<colorbar>"]
+    assert labels == ["saliency map, negative part"]

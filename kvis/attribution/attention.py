@@ -11,13 +11,15 @@ import inspect
 
 import cv2
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import Colormap, Normalize
 
 from kvis.attribution import cam, gradients, occlusion
 from kvis.attribution.cam import upsample
+from kvis.attribution.explanation import unit_maps
 from kvis.core.errors import KvisError
-from kvis.core.vocabulary import ATTENTION_METHODS
+from kvis.core.vocabulary import ATTENTION_METHODS, SIGNS
 from kvis.plot.figures import NotebookFigure, show_image
 
 METHODS = {
@@ -31,6 +33,11 @@ METHODS = {
     "integrated-gradients": gradients.integrated_gradients,
     "occlusion": occlusion.occlusion_map,
 }
+# sign="all": blue (negative), white (0), red (positive); an odd count of colours puts white
+# exactly at the centre, so v and -v get mirrored colours.
+DIVERGING = colormaps["bwr"].resampled(255)
+_SIGN_LABELS = {"absolute": "absolute value", "positive": "positive part",
+                "negative": "negative part", "all": "signed"}
 
 
 def attention(model, images, method="grad-cam", *, classes=None, score="logit", target=None,
@@ -78,7 +85,7 @@ def attention(model, images, method="grad-cam", *, classes=None, score="logit", 
     if layer is not None:
         if "layer" not in takes:
             raise KvisError(f"{method} attributes to the input pixels and takes no layer; the "
-                            f"layer is for {', '.join(m for m in METHODS if _takes_layer(m))}")
+                            f"layer is for {', '.join(m for m in METHODS if takes_layer(m))}")
         method_options["layer"] = layer
     if unknown := [name for name in method_options if name not in takes]:
         options = [name for name in takes
@@ -98,7 +105,8 @@ def overlay(pixels, heatmap, *, alpha=0.4, colormap=cv2.COLORMAP_JET):
         pixels: uint8 (H, W, C), C 1 (grayscale) or 3 (RGB).
         heatmap: float (h, w) in [0, 1] (clipped); resized to (H, W) (bilinear) if needed.
         alpha: weight of the heatmap colours, in [0, 1].
-        colormap: an OpenCV colormap, e.g. `cv2.COLORMAP_JET`.
+        colormap: an OpenCV colormap, e.g. `cv2.COLORMAP_JET` (the heatmap in 256 levels), or
+            a matplotlib `Colormap` (looked up as `colormap(heatmap)`).
 
     Returns:
         uint8 (H, W, 3) RGB: (1 - alpha) * image + alpha * colormap(heatmap), rounded.
@@ -112,34 +120,54 @@ def overlay(pixels, heatmap, *, alpha=0.4, colormap=cv2.COLORMAP_JET):
                         f"{pixels.shape}")
     if heatmap.ndim != 2:
         raise KvisError(f"a heatmap must be (H, W); got shape {heatmap.shape}")
-    heatmap = upsample(heatmap, pixels.shape[:2])
-    levels = np.round(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)
-    colours = cv2.cvtColor(cv2.applyColorMap(levels, colormap), cv2.COLOR_BGR2RGB)
+    heatmap = np.clip(upsample(heatmap, pixels.shape[:2]), 0.0, 1.0)
+    if isinstance(colormap, Colormap):
+        colours = colormap(heatmap)[..., :3] * 255.0
+    else:
+        levels = np.round(heatmap * 255).astype(np.uint8)
+        colours = cv2.cvtColor(cv2.applyColorMap(levels, colormap), cv2.COLOR_BGR2RGB)
     image = np.broadcast_to(pixels, (*pixels.shape[:2], 3)).astype(np.float64)
     blend = (1.0 - alpha) * image + alpha * colours.astype(np.float64)
     return np.clip(np.round(blend), 0, 255).astype(np.uint8)
 
 
-def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2):
+def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2, sign=None):
     """Each image beside its attention map overlaid (JET), with a colour bar for the map.
 
     The image tiles are titled with the image names, the overlays with the class explained
     (its name where known) and its score; the figure title names the method and, for the CAM
-    family, the layer ("boot.png: grad-cam at block3_conv1" for one image).
+    family, the layer ("boot.png: grad-cam at block3_conv1" for one image). Several results
+    (methods) of the same images are drawn side by side: one row per image, the image and then
+    one column per method.
 
     Args:
-        result: an `Explanation` (from `attention` or any method); nothing else is needed.
+        result: an `Explanation` (from `attention` or any method); nothing else is needed. Or
+            a list of them, for the same images.
         fig: a Figure or SubFigure to draw in; by default a new Figure.
         title: the figure's title (default as above).
         alpha: weight of the heatmap colours in the overlays.
         tile_inches: the size of each tile.
+        sign: None (each method's own `maps`), or which sign of the attributions to show,
+            "absolute", "positive", "negative" or "all" (a diverging map, 0 white): see
+            `sign_maps`.
 
     Returns:
         The Figure (or SubFigure) drawn in.
 
+    Raises:
+        KvisError: an unknown sign, or results of different images.
+
     Example:
         >>> kvis.plot_attention(kvis.attention(model, image, "grad-cam"))
+        >>> kvis.plot_attention([kvis.attention(model, image, m) for m in ("grad-cam",
+        ...                      "integrated-gradients")], sign="all")
     """
+    if isinstance(result, (list, tuple)) and len(result) > 1:
+        return _plot_methods(result, fig=fig, title=title, alpha=alpha, tile_inches=tile_inches,
+                             sign=sign)
+    if isinstance(result, (list, tuple)):
+        result = result[0]
+    maps = sign_maps(result, sign)
     count = len(result.maps)
     pairs = min(count, 3)
     rows = -(-count // pairs)
@@ -153,13 +181,91 @@ def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2):
         pixels = result.pixels[i]
         show_image(axes[2 * i], pixels)
         axes[2 * i].set_title(result.names[i], fontsize=8)
-        axes[2 * i + 1].imshow(overlay(pixels, result.maps[i], alpha=alpha),
-                               interpolation="nearest")
+        axes[2 * i + 1].imshow(_overlaid(pixels, maps[i], sign, alpha), interpolation="nearest")
         axes[2 * i + 1].set_title(scored_label(result, i), fontsize=8)
-    colours = ScalarMappable(Normalize(0.0, 1.0), cmap="jet")
-    fig.colorbar(colours, ax=axes.tolist(), shrink=0.8, label=f"{result.method} map")
+    _colour_bar(fig, axes, f"{result.method} map", sign)
     fig.suptitle(title or _title(result))
     return fig
+
+
+def sign_maps(result, sign=None):
+    """The maps `plot_attention` colours: float32 (N, H, W), one per image.
+
+    The sign modes follow Captum's `visualize_image_attr(..., sign=)` ("absolute_value",
+    "positive", "negative", "all") on the signed attribution a (N, H, W): the gradient methods,
+    Guided Grad-CAM and occlusion sum their `values` over the channels, as Captum does; the
+    CAMs upsample their `raw` map (bilinear) to the input size. Each image's map is then
+    divided by its largest |value| (Captum's `outlier_perc=0`; Captum clips the top 2% by
+    default). kvis's own maps (sign=None) differ: the gradient methods take the largest
+    |value| over the channels, not the sum; pass sign="absolute" for Captum's.
+
+    Args:
+        result: an `Explanation`.
+        sign: None: `result.maps`, in [0, 1]. "absolute": |a|, "positive": max(a, 0),
+            "negative": max(-a, 0) (the size of the negative attributions, as Captum), each
+            in [0, 1]. "all": a itself, in [-1, 1].
+
+    Raises:
+        KvisError: a sign not in `kvis.core.vocabulary.SIGNS`.
+    """
+    if sign is None:
+        return result.maps
+    if sign not in SIGNS:
+        raise KvisError(f"unknown sign {sign!r}; choose from {', '.join(SIGNS)} (or None)")
+    if result.values is not None:
+        signed = result.values.sum(axis=-1)
+    else:
+        signed = np.stack([upsample(raw, result.maps.shape[1:]) for raw in result.raw])
+    if sign == "all":
+        peaks = np.abs(signed).max(axis=(1, 2), keepdims=True)
+        return np.divide(signed, peaks, out=np.zeros_like(signed), where=peaks > 0)
+    part = {"absolute": np.abs(signed), "positive": np.maximum(signed, 0),
+            "negative": np.maximum(-signed, 0)}[sign]
+    return unit_maps(part)
+
+
+def _plot_methods(results, *, fig, title, alpha, tile_inches, sign):
+    """Several methods' results of the same images: a row per image, a column per method."""
+    first = results[0]
+    if any(r.names != first.names or not np.array_equal(r.pixels, first.pixels)
+           for r in results):
+        raise KvisError("plot_attention draws several methods side by side for the same "
+                        "images; these results explain different images")
+    if fig is None:
+        fig = NotebookFigure(figsize=((len(results) + 1) * tile_inches + 0.9,
+                                      len(first) * tile_inches + 0.7), layout="constrained")
+    axes = fig.subplots(len(first), len(results) + 1, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for column, result in enumerate(results, 1):
+        maps = sign_maps(result, sign)
+        where = f" at {result.layer}" if result.layer else ""
+        axes[0, column].set_title(f"{result.method}{where}", fontsize=8)
+        for i, pixels in enumerate(result.pixels):
+            axes[i, column].imshow(_overlaid(pixels, maps[i], sign, alpha),
+                                   interpolation="nearest")
+    for i, pixels in enumerate(first.pixels):
+        show_image(axes[i, 0], pixels)
+        axes[i, 0].set_title(f"{first.names[i]}\n{scored_label(first, i)}", fontsize=8)
+    _colour_bar(fig, axes.ravel(), "map", sign)
+    methods = ", ".join(result.method for result in results)
+    one = f"{first.names[0]}: {methods} for {first.class_labels[0]}"
+    fig.suptitle(title or (one if len(first) == 1 else methods))
+    return fig
+
+
+def _overlaid(pixels, heatmap, sign, alpha):
+    """An overlay of one map from `sign_maps`: JET in [0, 1], or diverging in [-1, 1]."""
+    if sign == "all":
+        return overlay(pixels, (heatmap + 1.0) / 2.0, alpha=alpha, colormap=DIVERGING)
+    return overlay(pixels, heatmap, alpha=alpha)
+
+
+def _colour_bar(fig, axes, label, sign):
+    colours = (ScalarMappable(Normalize(-1.0, 1.0), cmap=DIVERGING) if sign == "all"
+               else ScalarMappable(Normalize(0.0, 1.0), cmap="jet"))
+    fig.colorbar(colours, ax=list(axes), shrink=0.8,
+                 label=label if sign is None else f"{label}, {_SIGN_LABELS[sign]}")
 
 
 def scored_label(result, i):
@@ -177,5 +283,6 @@ def _title(result):
     return f"{result.method}{where}"
 
 
-def _takes_layer(method):
+def takes_layer(method):
+    """Whether the attention method explains at a layer (the CAM family, Guided Grad-CAM)."""
     return "layer" in inspect.signature(METHODS[method]).parameters

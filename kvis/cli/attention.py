@@ -7,14 +7,16 @@ import click
 
 from kvis.cli import common
 from kvis.cli.common import main
-from kvis.core.vocabulary import ATTENTION_METHODS
+from kvis.core.vocabulary import ATTENTION_METHODS, SIGNS
 
 
 @main.command()
 @common.model_options
 @click.argument("image", type=click.Path(exists=True))
-@click.option("--method", "-m", type=click.Choice(ATTENTION_METHODS), default="grad-cam",
-              show_default=True, help="Attention method.")
+@click.option("--method", "-m", "methods", type=common.MethodList(), default="grad-cam",
+              show_default=True, metavar="METHOD[,METHOD...]",
+              help=f"Attention method, or several separated by commas (drawn side by side): "
+                   f"{', '.join(ATTENTION_METHODS)}.")
 @common.score_option()
 @common.class_option("Class to explain, index or name (default: each image's top prediction); "
                      "with --batch, one for all images or one per image.")
@@ -26,21 +28,28 @@ from kvis.core.vocabulary import ATTENTION_METHODS
               help="IMAGE is a folder: explain every image in it, OUT is a folder.")
 @click.option("--out", "-o", required=True, type=click.Path(),
               help="Figure file; a folder with --batch.")
-def attention(model, weights, labels, preprocess, image, method, score, classes, target, layer,
-              batch, out):
+@click.option("--sign", type=click.Choice(SIGNS),
+              help="Show the signed attributions (Captum's signs): their absolute value, "
+                   "positive or negative part, or all on a diverging colour map centred at 0 "
+                   "(default: each method's own map).")
+@common.save_maps_option
+def attention(model, weights, labels, preprocess, image, methods, score, classes, target, layer,
+              batch, out, sign, save_maps):
     """Show which pixels drive MODEL's class score for IMAGE, overlaid on the image.
 
     With --batch, every image of the folder IMAGE gets a figure OUT/<image>_<class>_<method>.png
-    titled with the image and class names.
+    titled with the image and class names. Several methods (-m grad-cam,saliency) are drawn
+    side by side, a column each, and named in the file joined by _.
 
     \b
     kvis attention demo boot.png --method grad-cam --out cam.png
     kvis attention resnet50 cat.jpg --method score-cam --class tabby --out cam.png
     kvis attention demo boot.png --method saliency --target block3_conv1:5 --out ch5.png
     kvis attention simpsons.keras photos/ --batch --method grad-cam++ --out cams/
+    kvis attention demo boot.png -m grad-cam,saliency --sign all --save-maps m.npz --out m.png
     """
     from kvis.attribution.attention import attention as explain
-    from kvis.attribution.attention import plot_attention
+    from kvis.attribution.attention import plot_attention, takes_layer
     from kvis.core.images import load_image
     from kvis.core.io import save_figure
 
@@ -49,23 +58,33 @@ def attention(model, weights, labels, preprocess, image, method, score, classes,
                                  "in it", param_hint="IMAGE")
     sources = common.image_folder(image) if batch else [Path(image)]
     out = common.writable(Path(out) / "overlay.png").parent if batch else common.figure_path(out)
+    maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     chosen = None if classes is None else common.class_list(classes)
-    result = explain(net, [load_image(source, net) for source in sources], method,
-                     classes=chosen[0] if chosen and len(chosen) == 1 else chosen,
-                     score=score, target=common.target_objective(target), layer=layer)
-    if not batch:
-        save_figure(plot_attention(result), out)
-        where = f" at {result.layer}" if result.layer else ""
-        click.echo(f"{_line(result, 0)}: {method}{where}")
+    images = [load_image(source, net) for source in sources]
+    # --layer goes to the methods that take one (to all when none does, which refuses it).
+    at_layer = [m for m in methods if takes_layer(m)] or methods
+    results = [explain(net, images, method, layer=layer if method in at_layer else None,
+                       classes=chosen[0] if chosen and len(chosen) == 1 else chosen,
+                       score=score, target=common.target_objective(target))
+               for method in methods]
+    result = results[0]
+    if batch:
+        for i, name in enumerate(result.names):
+            label = result.class_labels[i]
+            target = out / f"{Path(name).stem}_{_file_part(label)}_{'_'.join(methods)}.png"
+            save_figure(plot_attention([each[i] for each in results], sign=sign,
+                                       title=f"{name}: {label} ({', '.join(methods)})",
+                                       tile_inches=1.6), target)
+            click.echo(f"{_line(result, i)} -> {target}")
+    else:
+        save_figure(plot_attention(results, sign=sign), out)
+        for each in results:
+            where = f" at {each.layer}" if each.layer else ""
+            click.echo(f"{_line(each, 0)}: {each.method}{where}")
         click.echo(f"wrote {out}")
-        return
-    for i, name in enumerate(result.names):
-        label = result.class_labels[i]
-        target = out / f"{Path(name).stem}_{_file_part(label)}_{method}.png"
-        save_figure(plot_attention(result[i], title=f"{name}: {label} ({method})",
-                                   tile_inches=1.6), target)
-        click.echo(f"{_line(result, i)} -> {target}")
+    common.save_maps(maps_file, result if len(results) == 1 else dict(zip(methods, results)),
+                     shared=("classes", "class_labels", "scores", "score", "pixels", "names"))
 
 
 def _line(result, i):

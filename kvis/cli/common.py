@@ -325,3 +325,66 @@ def run_scan(model, weights, labels, preprocess, *, data, layers, keep, batch_si
         click.echo(f"skipped {name}: {reason}", err=True)
     click.echo(f"scanned {found.images} images ({len(found.skipped)} skipped) of {found.source}")
     return net, found
+
+
+
+# --save-maps: a command's result as data, beside its figure.
+
+def save_maps_option(command):
+    """--save-maps FILE.npz: also write the command's result as named arrays."""
+    return click.option(
+        "--save-maps", type=click.Path(dir_okay=False), metavar="FILE.npz",
+        help="Also write the result as data: an .npz of its arrays under their field names "
+             "(maps, pixels, classes, scores...), the parameters as JSON under 'params'."
+    )(command)
+
+
+def maps_path(path):
+    """--save-maps as a Path (None when not given), refused before any work unless it is an
+    .npz file in a folder kvis can write."""
+    if path is None:
+        return None
+    if Path(path).suffix.lower() != ".npz":
+        raise click.BadParameter(f"{path}: the data file ends in .npz", param_hint="--save-maps")
+    return writable(path)
+
+
+def save_maps(path, result, *, shared=()):
+    """Write `result` (or {name: result}: see `kvis.core.io.write_result`) to the .npz
+    `path`, with the command's name and options among its parameters, and say so; nothing
+    when `path` is None."""
+    from kvis import __version__
+    from kvis.core.io import write_result
+
+    if path is None:
+        return
+    context = click.get_current_context()
+    write_result(path, result, shared=shared,
+                 params={"command": context.info_name, "kvis": __version__, **context.params})
+    click.echo(f"wrote {path}")
+
+
+class MethodList(click.ParamType):
+    """--method: one attention method or several, 'grad-cam,saliency' -> a list, each checked
+    against `kvis.core.vocabulary.ATTENTION_METHODS`."""
+
+    name = "methods"
+
+    def convert(self, value, param, ctx):
+        import difflib
+
+        from kvis.core.vocabulary import ATTENTION_METHODS
+
+        if isinstance(value, list):
+            return value
+        methods = [method.strip() for method in str(value).split(",") if method.strip()]
+        for method in methods:
+            if method not in ATTENTION_METHODS:
+                close = difflib.get_close_matches(method, ATTENTION_METHODS, n=3)
+                hint = f"closest: {', '.join(close)}" if close else "choose from " + ", ".join(
+                    ATTENTION_METHODS)
+                self.fail(f"unknown attention method {method!r}; {hint}", param, ctx)
+        if not methods or len(set(methods)) < len(methods):
+            self.fail(f"{value!r}: give attention methods separated by commas, each once",
+                      param, ctx)
+        return methods

@@ -20,8 +20,9 @@ from kvis.cli.common import main
               help="Random-box draws for the comparison.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random boxes.")
 @common.figure_option
+@common.save_maps_option
 def correspondence(model, weights, labels, preprocess, folder, boxes, layers, trials, seed,
-                   out):
+                   out, save_maps):
     """Does MODEL relate the same part across images? (Zeiler & Fergus, Table 1)
 
     Occludes the given part in each image and measures how consistently the feature vectors
@@ -39,6 +40,7 @@ def correspondence(model, weights, labels, preprocess, folder, boxes, layers, tr
     from kvis.core.io import save_figure
 
     out = common.figure_path(out)
+    maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     paths, part_boxes = load_boxes(boxes, folder)
     pictures = [load_image(path, net) for path in paths]
@@ -49,3 +51,4 @@ def correspondence(model, weights, labels, preprocess, folder, boxes, layers, tr
     save_figure(plot_correspondence(result), out)
     click.echo(correspondence_table(result))
     click.echo(f"wrote {out}")
+    common.save_maps(maps_file, result)

@@ -23,8 +23,9 @@ from kvis.core.vocabulary import DECONV_METHODS
               help="explicit: unpooling, rectification, transposed filters; gradient: the "
                    "same as an input gradient, for any layer type.")
 @common.figure_option
+@common.save_maps_option
 def deconv(model, weights, labels, preprocess, image, layer, channels, count, whole_map,
-           classes, guided, method, out):
+           classes, guided, method, out, save_maps):
     """Project activations of IMAGE in MODEL back to pixels (Zeiler & Fergus deconvnet).
 
     Each projection is shown beside the image patch its activation sees (its receptive
@@ -43,9 +44,11 @@ def deconv(model, weights, labels, preprocess, image, layer, channels, count, wh
         raise click.UsageError("give --layer or --class")
     wanted = None if classes is None else common.class_list(classes)
     out = common.figure_path(out)
+    maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     result = deconvnet(net, load_image(image, net), layer, channels=channels, count=count,
                        whole_map=whole_map, classes=wanted, guided=guided, method=method)
     save_figure(plot_projections(result), out)
     click.echo(f"{result.names[0]}: {result.rule} from {result.layer}: {', '.join(result.units)}")
     click.echo(f"wrote {out}")
+    common.save_maps(maps_file, result)

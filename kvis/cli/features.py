@@ -24,8 +24,9 @@ from kvis.core.vocabulary import RANKINGS
 @click.option("--rank-by", type=click.Choice(RANKINGS), default="mean", show_default=True,
               help="Score that ranks the maps.")
 @click.option("--summary", is_flag=True, help="Summarise each layer instead of showing maps.")
+@common.save_maps_option
 def features(model, weights, labels, preprocess, image, layer, layers, all_layers, out, count,
-             channels, rank_by, summary):
+             channels, rank_by, summary, save_maps):
     """Draw the feature maps IMAGE produces in MODEL, strongest first.
 
     With --layer, OUT is a figure file. With --layers or --all, OUT is a folder that receives
@@ -51,10 +52,12 @@ def features(model, weights, labels, preprocess, image, layer, layers, all_layer
         raise click.UsageError("give one of --layer, --layers or --all")
     folder = None if layer else common.writable(Path(out) / "overview.png").parent
     out = common.figure_path(out) if folder is None else None
+    maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     began = time.perf_counter()
     maps = feature_maps(net, load_image(image, net), None if all_layers else layers or [layer])
     computed = time.perf_counter() - began
+    common.save_maps(maps_file, maps)
 
     def draw(path):
         if summary:

@@ -16,7 +16,8 @@ from kvis.core.vocabulary import FILTER_VIEWS
               help="grid: one tile per filter (1 or 3 input channels); channels: a tile per "
                    "input channel; summary: kernel norms and the strongest filters.")
 @common.count_option("Show at most this many filters.", default=64)
-def filters(model, weights, labels, preprocess, layer, out, mode, count):
+@common.save_maps_option
+def filters(model, weights, labels, preprocess, layer, out, mode, count, save_maps):
     """Draw the filters (kernels) of a conv LAYER of MODEL.
 
     The kernels of a caffe-style model (VGG16, ResNet50: BGR input) are drawn in RGB.
@@ -29,6 +30,9 @@ def filters(model, weights, labels, preprocess, layer, out, mode, count):
     from kvis.layers.filters import conv_filters, plot_filters
 
     out = common.figure_path(out)
+    maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
-    save_figure(plot_filters(conv_filters(net, layer), mode=mode, count=count), out)
+    kernels = conv_filters(net, layer)
+    save_figure(plot_filters(kernels, mode=mode, count=count), out)
     click.echo(f"wrote {out}")
+    common.save_maps(maps_file, kernels)

@@ -20,8 +20,9 @@ from kvis.core.vocabulary import TRANSFORMS
                      "(default: each image's top prediction).")
 @common.score_option("probability")  # what the paper plots (Fig. 5, 7)
 @common.figure_option
+@common.save_maps_option
 def invariance(model, weights, labels, preprocess, images, transform, layers, classes, score,
-               out):
+               out, save_maps):
     """How MODEL's features react to moving IMAGES (Zeiler & Fergus, Fig. 5).
 
     For each transformed copy: the Euclidean distance between its feature vector and the
@@ -38,6 +39,7 @@ def invariance(model, weights, labels, preprocess, images, transform, layers, cl
     from kvis.core.io import save_figure
 
     out = common.figure_path(out)
+    maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     wanted = None if classes is None else common.class_list(classes)
     result = curves_of(net, [load_image(image, net) for image in images], transform=transform,
@@ -48,3 +50,4 @@ def invariance(model, weights, labels, preprocess, images, transform, layers, cl
     for name, label, row in zip(result.names, result.class_labels, result.scores):
         click.echo(f"{name}: {score} of {label} from {row.min():.4f} to {row.max():.4f}")
     click.echo(f"wrote {out}")
+    common.save_maps(maps_file, result)

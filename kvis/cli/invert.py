@@ -15,7 +15,8 @@ from kvis.cli.common import main
 @click.option("--steps", default=400, show_default=True, type=click.IntRange(1),
               help="Gradient steps.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the starting noise.")
-def invert(model, weights, labels, image, layers, out, steps, seed, preprocess):
+@common.save_maps_option
+def invert(model, weights, labels, image, layers, out, steps, seed, preprocess, save_maps):
     """Reconstruct IMAGE from its representation at each of the given layers of MODEL.
 
     Network inversion (Mahendran & Vedaldi 2015): an image is optimized until its
@@ -32,6 +33,7 @@ def invert(model, weights, labels, image, layers, out, steps, seed, preprocess):
     from kvis.synthesis.invert import invert as invert_image
 
     out = common.figure_path(out)
+    maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     result = invert_image(net, load_image(image, net), layers, seed=seed,
                           settings=inversion_settings(steps=steps))
@@ -40,3 +42,4 @@ def invert(model, weights, labels, image, layers, out, steps, seed, preprocess):
     for layer, error, pixels in zip(result.layers, result.errors, result.pixel_errors):
         click.echo(f"{layer}: representation error {error:.4g}, pixel RMSE {pixels:.4f}")
     click.echo(f"wrote {out}")
+    common.save_maps(maps_file, result)

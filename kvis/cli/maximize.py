@@ -24,8 +24,9 @@ from kvis.core.vocabulary import PARAMETERIZATIONS
               type=click.FloatRange(0, min_open=True), help="Adam learning rate, above 0.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the starting noise.")
 @click.option("--xla", is_flag=True, help="Compile with XLA (jit_compile); fastest on a GPU.")
+@common.save_maps_option
 def maximize(model, weights, labels, layer, channels, classes, out, steps, size,
-             parameterization, learning_rate, seed, xla, preprocess):
+             parameterization, learning_rate, seed, xla, preprocess, save_maps):
     """Synthesize the images that most excite channels of a LAYER, or classes, of MODEL.
 
     Gradient ascent from noise, with jitter, scaling and rotation each step and a
@@ -44,6 +45,7 @@ def maximize(model, weights, labels, layer, channels, classes, out, steps, size,
         raise click.UsageError("give --layer (with --channels) or --class")
     chosen = common.class_list(classes) if classes is not None else None
     out = common.figure_path(out)
+    maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     image_size = None if size is None else (size, size)
     settings = default_settings(net, image_size, steps=steps, learning_rate=learning_rate,
@@ -57,3 +59,4 @@ def maximize(model, weights, labels, layer, channels, classes, out, steps, size,
             click.echo(f"{unit}: logit {score:.4g}")
     save_figure(plot_synthesis(result, title=f"{net.name}: {result.title}"), out)
     click.echo(f"wrote {out}")
+    common.save_maps(maps_file, result)

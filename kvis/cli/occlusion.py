@@ -23,8 +23,9 @@ from kvis.cli.common import main
 @click.option("--memory-mb", default=1024, show_default=True, type=click.IntRange(1),
               help="Memory budget in MiB for one batch of occluded images.")
 @common.figure_option
+@common.save_maps_option
 def occlusion(model, weights, labels, preprocess, image, size, stride, layer, classes, score, fill,
-              memory_mb, out):
+              memory_mb, out, save_maps):
     """Slide a square over IMAGE and map what MODEL says (Zeiler & Fergus, Fig. 7).
 
     For each position: the total activation of the layer's strongest feature map, the
@@ -41,6 +42,7 @@ def occlusion(model, weights, labels, preprocess, image, size, stride, layer, cl
     from kvis.core.io import save_figure
 
     out = common.figure_path(out)
+    maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     result = occlude(net, load_image(image, net), size=size, stride=stride, fill=fill,
                      layer=layer, classes=classes, score=score, memory_mb=memory_mb)
@@ -51,3 +53,4 @@ def occlusion(model, weights, labels, preprocess, image, size, stride, layer, cl
                f"{name}({result.class_label}) {value:.4f}; lowest with the occluder: "
                f"{result.scores.min():.4f}")
     click.echo(f"wrote {out}")
+    common.save_maps(maps_file, result)

@@ -18,7 +18,9 @@ from kvis.core.vocabulary import ATTENTION_METHODS
 @common.layers_option("Randomize down to these layers only (default: every weighted "
                       "layer), comma-separated.")
 @common.figure_option
-def sanity(model, weights, labels, preprocess, image, methods, score, classes, layers, out):
+@common.save_maps_option
+def sanity(model, weights, labels, preprocess, image, methods, score, classes, layers, out,
+           save_maps):
     """Check that attention maps depend on the model (Adebayo et al. 2018).
 
     The weighted layers of a copy of MODEL are re-initialized from the top down, one after
@@ -30,6 +32,7 @@ def sanity(model, weights, labels, preprocess, image, methods, score, classes, l
     from kvis.core.io import save_figure
 
     out = common.figure_path(out)
+    maps_file = common.maps_path(save_maps)
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     if unknown := [m for m in chosen if m not in ATTENTION_METHODS]:
         raise click.BadParameter(f"unknown method {unknown[0]!r}; choose from "
@@ -47,3 +50,4 @@ def sanity(model, weights, labels, preprocess, image, methods, score, classes, l
     for name, row in zip(result.methods, result.correlations):
         click.echo(f"  {name:20} " + " ".join(f"{value:5.2f}" for value in row))
     click.echo(f"wrote {out}")
+    common.save_maps(maps_file, result)

@@ -15,6 +15,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CAM_METHODS = ("grad-cam", "grad-cam++", "score-cam")
 GRADIENT_METHODS = ("saliency", "guided-backprop", "smoothgrad", "integrated-gradients")
 ATTENTION_METHODS = (*CAM_METHODS, "guided-grad-cam", *GRADIENT_METHODS, "occlusion")
+# Which signs of an attribution a figure shows (Captum's `visualize_image_attr` signs).
+SIGNS = ("absolute", "positive", "negative", "all")
 
 # What a class explanation explains or an analysis records.
 SCORES = ("logit", "probability")
