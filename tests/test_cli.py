@@ -434,7 +434,7 @@ def test_stats_lists_dead_and_rare_channels_and_the_first_layer_spectrum(tmp_pat
     result = run("stats", "demo", "demo", "--layers", "block1_conv1,block3_conv1",
                  "--out", tmp_path)
     assert result.exit_code == 0, result.output
-    assert "block3_conv1: " in result.output and " dead [" in result.output
+    assert "block3_conv1 (128 channels): " in result.output and " dead" in result.output
     assert "block1_conv1: spectral energy low" in result.output
     _read(tmp_path / "statistics.png")
 

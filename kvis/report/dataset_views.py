@@ -1,7 +1,7 @@
 """The report's sections over a dataset: the top-9 examples and the activity statistics."""
 
 from kvis.core.errors import KvisError
-from kvis.dataset.examples import plot_top_examples
+from kvis.dataset.examples import examples_caption, plot_top_examples
 from kvis.dataset.examples import top_examples as examples_of
 from kvis.dataset.scan import RARE
 from kvis.dataset.statistics import filter_spectrum, plot_statistics
@@ -20,10 +20,10 @@ def top_examples(job):
         result = examples_of(job.model, found, job.data, layer=layer, count=count,
                              progress=job.progress)
         parts.append(Part(
-            f"{layer}: the {found.count} strongest activations over {found.images:,} images "
-            f"({found.source}) of its {len(result.channels)} most active channels, each "
-            "activation's deconvnet projection beside its image patch (Zeiler & Fergus 2014, "
-            "Fig. 2).", png=png_bytes(plot_top_examples(result))))
+            f"{layer}: {examples_caption(result)}, over {found.images:,} images "
+            f"({found.source}), for the {len(result.channels)} channels with the strongest "
+            "activation; each activation's deconvnet projection beside its image patch "
+            "(Zeiler & Fergus 2014, Fig. 2).", png=png_bytes(plot_top_examples(result))))
     return parts, []
 
 
