@@ -1,6 +1,7 @@
 """`kvis attention`: which pixels drive a class score, overlaid on the image."""
 
 import re
+import warnings
 from pathlib import Path
 
 import click
@@ -31,7 +32,8 @@ def attention(model, weights, labels, preprocess, image, method, score, classes,
     """Show which pixels drive MODEL's class score for IMAGE, overlaid on the image.
 
     With --batch, every image of the folder IMAGE gets a figure OUT/<image>_<class>_<method>.png
-    titled with the image and class names.
+    titled with the image and class names; files that cannot be read are skipped, counted and
+    listed.
 
     \b
     kvis attention demo boot.png --method grad-cam --out cam.png
@@ -51,7 +53,10 @@ def attention(model, weights, labels, preprocess, image, method, score, classes,
     out = common.writable(Path(out) / "overlay.png").parent if batch else common.figure_path(out)
     net = common.load_network(model, weights, labels, preprocess)
     chosen = None if classes is None else common.class_list(classes)
-    result = explain(net, [load_image(source, net) for source in sources], method,
+    images, kept = _readable(sources, net) if batch else ([load_image(sources[0], net)], [0])
+    if chosen and len(chosen) == len(sources):  # one class per image: those of the kept ones
+        chosen = [chosen[i] for i in kept]
+    result = explain(net, images, method,
                      classes=chosen[0] if chosen and len(chosen) == 1 else chosen,
                      score=score, target=common.target_objective(target), layer=layer)
     if not batch:
@@ -66,6 +71,33 @@ def attention(model, weights, labels, preprocess, image, method, score, classes,
         save_figure(plot_attention(result[i], title=f"{name}: {label} ({method})",
                                    tile_inches=1.6), target)
         click.echo(f"{_line(result, i)} -> {target}")
+
+
+def _readable(sources, net):
+    """The --batch images that can be read and their positions in `sources`; the others are
+    skipped, counted and listed in one warning, as a dataset scan does.
+
+    Raises:
+        KvisError: none can be read, or a model kvis cannot prepare images for.
+    """
+    from kvis.core.errors import KvisError
+    from kvis.core.images import load_image
+    from kvis.core.models import preprocessing_for
+    from kvis.dataset.sources import skipped_note
+
+    preprocessing_for(net)  # a model problem stops the batch; a file problem skips the file
+    images, kept, skipped = [], [], []
+    for i, source in enumerate(sources):
+        try:
+            images.append(load_image(source, net))
+            kept.append(i)
+        except KvisError as error:
+            skipped.append((i, source.name, str(error)))
+    if not images:
+        raise KvisError(f"none of the {len(sources)} images can be read: {skipped[0][2]}")
+    if skipped:
+        warnings.warn(skipped_note(skipped, len(sources)), stacklevel=2)
+    return images, kept
 
 
 def _line(result, i):

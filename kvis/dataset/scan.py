@@ -26,7 +26,7 @@ from kvis.core.graph import model_graph, probe
 from kvis.core.io import write_atomically
 from kvis.core.progress import progress_bar
 from kvis.core.runner import compiled
-from kvis.dataset.sources import image_source
+from kvis.dataset.sources import image_source, skipped_note
 from kvis.dataset.topk import TopK, checked_strongest, merge
 
 RARE = 0.01  # a channel active at fewer than 1% of the positions it saw is "rarely active"
@@ -312,20 +312,6 @@ def checkpoint_progress(path):
     """
     progress = json.loads(str(_checkpoint_arrays(path)["progress"]))
     return progress["images"] + len(progress["skipped"]), progress.get("total")
-
-
-def skipped_note(skipped, total, *, shown=20):
-    """One line that counts and lists the files a scan could not read.
-
-    Args:
-        skipped: `[(image id, name, reason)]`, as `Scan.skipped`.
-        total: the images the scan went through, skipped ones included.
-        shown: files listed by name; the rest are counted.
-    """
-    listed = "; ".join(f"{name} ({reason})" for _, name, reason in skipped[:shown])
-    more = f"; and {len(skipped) - shown:,} more" if len(skipped) > shown else ""
-    return (f"skipped {len(skipped):,} of {total:,} images that could not be read: "
-            f"{listed}{more}")
 
 
 def _checkpoint_arrays(path):
