@@ -93,7 +93,7 @@ def test_channels_are_shown_in_order_of_the_max_their_labels_say(scanned):
     labels = [float(ax.get_title().split("max ")[1]) for ax in figure.axes if ax.get_title()]
     assert labels == sorted(labels, reverse=True) and len(labels) == 6
     assert "each channel's 4 strongest images (each at its strongest position), channels in " \
-           "order of their max" in figure._suptitle.get_text()
+           "order of their max" in " ".join(figure._suptitle.get_text().split())  # wrapped
     chosen = top_examples(model, found, data, layer="conv2", channels=[5, 0], progress=False)
     assert list(chosen.channels) == [5, 0] and "order" not in examples_caption(chosen)
     assert all(len(set(names)) == 4 for names in result.names)  # four different images

@@ -9,6 +9,7 @@ activation's receptive field (`ReceptiveField.window`), the same size for all.
 """
 
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,9 +141,9 @@ def plot_top_examples(result, *, fig=None, title=None, per_row=4):
     count, k = result.values.shape
     side = int(np.ceil(np.sqrt(k)))
     rows, cols = int(np.ceil(count / per_row)), min(per_row, count)
+    width = cols * 2 * side * 0.45 + 0.5
     if fig is None:
-        fig = NotebookFigure(figsize=(cols * 2 * side * 0.45 + 0.5, rows * side * 0.45 + 0.8),
-                             layout="constrained")
+        fig = NotebookFigure(figsize=(width, rows * side * 0.45 + 0.8), layout="constrained")
     for index, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
         blank_axes(ax)
         if index < count:
@@ -150,8 +151,8 @@ def plot_top_examples(result, *, fig=None, title=None, per_row=4):
             show_image(ax, mosaic, vmax=1)
             ax.set_title(f"#{result.channels[index]}  max {result.values[index, 0]:.3g}",
                          fontsize=8)
-    fig.suptitle(title or f"{result.layer}: {examples_caption(result)} (projections | patches)",
-                 fontsize=10)
+    caption = f"{result.layer}: {examples_caption(result)} (projections | patches)"
+    fig.suptitle(title or textwrap.fill(caption, max(40, int(width * 11))), fontsize=10)
     return fig
 
 
