@@ -71,6 +71,21 @@ def brute_force_top_k(activations, ids, k):
     return np.float32(values), np.int64(images), np.int32(positions)
 
 
+def brute_force_top_images(activations, ids, k):
+    """Per channel, the k images with the largest maximum (ties: lower id first), each at the
+    first position of its maximum in row-major order, sorted in Python; -inf/-1 pads to k."""
+    count, height, width, channels = activations.shape
+    values = np.full((channels, k), -np.inf, np.float32)
+    images, positions = np.full((channels, k), -1), np.full((channels, k, 2), -1, np.int32)
+    for channel in range(channels):
+        flat = activations[..., channel].reshape(count, -1)
+        entries = sorted((-flat[n].max(), ids[n], int(np.argmax(flat[n]))) for n in range(count))
+        for j, (value, image, where) in enumerate(entries[:k]):
+            values[channel, j], images[channel, j] = -value, image
+            positions[channel, j] = divmod(where, width)
+    return values, images, positions
+
+
 @pytest.fixture
 def tiny():
     return tiny_cnn()

@@ -271,6 +271,23 @@ def test_attention_on_one_image_and_on_a_folder(tmp_path, boot):
     assert _read(figures[0]).shape[0] > 100  # a titled figure, not a 28 px overlay
 
 
+def test_attention_batch_skips_counts_and_lists_unreadable_files(tmp_path, boot, capfd):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(boot.read_bytes())
+    (folder / "b.bmp").write_bytes(b"BM" + bytes(60))  # OpenCV would log "[ERROR:0@...]"
+    (folder / "c.png").write_bytes(boot.read_bytes())
+    (folder / "d.png").write_text("a text file named .png")
+    result = run("attention", "demo", folder, "--batch", "--method", "saliency",
+                 "--class", "bag,trouser,coat,sneaker", "--out", tmp_path / "cams")
+    assert result.exit_code == 0, result.output
+    assert "warning: skipped 2 of 4 images that could not be read: b.bmp (cannot read image " \
+        in result.output and "; d.png (cannot read image " in result.output
+    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == [
+        "a_bag_saliency.png", "c_coat_saliency.png"]  # each kept image keeps its own class
+    assert "[ERROR" not in capfd.readouterr().err
+
+
 def test_sanity_prints_one_row_per_method(tmp_path, boot):
     result = run("sanity", "demo", boot, "--methods", "saliency,grad-cam", "--score",
                  "probability", "--layers", "fc1,block1_conv1", "--out", tmp_path / "s.png")
@@ -435,7 +452,7 @@ def test_stats_lists_dead_and_rare_channels_and_the_first_layer_spectrum(tmp_pat
     result = run("stats", "demo", "demo", "--layers", "block1_conv1,block3_conv1",
                  "--out", tmp_path)
     assert result.exit_code == 0, result.output
-    assert "block3_conv1: " in result.output and " dead [" in result.output
+    assert "block3_conv1 (128 channels): " in result.output and " dead" in result.output
     assert "block1_conv1: spectral energy low" in result.output
     _read(tmp_path / "statistics.png")
 

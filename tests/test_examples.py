@@ -3,7 +3,13 @@ import pytest
 
 from kvis.core.errors import KvisError
 from kvis.core.models import configure_model
-from kvis.dataset.examples import plot_top_examples, read_index, top_examples, write_index
+from kvis.dataset.examples import (
+    examples_caption,
+    plot_top_examples,
+    read_index,
+    top_examples,
+    write_index,
+)
 from kvis.dataset.scan import scan
 from kvis.deconv.deconvnet import deconvnet
 from kvis.layers.receptive_fields import receptive_fields
@@ -45,8 +51,8 @@ def test_the_index_gives_back_the_scan(scanned, tmp_path):
     _, _, _, found = scanned
     write_index(found, tmp_path / "index.json")
     again = read_index(tmp_path / "index.json")
-    assert (again.model, again.layers, again.count, again.images) == (
-        found.model, found.layers, found.count, found.images)
+    assert (again.model, again.layers, again.count, again.images, again.strongest) == (
+        found.model, found.layers, found.count, found.images, "images")
     for layer in found.layers:
         for field in ("values", "images", "positions"):
             np.testing.assert_array_equal(getattr(again.top[layer], field),
@@ -76,3 +82,26 @@ def test_the_figure_shows_every_channel_block(scanned):
         top_examples(model, found, data, layer="conv1", channels=[9])
     with pytest.raises(KvisError, match="the scan covered conv1, conv2, not 'gap'"):
         top_examples(model, found, data, layer="gap")
+
+
+def test_channels_are_shown_in_order_of_the_max_their_labels_say(scanned):
+    model, data, _, found = scanned
+    result = top_examples(model, found, data, layer="conv2", count=6, progress=False)
+    peaks = found.top["conv2"].values[:, 0]
+    np.testing.assert_array_equal(result.channels, np.argsort(-peaks, kind="stable"))
+    figure = plot_top_examples(result)
+    labels = [float(ax.get_title().split("max ")[1]) for ax in figure.axes if ax.get_title()]
+    assert labels == sorted(labels, reverse=True) and len(labels) == 6
+    assert "each channel's 4 strongest images (each at its strongest position), channels in " \
+           "order of their max" in " ".join(figure._suptitle.get_text().split())  # wrapped
+    chosen = top_examples(model, found, data, layer="conv2", channels=[5, 0], progress=False)
+    assert list(chosen.channels) == [5, 0] and "order" not in examples_caption(chosen)
+    assert all(len(set(names)) == 4 for names in result.names)  # four different images
+
+
+def test_the_caption_says_when_an_image_can_repeat(scanned):
+    model, data, _, _ = scanned
+    found = scan(model, data, "conv1", count=4, strongest="positions", progress=False)
+    result = top_examples(model, found, data, layer="conv1", count=2, progress=False)
+    assert examples_caption(result).startswith(
+        "each channel's 4 strongest positions (an image can repeat)")

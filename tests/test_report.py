@@ -162,7 +162,8 @@ def test_a_view_the_model_cannot_give_is_left_out_with_its_reason():
     reasons = dict(report.left_out)
     assert "needs a classifier with output (N, classes)" in reasons["Attention maps"]
     assert "needs a classifier" in reasons["Occlusion sensitivity"]
-    assert "no dataset given: pass data=" in reasons["Top-9 dataset examples"]
+    assert reasons["Top-9 dataset examples"] == ("no dataset given: the dataset views need a "
+                                                 "dataset to scan, or an earlier scan")
     text = report_html(report)
     assert "Attention maps: left out (" in text and 'id="attention"' not in text
 
@@ -187,11 +188,28 @@ def test_a_scan_is_reused_not_run_again(tiny_classifier, monkeypatch):
     report = build_report(model, image, fast=True, data=data, found=found, progress=False,
                           sections=["top-examples", "statistics"])
     assert [section.key for section in report.sections] == ["top-examples", "statistics"]
-    assert "the 4 strongest activations over 12 images" in report.sections[0].parts[-1].caption
+    assert "each channel's 4 strongest images (each at its strongest position), channels in " \
+           "order of their max, over 12 images" in report.sections[0].parts[-1].caption
     other = keras.models.clone_model(model)
     other.name = "other"
     with pytest.raises(KvisError, match="the scan is of model 'tiny', not 'other'"):
         build_report(other, image, found=found, progress=False)
+
+
+def test_files_the_scan_could_not_read_are_counted_and_listed_in_the_report(tiny_classifier,
+                                                                           tmp_path):
+    model, image = tiny_classifier
+    for i, pixels in enumerate(np.random.default_rng(7).integers(0, 256, (4, 16, 16, 3))):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), pixels.astype(np.uint8))
+    (tmp_path / "2.png").write_text("a text file named .png")
+    with pytest.warns(UserWarning, match="skipped 1 of 4 images that could not be read: 2.png"):
+        report = build_report(model, image, data=tmp_path, progress=False,
+                              sections=["top-examples", "statistics"])
+    for section in report.sections:
+        assert [note.split(" (")[0] for note in section.notes][:1] == [
+            "Skipped 1 of 4 images that could not be read: 2.png"]
+    assert "Skipped 1 of 4 images that could not be read: 2.png (cannot read image " in \
+        report_html(report)
 
 
 def test_mistakes_in_the_python_api_are_one_line(tiny_classifier):

@@ -1,11 +1,13 @@
+import dataclasses
+
 import numpy as np
 import pytest
-from conftest import brute_force_top_k
+from conftest import brute_force_top_images, brute_force_top_k
 
 from kvis.core.errors import KvisError
 from kvis.core.models import configure_model
 from kvis.dataset import scan as dataset_scan
-from kvis.dataset.scan import scan
+from kvis.dataset.scan import merge_scans, scan
 from kvis.layers.feature_maps import feature_maps
 
 
@@ -17,7 +19,8 @@ def data(tiny):
 
 @pytest.mark.parametrize("count", [9, 1000])  # 1000: past the positive activations, ties at 0
 def test_scan_equals_brute_force_over_every_activation(tiny, data, count):
-    found = scan(tiny, data, ["conv1", "conv2"], count=count, batch_size=8, progress=False)
+    found = scan(tiny, data, ["conv1", "conv2"], count=count, strongest="positions",
+                 batch_size=8, progress=False)
     # The reference maps at the scan's batch size: CPU kernels differ by batch size.
     maps = feature_maps(tiny, data, ["conv1", "conv2"], batch_size=8, progress=False)
     assert found.images == 37 and found.batches == 5 and not found.skipped
@@ -44,7 +47,8 @@ def test_memory_does_not_grow_with_the_dataset(tiny, data):
 
 def test_a_killed_scan_resumes_to_exactly_the_uninterrupted_result(tiny, data, tmp_path,
                                                                    monkeypatch):
-    whole = scan(tiny, data, ["conv1", "conv2"], count=5, batch_size=4, progress=False)
+    whole = scan(tiny, data, ["conv1", "conv2"], count=5, strongest="positions", batch_size=4,
+                 progress=False)
     real, calls = dataset_scan._merge_batch, []
 
     def dies_after_six_batches(state, batch, outputs):
@@ -55,10 +59,10 @@ def test_a_killed_scan_resumes_to_exactly_the_uninterrupted_result(tiny, data, t
 
     monkeypatch.setattr(dataset_scan, "_merge_batch", dies_after_six_batches)
     with pytest.raises(KeyboardInterrupt):
-        scan(tiny, data, ["conv1", "conv2"], count=5, batch_size=4, checkpoint=tmp_path / "s.npz",
-             every=2, progress=False)
+        scan(tiny, data, ["conv1", "conv2"], count=5, strongest="positions", batch_size=4,
+             checkpoint=tmp_path / "s.npz", every=2, progress=False)
     monkeypatch.setattr(dataset_scan, "_merge_batch", real)
-    resumed = scan(tiny, data, ["conv1", "conv2"], count=5, batch_size=4,
+    resumed = scan(tiny, data, ["conv1", "conv2"], count=5, strongest="positions", batch_size=4,
                    checkpoint=tmp_path / "s.npz", every=2, resume=True, progress=False)
     assert resumed.images == whole.images == 37 and resumed.batches == whole.batches
     for path in whole.layers:
@@ -71,7 +75,9 @@ def test_a_killed_scan_resumes_to_exactly_the_uninterrupted_result(tiny, data, t
 
 def test_a_checkpoint_of_another_scan_is_refused_by_name(tiny, data, tmp_path):
     scan(tiny, data, "conv2", count=5, checkpoint=tmp_path / "s.npz", progress=False)
-    with pytest.raises(KvisError, match=r"of another scan \(layers, count differ"):
+    with pytest.raises(KvisError, match=r"of another scan \(layers, count differ: layers: "
+                                        r"checkpoint \['conv2'\], this run \['conv1'\]; "
+                                        r"count: checkpoint 5, this run 3\)"):
         scan(tiny, data, "conv1", count=3, checkpoint=tmp_path / "s.npz", resume=True,
              progress=False)
 
@@ -106,3 +112,129 @@ def test_bad_scans_are_one_line_errors(tiny, data):
         scan(tiny, data, "conv2", count=0)
     with pytest.raises(KvisError, match="the dataset scan needs a spatial layer; 'gap'"):
         scan(tiny, data, "gap")
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 37])
+def test_distinct_images_equal_brute_force_and_merge_exactly(tiny, data, batch_size):
+    found = scan(tiny, data, ["conv1", "conv2"], count=9, batch_size=batch_size, progress=False)
+    maps = feature_maps(tiny, data, ["conv1", "conv2"], batch_size=batch_size, progress=False)
+    halves = [scan(tiny, part, ["conv1", "conv2"], count=9, batch_size=batch_size,
+                   progress=False) for part in (data[:20], data[20:])]
+    halves[1] = dataclasses.replace(halves[1], top={
+        p: dataclasses.replace(t, images=np.where(t.images >= 0, t.images + 20, -1))
+        for p, t in halves[1].top.items()})  # the second half's ids in the whole
+    merged = merge_scans(*halves)
+    for path in ("conv1", "conv2"):
+        values, images, positions = brute_force_top_images(maps[path], np.arange(37), 9)
+        np.testing.assert_allclose(found.top[path].values, values, rtol=1e-6)
+        np.testing.assert_array_equal(found.top[path].images, images)
+        np.testing.assert_array_equal(found.top[path].positions, positions)
+        for field in ("values", "images", "positions"):
+            np.testing.assert_array_equal(getattr(merged.top[path], field),
+                                          getattr(found.top[path], field))
+    assert found.strongest == "images"
+
+
+def test_distinct_images_never_repeat_where_positions_do(tiny):
+    configure_model(tiny, preprocessing="unit")
+    data = np.random.default_rng(2).uniform(0, 0.1, (12, 16, 16, 3)).astype(np.float32)
+    data[4] = 1.0  # one bright image holds many of every channel's strongest positions
+    by_image = scan(tiny, data, "conv1", count=9, progress=False).top["conv1"]
+    by_position = scan(tiny, data, "conv1", count=9, strongest="positions",
+                       progress=False).top["conv1"]
+    assert all(len(set(row)) == 9 for row in by_image.images)
+    assert any(len(set(row)) < 9 for row in by_position.images)
+    np.testing.assert_array_equal(by_image.values[:, 0], by_position.values[:, 0])
+
+
+def test_a_resumed_scan_of_distinct_images_equals_the_uninterrupted_one(tiny, data, tmp_path,
+                                                                       monkeypatch):
+    whole = scan(tiny, data, "conv2", count=5, batch_size=4, progress=False)
+    real, calls = dataset_scan._merge_batch, []
+
+    def interrupted_after_three_batches(state, batch, outputs):
+        calls.append(1)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return real(state, batch, outputs)
+
+    monkeypatch.setattr(dataset_scan, "_merge_batch", interrupted_after_three_batches)
+    with pytest.raises(KeyboardInterrupt):  # every=50: only the interruption saves
+        scan(tiny, data, "conv2", count=5, batch_size=4, checkpoint=tmp_path / "s.npz",
+             progress=False)
+    monkeypatch.undo()
+    assert dataset_scan.checkpoint_progress(tmp_path / "s.npz") == (12, 37)
+    resumed = scan(tiny, data, "conv2", count=5, batch_size=4, checkpoint=tmp_path / "s.npz",
+                   resume=True, progress=False)
+    for field in ("values", "images", "positions"):
+        np.testing.assert_array_equal(getattr(resumed.top["conv2"], field),
+                                      getattr(whole.top["conv2"], field))
+    with pytest.raises(KvisError, match="strongest: checkpoint 'images', this run 'positions'"):
+        scan(tiny, data, "conv2", count=5, strongest="positions", batch_size=4,
+             checkpoint=tmp_path / "s.npz", resume=True, progress=False)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Ten demo images as PNG files, for the scan commands."""
+    import cv2
+
+    from kvis.core.demo import demo_images
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, pixels in enumerate(demo_images()[0][:10]):
+        cv2.imwrite(str(folder / f"{i}.png"), pixels)
+    return folder
+
+
+def _kvis(*args):
+    from click.testing import CliRunner
+
+    from kvis.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_a_scan_into_a_folder_holding_one_is_refused_resumed_or_replaced(photos, tmp_path,
+                                                                         monkeypatch):
+    out = tmp_path / "scan"
+    common = ["demo", photos, "--keep", 2, "--batch-size", 4, "--out", out]
+    first = _kvis("topk", *common, "--count", 2, "--layers", "block1_conv1,block2_conv2")
+    assert first.exit_code == 0, first.output
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["checkpoint.npz", "index.json", "top2_block1_conv1.png",
+                       "top2_block2_conv2.png"]
+    again = _kvis("stats", *common, "--layers", "block1_conv1")
+    assert again.exit_code == 1 and sorted(p.name for p in out.iterdir()) == written
+    assert again.output.strip().endswith(f"Error: {out} holds a scan of 10 of 10 images; pass "
+                                         "--resume to finish it or --overwrite to replace it")
+    replaced = _kvis("topk", *common, "--count", 2, "--layers", "block1_conv1", "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "index.json",
+                                                     "top2_block1_conv1.png"]
+    real, calls = dataset_scan._merge_batch, []
+
+    def interrupted_after_one_batch(state, batch, outputs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(state, batch, outputs)
+
+    monkeypatch.setattr(dataset_scan, "_merge_batch", interrupted_after_one_batch)
+    stopped = _kvis("stats", *common, "--overwrite")
+    assert stopped.exit_code == 130
+    assert "interrupted at 4 of 10 images; to continue, run the same command with --resume" \
+        in stopped.output
+    monkeypatch.undo()
+    resumed = _kvis("stats", *common, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming at 4 of 10 images" in resumed.output
+    assert "scanned 10 images (0 skipped)" in resumed.output
+
+
+def test_stats_says_no_dead_channels_in_words(photos, tmp_path):
+    result = _kvis("stats", "demo", photos, "--layers", "block1_conv1", "--out", tmp_path / "s")
+    assert result.exit_code == 0, result.output
+    assert "block1_conv1 (32 channels): no dead channels; none active at under 1% of " \
+           "positions" in result.output

@@ -91,6 +91,27 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path, unit):
     np.testing.assert_array_equal(x, expected)
 
 
+def test_corrupt_files_are_counted_in_one_warning_and_opencv_stays_quiet(tmp_path, unit,
+                                                                         capfd):
+    from kvis.dataset.scan import scan as scan_dataset
+
+    make_folder(tmp_path, [f"{i}.png" for i in range(5)])
+    (tmp_path / "1.bmp").write_bytes(b"BM" + bytes(60))  # OpenCV logs "[ERROR:0@...] imread_"
+    cv2.imwrite(str(tmp_path / "3.tif"), np.zeros((32, 32, 3), np.uint8))
+    tiff = (tmp_path / "3.tif").read_bytes()
+    (tmp_path / "3.tif").write_bytes(tiff[:len(tiff) // 2])  # "[ERROR:...] TIFF_Error"
+    level = cv2.utils.logging.getLogLevel()
+    with pytest.warns(UserWarning, match=r"skipped 2 of 7 images that could not be read: 1\.bmp "
+                                         r"\(cannot read image .*\); 3\.tif \("):
+        found = scan_dataset(unit, tmp_path, "conv2", count=2, progress=False)
+    with pytest.raises(KvisError, match="cannot read image"):
+        load_image(tmp_path / "1.bmp", unit)
+    printed = capfd.readouterr().err
+    assert "[ WARN" not in printed and "[ERROR" not in printed, printed
+    assert cv2.utils.logging.getLogLevel() == level  # the caller's level is back
+    assert found.images == 5 and [name for _, name, _ in found.skipped] == ["1.bmp", "3.tif"]
+
+
 def test_a_batch_of_only_bad_files_still_comes_empty(tmp_path, unit):
     make_folder(tmp_path, ["0.png", "1.png", "2.png"])
     (tmp_path / "0.png").write_text("bad")

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import brute_force_top_k
+from conftest import brute_force_top_images, brute_force_top_k
 from helpers import update
 
 from kvis.core.errors import KvisError
@@ -42,6 +42,22 @@ def test_merging_shards_of_any_split_equals_one_pass(seed):
     merged = merge(*shards[::-1])  # in any order
     for field in ("values", "images", "positions"):
         np.testing.assert_array_equal(getattr(merged, field), getattr(whole, field))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_merging_distinct_image_states_of_any_split_equals_one_pass(seed):
+    # Each part keeps its k strongest images (each at its own strongest position); the
+    # merge of the parts is the k strongest images of the whole, ties included.
+    activations = _dataset(seed)
+    ids = np.arange(len(activations))
+    cuts = np.sort(np.random.default_rng(seed).choice(np.arange(1, len(ids)), 3, replace=False))
+    shards = [TopK(*brute_force_top_images(part, part_ids, 9)) for part, part_ids in
+              zip(np.split(activations, cuts), np.split(ids, cuts))]
+    merged = merge(*shards[::-1])
+    whole = brute_force_top_images(activations, ids, 9)
+    for field, expected in zip(("values", "images", "positions"), whole):
+        np.testing.assert_array_equal(getattr(merged, field), expected)
+    assert all(len(set(row)) == 9 for row in merged.images)  # nine different images
 
 
 def test_fewer_activations_than_k_leave_empties_last():

@@ -1,6 +1,7 @@
 """`kvis attention`: which pixels drive a class score, overlaid on the image."""
 
 import re
+import warnings
 from pathlib import Path
 
 import click
@@ -38,8 +39,9 @@ def attention(model, weights, labels, preprocess, image, methods, score, classes
     """Show which pixels drive MODEL's class score for IMAGE, overlaid on the image.
 
     With --batch, every image of the folder IMAGE gets a figure OUT/<image>_<class>_<method>.png
-    titled with the image and class names. Several methods (-m grad-cam,saliency) are drawn
-    side by side, a column each, and named in the file joined by _.
+    titled with the image and class names; files that cannot be read are skipped, counted and
+    listed. Several methods (-m grad-cam,saliency) are drawn side by side, a column each, and
+    named in the file joined by _.
 
     \b
     kvis attention demo boot.png --method grad-cam --out cam.png
@@ -61,7 +63,9 @@ def attention(model, weights, labels, preprocess, image, methods, score, classes
     maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     chosen = None if classes is None else common.class_list(classes)
-    images = [load_image(source, net) for source in sources]
+    images, kept = _readable(sources, net) if batch else ([load_image(sources[0], net)], [0])
+    if chosen and len(chosen) == len(sources):  # one class per image: those of the kept ones
+        chosen = [chosen[i] for i in kept]
     # --layer goes to the methods that take one (to all when none does, which refuses it).
     at_layer = [m for m in methods if takes_layer(m)] or methods
     results = [explain(net, images, method, layer=layer if method in at_layer else None,
@@ -85,6 +89,33 @@ def attention(model, weights, labels, preprocess, image, methods, score, classes
         click.echo(f"wrote {out}")
     common.save_maps(maps_file, result if len(results) == 1 else dict(zip(methods, results)),
                      shared=("classes", "class_labels", "scores", "score", "pixels", "names"))
+
+
+def _readable(sources, net):
+    """The --batch images that can be read and their positions in `sources`; the others are
+    skipped, counted and listed in one warning, as a dataset scan does.
+
+    Raises:
+        KvisError: none can be read, or a model kvis cannot prepare images for.
+    """
+    from kvis.core.errors import KvisError
+    from kvis.core.images import load_image
+    from kvis.core.models import preprocessing_for
+    from kvis.dataset.sources import skipped_note
+
+    preprocessing_for(net)  # a model problem stops the batch; a file problem skips the file
+    images, kept, skipped = [], [], []
+    for i, source in enumerate(sources):
+        try:
+            images.append(load_image(source, net))
+            kept.append(i)
+        except KvisError as error:
+            skipped.append((i, source.name, str(error)))
+    if not images:
+        raise KvisError(f"none of the {len(sources)} images can be read: {skipped[0][2]}")
+    if skipped:
+        warnings.warn(skipped_note(skipped, len(sources)), stacklevel=2)
+    return images, kept
 
 
 def _line(result, i):

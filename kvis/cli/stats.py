@@ -12,7 +12,8 @@ from kvis.cli.common import main
 @main.command()
 @common.model_options
 @common.scan_options
-def stats(model, weights, labels, preprocess, data, layers, keep, batch_size, out, resume):
+def stats(model, weights, labels, preprocess, data, layers, keep, strongest, batch_size, out,
+          resume, overwrite):
     """Activity statistics of MODEL's channels over DATA: dead and rarely active channels, and
     the frequency content of the first layer's filters (Zeiler & Fergus, section 4.1).
 
@@ -24,18 +25,22 @@ def stats(model, weights, labels, preprocess, data, layers, keep, batch_size, ou
     from kvis.dataset.statistics import filter_spectrum, plot_statistics
 
     net, found = common.run_scan(model, weights, labels, preprocess, data=data, layers=layers,
-                                 keep=keep, batch_size=batch_size, out=out, resume=resume)
+                                 keep=keep, strongest=strongest, batch_size=batch_size,
+                                 out=out, resume=resume, overwrite=overwrite)
     for layer in found.layers:
         layer_stats = found.stats[layer]
-        click.echo(f"{layer}: {len(layer_stats.dead)} dead "
-                   f"{_indices(layer_stats.dead)}, {len(layer_stats.rare)} active at under "
-                   f"{RARE:.0%} of positions {_indices(layer_stats.rare)}, of "
-                   f"{len(layer_stats.active)}")
+        rare = f"active at under {RARE:.0%} of positions"
+        click.echo(f"{layer} ({len(layer_stats.active)} channels): "
+                   f"{_listed(layer_stats.dead, 'dead', 'no dead channels')}; "
+                   f"{_listed(layer_stats.rare, rare, f'none {rare}')}")
     click.echo(filter_spectrum(net).summary())
     save_figure(plot_statistics(found), Path(out) / "statistics.png")
     click.echo(f"wrote {Path(out) / 'statistics.png'}")
 
 
-def _indices(channels, shown=12):
+def _listed(channels, some, none, shown=12):
+    """'no dead channels' (`none`), or '3 dead: 1, 2, 5' (`some`)."""
+    if not len(channels):
+        return none
     listed = ", ".join(str(c) for c in channels[:shown])
-    return f"[{listed}{', ...' if len(channels) > shown else ''}]"
+    return f"{len(channels)} {some}: {listed}{', ...' if len(channels) > shown else ''}"

@@ -1,8 +1,6 @@
 """`kvis topk`: the strongest activations of every feature map over a dataset (Zeiler & Fergus,
 Fig. 2)."""
 
-from pathlib import Path
-
 import click
 
 from kvis.cli import common
@@ -14,16 +12,17 @@ from kvis.cli.common import main
 @common.scan_options
 @common.count_option("Channels per layer figure, the most strongly activated first.",
                      default=16)
-def topk(model, weights, labels, preprocess, data, layers, keep, batch_size, out, resume,
-         count):
+def topk(model, weights, labels, preprocess, data, layers, keep, strongest, batch_size, out,
+         resume, overwrite, count):
     """The strongest activations of every feature map of MODEL over DATA (Zeiler & Fergus,
     Fig. 2): one streaming pass, then each activation's deconvnet projection beside its
     image patch.
 
     DATA is a folder of images (recursive; one subfolder per class gives labels), an
     MNIST/Fashion-MNIST IDX images file, or demo. OUT receives index.json (every channel's
-    --keep strongest activations and statistics), checkpoint.npz (for --resume) and one
-    figure per layer.
+    --keep strongest images, or positions with --strongest positions, and statistics),
+    checkpoint.npz (for --resume) and one figure per layer. A scan already in OUT is
+    continued with --resume or replaced with --overwrite.
 
     \b
     kvis topk demo demo --out scan/
@@ -33,10 +32,11 @@ def topk(model, weights, labels, preprocess, data, layers, keep, batch_size, out
     from kvis.dataset.examples import plot_top_examples, top_examples
 
     net, found = common.run_scan(model, weights, labels, preprocess, data=data, layers=layers,
-                                 keep=keep, batch_size=batch_size, out=out, resume=resume)
+                                 keep=keep, strongest=strongest, batch_size=batch_size,
+                                 out=out, resume=resume, overwrite=overwrite)
     for layer in found.layers:
         figure = plot_top_examples(top_examples(net, found, data, layer=layer, count=count,
                                                 batch_size=batch_size))
-        target = Path(out) / f"top{keep}_{layer.replace('/', '__')}.png"
+        target = common.topk_figure(out, keep, layer)
         save_figure(figure, target)
         click.echo(f"wrote {target}")

@@ -1,6 +1,7 @@
 """Images in and out of models: reading with OpenCV, preparing them the way a model expects, and
 the one way every technique takes images (`as_images`)."""
 
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,7 +190,8 @@ def read_file(path):
         raise KvisError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise KvisError(f"image not found: {path}")
-    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    with _QUIET_OPENCV:
+        pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise KvisError(f"cannot read image {path}: not an image format OpenCV can decode")
     if pixels.dtype == np.uint16:
@@ -198,6 +200,31 @@ def read_file(path):
         pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4
                               else cv2.COLOR_BGR2RGB)
     return _as_pixels(pixels), path.name
+
+
+class _QuietOpenCV:
+    """OpenCV's own log lines ("[ WARN:0@0.02] ... imread_(...)") silenced while files are read,
+    from any number of threads: kvis says itself what it could not read. The caller's log level
+    comes back when the last read ends."""
+
+    def __init__(self):
+        self.lock, self.readers, self.saved = threading.Lock(), 0, None
+
+    def __enter__(self):
+        with self.lock:
+            if not self.readers:
+                self.saved = cv2.utils.logging.getLogLevel()
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+            self.readers += 1
+
+    def __exit__(self, *error):
+        with self.lock:
+            self.readers -= 1
+            if not self.readers:
+                cv2.utils.logging.setLogLevel(self.saved)
+
+
+_QUIET_OPENCV = _QuietOpenCV()
 
 
 def _as_pixels(array):

@@ -14,8 +14,8 @@ from kvis.core.errors import KvisError
 
 
 def scan_on_beam(model, data, out, *, layers=None, weights="imagenet", class_names=None,
-                 preprocessing=None, count=9, batch_size=32, batches_per_shard=20,
-                 options=None):
+                 preprocessing=None, count=9, strongest="images", batch_size=32,
+                 batches_per_shard=20, options=None):
     """Scan a dataset with an Apache Beam pipeline and write the scan's index to `out`.
 
     Args:
@@ -26,7 +26,7 @@ def scan_on_beam(model, data, out, *, layers=None, weights="imagenet", class_nam
         out: the JSON index to write (see `kvis.dataset.examples.read_index`).
         layers: as for `kvis.dataset.scan.scan`.
         weights, class_names, preprocessing: as for `kvis.load_model`.
-        count, batch_size: as for `kvis.dataset.scan.scan`.
+        count, strongest, batch_size: as for `kvis.dataset.scan.scan`.
         batches_per_shard: batches a worker scans per unit of work.
         options: `apache_beam.options.pipeline_options.PipelineOptions` (default: the
             DirectRunner), e.g. `PipelineOptions(runner="DataflowRunner", project=...)`.
@@ -41,7 +41,9 @@ def scan_on_beam(model, data, out, *, layers=None, weights="imagenet", class_nam
     from kvis.core.models import load_model
     from kvis.dataset.scan import scan_layers
     from kvis.dataset.sources import image_source
+    from kvis.dataset.topk import checked_strongest
 
+    checked_strongest(strongest)
     if batches_per_shard < 1:
         raise KvisError(f"batches_per_shard must be at least 1; got {batches_per_shard}")
     spec = dict(spec=model, weights=weights, class_names=class_names,
@@ -55,7 +57,7 @@ def scan_on_beam(model, data, out, *, layers=None, weights="imagenet", class_nam
     with beam.Pipeline(options=options) as pipeline:
         _ = (pipeline
              | "shards" >> beam.Create(shards)
-             | "scan" >> beam.ParDo(scan_shard(spec, data, paths, count, batch_size))
+             | "scan" >> beam.ParDo(scan_shard(spec, data, paths, count, strongest, batch_size))
              | "merge" >> beam.CombineGlobally(merge_shards())
              | "write" >> beam.Map(_write_index, str(out), data))
 
@@ -85,18 +87,20 @@ def _pipeline_steps(beam):
     class ScanShard(beam.DoFn):
         """The scan state of batches [start, stop) of the dataset."""
 
-        def __init__(self, spec, data, paths, count, batch_size):
+        def __init__(self, spec, data, paths, count, strongest, batch_size):
             self.spec, self.data, self.paths = spec, data, paths
-            self.count, self.batch_size = count, batch_size
+            self.count, self.strongest, self.batch_size = count, strongest, batch_size
 
         def setup(self):
             self.model = load_model(**self.spec)
             self.source = image_source(self.data)
-            self.run = batch_runner(self.model, self.paths, count=self.count)
+            self.run = batch_runner(self.model, self.paths, count=self.count,
+                                    strongest=self.strongest)
 
         def process(self, shard):
             start, stop = shard
-            state = empty_scan(self.model, self.paths, self.source, count=self.count)
+            state = empty_scan(self.model, self.paths, self.source, count=self.count,
+                               strongest=self.strongest)
             batches = self.source.batches(self.model, batch_size=self.batch_size, start=start)
             for batch in itertools.islice(batches, stop - start):
                 state = self.run(state, batch)

@@ -9,6 +9,7 @@ activation's receptive field (`ReceptiveField.window`), the same size for all.
 """
 
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,10 @@ class TopExamples:
         layer: the layer path.
         channels: int (K,) the channels shown.
         values: float32 (K, k) their k strongest activations, descending.
+        strongest: "images" (k distinct images) or "positions" (an image can repeat), as
+            the scan kept them.
+        by_max: whether the channels are in order of their strongest activation (`values[:,
+            0]`, descending), as `interesting_channels` gives them; else as they were asked for.
         names: K lists of k image names.
         projections: float32 (K, k, h, w, C) in [0, 1], each activation's deconvnet
             projection cropped to its window, scaled by its own largest magnitude (mid-gray is
@@ -48,18 +53,19 @@ class TopExamples:
     names: list
     projections: np.ndarray
     patches: np.ndarray
+    strongest: str
+    by_max: bool
 
 
 def interesting_channels(found, layer, count=16):
-    """The channels of a layer worth showing first: the highest mean of their top-k
-    activations; dead channels last.
+    """The channels of a layer worth showing first: those with the strongest activation (the
+    "max" each panel is labelled with), strongest first; equals in channel order.
 
     Returns:
         int (min(count, C),).
     """
-    top = found.top[layer]
-    strength = np.where(np.isfinite(top.values), top.values, 0).mean(axis=1)
-    return np.argsort(-strength, kind="stable")[:count]
+    peak = found.top[layer].values[:, 0]
+    return np.argsort(-np.where(np.isfinite(peak), peak, -np.inf), kind="stable")[:count]
 
 
 def top_examples(model, found, data, *, layer, channels=None, count=16, batch_size=32,
@@ -71,7 +77,8 @@ def top_examples(model, found, data, *, layer, channels=None, count=16, batch_si
         found: its `kvis.dataset.scan.Scan`.
         data: the data it scanned (as for `kvis.dataset.scan.scan`).
         layer: one of `found.layers`.
-        channels: the channels to show (default: `interesting_channels(found, layer, count)`).
+        channels: the channels to show, in this order (default: `interesting_channels(found,
+            layer, count)`, the strongest first).
         count: how many channels by default.
         batch_size: projections per compiled pass.
         labels: as for the scan.
@@ -86,8 +93,8 @@ def top_examples(model, found, data, *, layer, channels=None, count=16, batch_si
     if layer not in found.top:
         raise KvisError(f"the scan covered {', '.join(found.layers)}, not {layer!r}")
     top = found.top[layer]
-    channels = interesting_channels(found, layer, count) if channels is None else np.asarray(
-        channels, int)
+    by_max = channels is None
+    channels = interesting_channels(found, layer, count) if by_max else np.asarray(channels, int)
     if bad := [int(c) for c in channels if not 0 <= c < len(top.values)]:
         raise KvisError(f"{layer} channel {bad[0]} is out of range (0-{len(top.values) - 1})")
     source = image_source(data, labels=labels)
@@ -112,7 +119,8 @@ def top_examples(model, found, data, *, layer, channels=None, count=16, batch_si
         patches[i, j] = pixels[int(top.images[channels[i], j])][crop]
     names = [[_name(source, top.images[c, j]) if kept[i, j] else ""
               for j in range(found.count)] for i, c in enumerate(channels)]
-    return TopExamples(layer, channels, top.values[channels], names, projections, patches)
+    return TopExamples(layer, channels, top.values[channels], names, projections, patches,
+                       found.strongest, by_max)
 
 
 def plot_top_examples(result, *, fig=None, title=None, per_row=4):
@@ -133,9 +141,9 @@ def plot_top_examples(result, *, fig=None, title=None, per_row=4):
     count, k = result.values.shape
     side = int(np.ceil(np.sqrt(k)))
     rows, cols = int(np.ceil(count / per_row)), min(per_row, count)
+    width = cols * 2 * side * 0.45 + 0.5
     if fig is None:
-        fig = NotebookFigure(figsize=(cols * 2 * side * 0.45 + 0.5, rows * side * 0.45 + 0.8),
-                             layout="constrained")
+        fig = NotebookFigure(figsize=(width, rows * side * 0.45 + 0.8), layout="constrained")
     for index, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
         blank_axes(ax)
         if index < count:
@@ -143,9 +151,19 @@ def plot_top_examples(result, *, fig=None, title=None, per_row=4):
             show_image(ax, mosaic, vmax=1)
             ax.set_title(f"#{result.channels[index]}  max {result.values[index, 0]:.3g}",
                          fontsize=8)
-    fig.suptitle(title or f"{result.layer}: strongest activations over the dataset "
-                          "(projections | patches)", fontsize=10)
+    caption = f"{result.layer}: {examples_caption(result)} (projections | patches)"
+    fig.suptitle(title or textwrap.fill(caption, max(40, int(width * 11))), fontsize=10)
     return fig
+
+
+def examples_caption(result):
+    """What a top-examples figure shows, in words: "each channel's 9 strongest images (each at
+    its strongest position), channels in order of their max"."""
+    k = result.values.shape[1]
+    shown = (f"each channel's {k} strongest images (each at its strongest position)"
+             if result.strongest == "images"
+             else f"each channel's {k} strongest positions (an image can repeat)")
+    return shown + (", channels in order of their max" if result.by_max else "")
 
 
 def example_mosaic(result, index, *, gap=1):
@@ -195,7 +213,8 @@ def write_index(found, path, *, names=None, data=None):
             "dead": stats.dead.tolist(), "rare": stats.rare.tolist()}
     if isinstance(data, (str, Path)) and data != "demo":
         data = str(Path(data).resolve())
-    index = {"model": found.model, "count": found.count, "source": found.source,
+    index = {"model": found.model, "count": found.count, "strongest": found.strongest,
+             "source": found.source,
              "data": data if isinstance(data, str) else None,
              "images": found.images, "batches": found.batches,
              "skipped": [list(entry) for entry in found.skipped], "layers": layers}
@@ -223,7 +242,7 @@ def read_index(path):
                                    _floats(index["layers"][p]["peak"], -np.inf),
                                    np.int64(index["layers"][p]["active"])) for p in layers},
                     index["source"], index["images"], [tuple(e) for e in index["skipped"]],
-                    index["batches"])
+                    index["batches"], index.get("strongest", "positions"))  # older: positions
     except FileNotFoundError:
         raise KvisError(f"scan index not found: {path}") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:

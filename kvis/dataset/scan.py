@@ -1,6 +1,6 @@
 """The dataset scan: one streaming pass that keeps, for every channel of the chosen layers, the
-`count` strongest activations (Zeiler & Fergus, Fig. 2: 9) and the statistics that diagnose a
-model (dead and rarely active channels).
+`count` strongest images or positions (Zeiler & Fergus, Fig. 2: 9 images) and the statistics
+that diagnose a model (dead and rarely active channels).
 
 Each batch goes through one compiled pass that returns, per layer, the batch's top `count` per
 channel (`tf.math.top_k` on the device) and the per-channel sums, maxima and active counts; the
@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +26,8 @@ from kvis.core.graph import model_graph, probe
 from kvis.core.io import write_atomically
 from kvis.core.progress import progress_bar
 from kvis.core.runner import compiled
-from kvis.dataset.sources import image_source
-from kvis.dataset.topk import TopK, merge
+from kvis.dataset.sources import image_source, skipped_note
+from kvis.dataset.topk import TopK, checked_strongest, merge
 
 RARE = 0.01  # a channel active at fewer than 1% of the positions it saw is "rarely active"
 
@@ -86,6 +87,8 @@ class Scan:
         layers: the layer paths scanned.
         count: activations kept per channel.
         top: `{path: kvis.dataset.topk.TopK}`, the `count` strongest activations of each channel.
+        strongest: "images" (`count` distinct images, each at its strongest position) or
+            "positions" (an image can repeat); see `kvis.dataset.topk.STRONGEST`.
         stats: `{path: LayerStats}`.
         source: what was scanned (`ImageSource.description`).
         images: how many images were scanned (skipped files not counted).
@@ -102,10 +105,11 @@ class Scan:
     images: int = 0
     skipped: list = dataclasses.field(default_factory=list)
     batches: int = 0
+    strongest: str = "images"
 
 
-def scan(model, data, layers=None, *, count=9, batch_size=32, checkpoint=None, every=50,
-         resume=False, labels=None, strategy=None, progress=True):
+def scan(model, data, layers=None, *, count=9, strongest="images", batch_size=32,
+         checkpoint=None, every=50, resume=False, labels=None, strategy=None, progress=True):
     """Scan a dataset for the strongest activations of every channel, and its statistics.
 
     Args:
@@ -115,12 +119,16 @@ def scan(model, data, layers=None, *, count=9, batch_size=32, checkpoint=None, e
         layers: spatial layer paths (default: `kvis.core.anatomy.stage_layers`, the last layer of
             each resolution).
         count: activations kept per channel (9 in Zeiler & Fergus, Fig. 2).
+        strongest: "images": the `count` strongest images of each channel, each at its
+            strongest position (as in the paper); "positions": the `count` strongest
+            positions, where one image can hold several.
         batch_size: images per compiled pass (split over the replicas of `strategy`).
-        checkpoint: a file to save the state to every `every` batches (atomically: an
-            interrupted write leaves the previous state); None for no checkpoints.
+        checkpoint: a file to save the state to every `every` batches and when the scan is
+            interrupted (atomically: an interrupted write leaves the previous state); None for
+            no checkpoints.
         every: batches between checkpoints.
         resume: continue from `checkpoint` if it exists (it must be of the same model, layers,
-            count, batch size and data).
+            count, strongest, batch size and data).
         labels: labels of an array source (see `image_source`).
         strategy: a `tf.distribute.Strategy` (e.g. `MirroredStrategy()` over a machine's
             GPUs): each batch is split over its replicas and their states merged.
@@ -130,8 +138,13 @@ def scan(model, data, layers=None, *, count=9, batch_size=32, checkpoint=None, e
         A `Scan`.
 
     Raises:
-        KvisError: a non-spatial or unknown layer, count below 1, a checkpoint of another scan,
-            a checkpoint that cannot be written, or what `image_source` raises.
+        KvisError: a non-spatial or unknown layer, count below 1, an unknown `strongest`, a
+            checkpoint of another scan, a checkpoint that cannot be written, or what
+            `image_source` raises.
+
+    Warns:
+        UserWarning: files that could not be read (skipped, counted and listed:
+            `skipped_note`).
 
     Example:
         >>> found = kvis.scan(model, "photos/", ["block3_conv3", "block5_conv3"], count=9)
@@ -140,21 +153,31 @@ def scan(model, data, layers=None, *, count=9, batch_size=32, checkpoint=None, e
     if every < 1:
         raise KvisError(f"checkpoints come every 1 batch or more; got {every}")
     source = image_source(data, labels=labels)
-    state = empty_scan(model, scan_layers(model, layers), source, count=count)
+    state = empty_scan(model, scan_layers(model, layers), source, count=count,
+                       strongest=strongest)
+    total = _length(source)
     fingerprint = _fingerprint(model, state, batch_size)
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint, fingerprint)
-    run = batch_runner(model, state.layers, count=count, strategy=strategy)
-    total = _length(source)
+    run = batch_runner(model, state.layers, count=count, strongest=strongest,
+                       strategy=strategy)
     with progress_bar(total, "scanning", unit="image", progress=progress) as bar:
         bar.update(min(state.images + len(state.skipped), total or 0))
-        for batch in source.batches(model, batch_size=batch_size, start=state.batches):
-            state = run(state, batch)
-            bar.update(len(batch.x) + len(batch.skipped))
-            if checkpoint is not None and state.batches % every == 0:
-                save_checkpoint(checkpoint, state, fingerprint)
+        try:
+            for batch in source.batches(model, batch_size=batch_size, start=state.batches):
+                state = run(state, batch)
+                bar.update(len(batch.x) + len(batch.skipped))
+                if checkpoint is not None and state.batches % every == 0:
+                    save_checkpoint(checkpoint, state, fingerprint, total=total)
+        except KeyboardInterrupt:  # keep the batches done so far
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, state, fingerprint, total=total)
+            raise
     if checkpoint is not None:
-        save_checkpoint(checkpoint, state, fingerprint)
+        save_checkpoint(checkpoint, state, fingerprint, total=total)
+    if state.skipped:
+        warnings.warn(skipped_note(state.skipped, state.images + len(state.skipped)),
+                      stacklevel=2)
     return state
 
 
@@ -172,11 +195,11 @@ def scan_layers(model, layers=None):
     return tuple(spatial_node(graph, layer, "the dataset scan").path for layer in chosen)
 
 
-def empty_scan(model, paths, source, *, count):
+def empty_scan(model, paths, source, *, count, strongest="images"):
     """The state of a scan of `count` activations per channel that has seen nothing.
 
     Raises:
-        KvisError: count below 1.
+        KvisError: count below 1, or an unknown `strongest`.
     """
     if count < 1:
         raise KvisError(f"count must be at least 1; got {count}")
@@ -184,15 +207,17 @@ def empty_scan(model, paths, source, *, count):
     channels = {p: graph.nodes[p].output.shape[-1] for p in paths}
     return Scan(model.name, tuple(paths), count,
                 {p: TopK.empty(channels[p], count) for p in paths},
-                {p: LayerStats.empty(channels[p]) for p in paths}, source.description)
+                {p: LayerStats.empty(channels[p]) for p in paths}, source.description,
+                strongest=checked_strongest(strongest))
 
 
-def batch_runner(model, paths, *, count, strategy=None):
+def batch_runner(model, paths, *, count, strongest="images", strategy=None):
     """`run(state, batch) -> state`: one batch through the compiled scan step (split over the
     replicas of `strategy`, if any), merged into the state. The one per-batch function of
     every way to scan: in process, on a `tf.distribute` strategy, in an Apache Beam worker."""
-    step = compiled(model, ("scan", tuple(paths), count),
-                    lambda: _scan_step(model, paths, count))
+    per_image = checked_strongest(strongest) == "images"
+    step = compiled(model, ("scan", tuple(paths), count, strongest),
+                    lambda: _scan_step(model, paths, count, per_image))
 
     def run(state, batch):
         if not len(batch.x):
@@ -215,11 +240,11 @@ def merge_scans(*scans):
     """The scan of the union of what each scan saw (disjoint image ids: shards of one source).
 
     Raises:
-        KvisError: scans of different models, layers or counts.
+        KvisError: scans of different models, layers, counts or `strongest`.
     """
     first = scans[0]
-    if len({(s.model, s.layers, s.count) for s in scans}) != 1:
-        raise KvisError("cannot merge scans of different models, layers or counts")
+    if len({(s.model, s.layers, s.count, s.strongest) for s in scans}) != 1:
+        raise KvisError("cannot merge scans of different models, layers, counts or strongest")
     return dataclasses.replace(
         first,
         top={p: merge(*(s.top[p] for s in scans)) for p in first.layers},
@@ -229,15 +254,16 @@ def merge_scans(*scans):
         batches=sum(s.batches for s in scans))
 
 
-def save_checkpoint(path, state, fingerprint):
-    """Write a scan's state atomically (a failed write leaves the previous file whole).
+def save_checkpoint(path, state, fingerprint, *, total=None):
+    """Write a scan's state atomically (a failed write leaves the previous file whole);
+    `total` is the number of images of the whole scan, where known.
 
     Raises:
         KvisError: the file cannot be written (the message names it and the cause).
     """
     arrays = {"fingerprint": np.array(json.dumps(fingerprint)),
               "progress": np.array(json.dumps({"images": state.images, "batches": state.batches,
-                                               "skipped": state.skipped}))}
+                                               "skipped": state.skipped, "total": total}))}
     for i, path_ in enumerate(state.layers):
         top, stats = state.top[path_], state.stats[path_]
         arrays.update({f"{i}_values": top.values, f"{i}_images": top.images,
@@ -253,20 +279,17 @@ def load_checkpoint(path, fingerprint):
     """The scan state saved in `path`, refused unless it was saved by the same scan.
 
     Raises:
-        KvisError: an unreadable file, or a checkpoint of another model, layers, count, batch
-            size or data (named).
+        KvisError: an unreadable file, or a checkpoint of another model, layers, count,
+            strongest, batch size or data (named, with the checkpoint's value and this run's).
     """
-    try:
-        with np.load(path) as saved:
-            arrays = {name: saved[name] for name in saved.files}
-    except (OSError, ValueError) as error:
-        raise KvisError(f"cannot read checkpoint {path}: {error}") from None
+    arrays = _checkpoint_arrays(path)
     found = json.loads(str(arrays["fingerprint"]))
     if found != fingerprint:
         differ = [key for key in fingerprint if found.get(key) != fingerprint[key]]
+        values = "; ".join(f"{key}: checkpoint {found.get(key)!r}, this run {fingerprint[key]!r}"
+                           for key in differ)
         raise KvisError(f"checkpoint {path} is of another scan ({', '.join(differ)} differ: "
-                        f"{', '.join(f'{key} {found.get(key)!r}' for key in differ)}); "
-                        "remove it or choose another file")
+                        f"{values}); remove it or choose another file")
     progress = json.loads(str(arrays["progress"]))
     layers = tuple(fingerprint["layers"])
     return Scan(fingerprint["model"], layers, fingerprint["count"],
@@ -276,7 +299,27 @@ def load_checkpoint(path, fingerprint):
                                arrays[f"{i}_peak"], arrays[f"{i}_active"])
                  for i, p in enumerate(layers)},
                 fingerprint["source"], progress["images"],
-                [tuple(entry) for entry in progress["skipped"]], progress["batches"])
+                [tuple(entry) for entry in progress["skipped"]], progress["batches"],
+                fingerprint["strongest"])
+
+
+def checkpoint_progress(path):
+    """`(images done, images in all)` of the scan a checkpoint holds (skipped files count as
+    done); the total is None where the scan's length was unknown.
+
+    Raises:
+        KvisError: an unreadable file.
+    """
+    progress = json.loads(str(_checkpoint_arrays(path)["progress"]))
+    return progress["images"] + len(progress["skipped"]), progress.get("total")
+
+
+def _checkpoint_arrays(path):
+    try:
+        with np.load(path) as saved:
+            return {name: saved[name] for name in saved.files}
+    except (OSError, ValueError) as error:
+        raise KvisError(f"cannot read checkpoint {path}: {error}") from None
 
 
 def _fingerprint(model, state, batch_size):
@@ -285,7 +328,8 @@ def _fingerprint(model, state, batch_size):
     for weight in model.weights:
         digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
     return {"model": state.model, "weights": digest.hexdigest()[:16], "layers": list(state.layers),
-            "count": state.count, "batch_size": batch_size, "source": state.source}
+            "count": state.count, "strongest": state.strongest, "batch_size": batch_size,
+            "source": state.source}
 
 
 def _length(source):
@@ -311,39 +355,56 @@ def _merge_batch(state, batch, parts):
                                batches=state.batches + 1)
 
 
-def _scan_step(model, paths, k):
+def _scan_step(model, paths, k, per_image):
     outputs_of = probe(model, list(paths))
 
     @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]))])
     def step(images):
         outputs = outputs_of(images, training=False)
-        return {path: _batch_summary(outputs[path], k) for path in paths}
+        return {path: _batch_summary(outputs[path], k, per_image) for path in paths}
 
     return step
 
 
-def _batch_summary(maps, k):
-    """What one batch adds to a layer's state: per channel, the batch's k strongest activations
-    (values (C, k') and flat indices into (N, h, w), in the total order of `kvis.dataset.topk`), the
-    sum (float32), the maximum, the count of activations above 0 (int64, exact: counted per
-    image in float32, exact below 2**24 positions), and the map size.
-
-    The top k is found in two stages, exactly: an image holding one of a channel's k strongest
-    activations is among the k images with the largest maximum of that channel (fewer than k
-    images can have a larger one, each holding a stronger activation), so only those images'
-    maps, in image order, are searched, not every position of the batch.
-    """
+def _batch_summary(maps, k, per_image):
+    """What one batch adds to a layer's state: per channel, the batch's k strongest images (each
+    at its strongest position) or positions (values (C, k') and flat indices into (N, h, w), in
+    the total order of `kvis.dataset.topk`), the sum (float32), the maximum, the count of
+    activations above 0 (int64, exact: counted per image in float32, exact below 2**24
+    positions), and the map size."""
     count, height, width, channels = (tf.shape(maps)[0], tf.shape(maps)[1],
                                       tf.shape(maps)[2], maps.shape[-1])
     peaks = tf.transpose(tf.reduce_max(maps, axis=(1, 2)))  # (C, N)
-    _, best = tf.math.top_k(peaks, tf.minimum(k, count))
-    best = tf.sort(best, axis=1)  # image order, for the tie order of top_k below
     per_channel = tf.transpose(tf.reshape(maps, (count, height * width, channels)), (2, 0, 1))
-    chosen = tf.reshape(tf.gather(per_channel, best, batch_dims=1), (channels, -1))
-    values, index = tf.math.top_k(chosen, tf.minimum(k, tf.shape(chosen)[1]))
-    image = tf.gather(best, index // (height * width), batch_dims=1)
+    strongest = _strongest_images if per_image else _strongest_positions
+    values, image, where = strongest(per_channel, peaks, k)
     active = tf.reduce_sum(tf.cast(tf.reduce_sum(tf.cast(maps > 0, tf.float32), (1, 2)),
                                    tf.int64), 0)
-    return (values, image * height * width + index % (height * width),
-            tf.reduce_sum(maps, (0, 1, 2)), tf.reduce_max(peaks, 1), active,
-            tf.shape(maps)[1:3])
+    return (values, image * height * width + where, tf.reduce_sum(maps, (0, 1, 2)),
+            tf.reduce_max(peaks, 1), active, tf.shape(maps)[1:3])
+
+
+def _strongest_images(per_channel, peaks, k):
+    """Per channel (maps (C, N, h*w)), the k images with the largest maximum, each at the first
+    position of its maximum (`top_k` puts the lower index first among equals): values, images
+    and flat positions, (C, k)."""
+    _, first = tf.math.top_k(per_channel, 1)
+    values, image = tf.math.top_k(peaks, tf.minimum(k, tf.shape(peaks)[1]))
+    return values, image, tf.gather(first[..., 0], image, batch_dims=1)
+
+
+def _strongest_positions(per_channel, peaks, k):
+    """Per channel (maps (C, N, h*w)), the k strongest positions: values, images and flat
+    positions, (C, k').
+
+    Found in two stages, exactly: an image holding one of a channel's k strongest activations
+    is among the k images with the largest maximum of that channel (fewer than k images can
+    have a larger one, each holding a stronger activation), so only those images' maps, in
+    image order, are searched, not every position of the batch.
+    """
+    size = tf.shape(per_channel)[2]
+    _, best = tf.math.top_k(peaks, tf.minimum(k, tf.shape(peaks)[1]))
+    best = tf.sort(best, axis=1)  # image order, for the tie order of top_k below
+    chosen = tf.reshape(tf.gather(per_channel, best, batch_dims=1), (tf.shape(peaks)[0], -1))
+    values, index = tf.math.top_k(chosen, tf.minimum(k, tf.shape(chosen)[1]))
+    return values, tf.gather(best, index // size, batch_dims=1), index % size

@@ -188,6 +188,21 @@ def image_source(data, *, labels=None):
     return ImageSource(source.description, names, labels, None, source._reader)
 
 
+def skipped_note(skipped, total, *, shown=20):
+    """One line that counts and lists the files that could not be read (the one way kvis tells:
+    a scan's warning, the report's dataset sections, `kvis attention --batch`).
+
+    Args:
+        skipped: `[(image id, name, reason)]`, as `Batch.skipped` and `Scan.skipped`.
+        total: the images gone through, skipped ones included.
+        shown: files listed by name; the rest are counted.
+    """
+    listed = "; ".join(f"{name} ({reason})" for _, name, reason in skipped[:shown])
+    more = f"; and {len(skipped) - shown:,} more" if len(skipped) > shown else ""
+    return (f"skipped {len(skipped):,} of {total:,} images that could not be read: "
+            f"{listed}{more}")
+
+
 # Sources ------------------------------------------------------------------------------------
 
 

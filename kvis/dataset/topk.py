@@ -2,10 +2,15 @@
 activations seen so far (value, image id, spatial position), in memory that depends on layers x
 channels x k, never on the number of images.
 
+The k strongest are either k distinct images, each at its strongest position (Zeiler & Fergus'
+nine images), or any k positions (one image can then fill several places): `STRONGEST`.
+
 States are mergeable: `merge(scan(A), scan(B))` equals `scan(A + B)` for any split of a dataset,
 exactly, because ties are broken by a total order (value descending, then image id, row and
-column ascending). That is what lets a scan be checkpointed, resumed, sharded over devices or
-combined by an Apache Beam combiner.
+column ascending). For distinct images that holds because each image is reduced to its strongest
+position before it meets any other image, and an image belongs to one part of a split only.
+That is what lets a scan be checkpointed, resumed, sharded over devices or combined by an
+Apache Beam combiner.
 """
 
 from dataclasses import dataclass
@@ -13,6 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvis.core.errors import KvisError
+
+# What a channel's `count` strongest activations are: distinct images, each at its strongest
+# position (first in row-major order among equals), or any positions.
+STRONGEST = ("images", "positions")
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,8 @@ class TopK:
 
 
 def merge(*states):
-    """The state of the union of what each state saw (image ids must not repeat across them).
+    """The state of the union of what each state saw (image ids must not repeat across them;
+    for distinct images, each state holds an image once).
 
     Raises:
         KvisError: states of different layers or k.
@@ -63,3 +73,15 @@ def merge(*states):
     return TopK(np.take_along_axis(values, order, axis=1),
                 np.take_along_axis(images, order, axis=1),
                 np.take_along_axis(positions, order[..., None], axis=1))
+
+
+def checked_strongest(strongest):
+    """`strongest` if it is one of `STRONGEST`.
+
+    Raises:
+        KvisError: anything else.
+    """
+    if strongest not in STRONGEST:
+        raise KvisError(f"strongest is one of {', '.join(map(repr, STRONGEST))}; "
+                        f"got {strongest!r}")
+    return strongest

@@ -1,9 +1,10 @@
 """The report's sections over a dataset: the top-9 examples and the activity statistics."""
 
 from kvis.core.errors import KvisError
-from kvis.dataset.examples import plot_top_examples
+from kvis.dataset.examples import examples_caption, plot_top_examples
 from kvis.dataset.examples import top_examples as examples_of
 from kvis.dataset.scan import RARE
+from kvis.dataset.sources import skipped_note
 from kvis.dataset.statistics import filter_spectrum, plot_statistics
 from kvis.plot.figures import png_bytes
 from kvis.report.parts import Part
@@ -12,19 +13,19 @@ from kvis.report.parts import Part
 def top_examples(job):
     found = job.found()
     if job.data is None:
-        raise KvisError("the scan's images are needed to draw its examples; give the scanned "
-                        "dataset (--dataset)")
+        raise KvisError("the examples are drawn from the scanned images: give the dataset "
+                        "that was scanned as well")
     count = 8 if job.fast else 16
     parts = []
     for layer in (found.layers[-2:] if job.fast else found.layers):
         result = examples_of(job.model, found, job.data, layer=layer, count=count,
                              progress=job.progress)
         parts.append(Part(
-            f"{layer}: the {found.count} strongest activations over {found.images:,} images "
-            f"({found.source}) of its {len(result.channels)} most active channels, each "
-            "activation's deconvnet projection beside its image patch (Zeiler & Fergus 2014, "
-            "Fig. 2).", png=png_bytes(plot_top_examples(result))))
-    return parts, []
+            f"{layer}: {examples_caption(result)}, over {found.images:,} images "
+            f"({found.source}), for the {len(result.channels)} channels with the strongest "
+            "activation; each activation's deconvnet projection beside its image patch "
+            "(Zeiler & Fergus 2014, Fig. 2).", png=png_bytes(plot_top_examples(result))))
+    return parts, _skipped(found)
 
 
 def statistics(job):
@@ -37,13 +38,21 @@ def statistics(job):
              table=(("layer", "channels", "dead", "rarely active"), rows)),
         Part("Mean activation, peak and fraction of positions active of every channel.",
              png=png_bytes(plot_statistics(found)))]
-    notes = []
+    notes = _skipped(found)
     try:
         notes.append(f"First-layer filters: {filter_spectrum(job.model).summary()} (energy "
                      "above it aliases; Zeiler & Fergus 2014, section 4.1).")
     except KvisError as reason:
         notes.append(f"no filter spectrum: {reason}")
     return parts, notes
+
+
+def _skipped(found):
+    """The section's note on the files the scan could not read (none when it read them all)."""
+    if not found.skipped:
+        return []
+    note = skipped_note(found.skipped, found.images + len(found.skipped))
+    return [f"{note[0].upper()}{note[1:]}."]
 
 
 def _listed(channels, shown=16):

@@ -147,7 +147,8 @@ class _Job:
         """The dataset scan, run on first use (in the first dataset section)."""
         if self.scanned is None:
             if self.data is None:
-                raise KvisError("no dataset given: pass data= (--dataset) or found= (--scan)")
+                raise KvisError("no dataset given: the dataset views need a dataset to scan, or "
+                                "an earlier scan")
             self.scanned = scan(self.model, self.data, progress=self.progress)
         return self.scanned
 
