@@ -124,7 +124,8 @@ def test_file_mistakes_are_reported_before_tensorflow_starts(tmp_path):
               "try:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n"
               "    print('tensorflow' in sys.modules, exit.code)")
     for args in (["features", "demo", "missing.png", "--all", "--out", "m"],
-                 ["occlusion", "nosuch.keras", "x.png", "--out", "o.png"]):
+                 ["occlusion", "nosuch.keras", "x.png", "--out", "o.png"],
+                 ["layers", "missing.keras"]):
         result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
                                 text=True, cwd=tmp_path)
         assert result.stdout.split() == ["False", "2"], result.stdout + result.stderr
@@ -291,7 +292,8 @@ def test_sanity_prints_one_row_per_method(tmp_path, boot):
     (["attention", "demo", "{boot}", "--method", "gradcam"], "'gradcam' is not one of"),
     (["attention", "demo", "{boot}", "--method", "saliency", "--layer", "fc1"],
      "saliency attributes to the input pixels and takes no layer"),
-    (["attention", "demo", "{boot}", "--class", "12"], "class index 12 is out of range"),
+    (["attention", "demo", "{boot}", "--class", "12"], "class index 12 is out of range (0-9)"),
+    (["attention", "demo", "{boot}", "--class", "-1"], "class index -1 is out of range (0-9)"),
 ])
 def test_projection_and_attention_mistakes(args, message, boot, tmp_path):
     result = run(*[a.format(boot=boot) for a in args], "--out", tmp_path / "x.png")
