@@ -276,10 +276,12 @@ def test_sanity_prints_one_row_per_method(tmp_path, boot):
     result = run("sanity", "demo", boot, "--methods", "saliency,grad-cam", "--score",
                  "probability", "--layers", "fc1,block1_conv1", "--out", tmp_path / "s.png")
     assert result.exit_code == 0, result.output
-    assert "(ankle boot, probability)" in result.output.splitlines()[0]
-    rows = [line.split() for line in result.output.splitlines() if line.startswith("  ")]
-    assert [row[0] for row in rows] == ["saliency", "grad-cam"]
-    assert all(len(row) == 3 and -1 <= float(row[2]) <= 1 for row in rows)
+    lines = result.output.splitlines()
+    assert "(ankle boot, probability)" in lines[0]
+    assert lines[1].split() == ["randomized", "down", "to", "saliency", "grad-cam"]
+    rows = [line.split() for line in lines[2:] if line.startswith("  ")]
+    assert [row[0] for row in rows] == ["fc1", "block1_conv1"]  # --layers, output first
+    assert all(len(row) == 3 and -1 <= float(row[1]) <= 1 for row in rows)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -44,6 +44,18 @@ def sanity(model, weights, labels, preprocess, image, methods, score, classes, l
                       f"({result.score})"), out)
     click.echo(f"rank correlation with the original map after randomizing down to each layer "
                f"({result.class_labels[0]}, {result.score}):")
-    for name, row in zip(result.methods, result.correlations):
-        click.echo(f"  {name:20} " + " ".join(f"{value:5.2f}" for value in row))
+    click.echo(_correlation_table(result))
     click.echo(f"wrote {out}")
+
+
+def _correlation_table(result):
+    """A row per randomization step, named by its layer; a column per method."""
+    width = max(len("randomized down to"), *(len(layer) for layer in result.layers))
+    columns = [max(len(method), 5) for method in result.methods]
+    lines = ["  " + "randomized down to".ljust(width) + "".join(
+        f"  {method:>{column}}" for method, column in zip(result.methods, columns))]
+    for step, layer in enumerate(result.layers):
+        lines.append(f"  {layer:<{width}}" + "".join(
+            f"  {value:>{column}.2f}"
+            for value, column in zip(result.correlations[:, step], columns)))
+    return "\n".join(lines)
