@@ -494,3 +494,21 @@ def test_a_folder_given_as_the_image_suggests_batch(tmp_path):
     result = CliRunner().invoke(main, ["attention", "demo", str(tmp_path / "photos"), "--out",
                                        str(tmp_path / "cam.png")])
     assert result.exit_code != 0 and "is a folder: pass --batch" in result.output
+
+
+def test_tensorflow_start_up_lines_stay_hidden_unless_verbose(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kvis = Path(sys.executable).with_name("kvis")  # the console script of this install
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",  # the usual way to silence TensorFlow
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
+    for flags in ([], ["--verbose"]):
+        result = subprocess.run([kvis, *flags, "layers", "demo"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and "block3_pool" in result.stdout, result.stderr
+        if not flags:
+            assert result.stderr == ""

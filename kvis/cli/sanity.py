@@ -11,7 +11,7 @@ from kvis.core.vocabulary import ATTENTION_METHODS
 @common.model_options
 @common.image_argument
 @click.option("--methods", default="saliency,guided-backprop,grad-cam,integrated-gradients",
-              show_default=True,
+              show_default=True, callback=lambda ctx, param, text: _methods(text),
               help=f"Comma-separated attention methods to check: {', '.join(ATTENTION_METHODS)}.")
 @common.score_option()
 @click.option("--class", "classes", help="Class to explain (default: the top prediction).")
@@ -29,15 +29,10 @@ def sanity(model, weights, labels, preprocess, image, methods, score, classes, l
     from kvis.core.images import load_image
     from kvis.core.io import save_figure
 
-    out = common.figure_path(out)
-    chosen = [m.strip() for m in methods.split(",") if m.strip()]
-    if unknown := [m for m in chosen if m not in ATTENTION_METHODS]:
-        raise click.BadParameter(f"unknown method {unknown[0]!r}; choose from "
-                                 f"{', '.join(ATTENTION_METHODS)}", param_hint="--methods")
     net = common.load_network(model, weights, labels, preprocess)
     picture = load_image(image, net)
     result = cascading_randomization(
-        net, picture, chosen, classes=None if classes is None else common.class_list(classes)[0],
+        net, picture, methods, classes=None if classes is None else common.class_list(classes)[0],
         score=score, layers=layers)
     save_figure(plot_sanity_check(
         result, title=f"{picture.name}: cascading randomization, {result.class_labels[0]} "
@@ -46,6 +41,18 @@ def sanity(model, weights, labels, preprocess, image, methods, score, classes, l
                f"({result.class_labels[0]}, {result.score}):")
     click.echo(_correlation_table(result))
     click.echo(f"wrote {out}")
+
+
+def _methods(text):
+    """--methods 'saliency,grad-cam' -> a list, every name checked."""
+    chosen = [method.strip() for method in text.split(",") if method.strip()]
+    if not chosen:
+        raise click.BadParameter(f"{text!r}: give method names separated by commas",
+                                 param_hint="--methods")
+    if unknown := [method for method in chosen if method not in ATTENTION_METHODS]:
+        raise click.BadParameter(f"unknown method {unknown[0]!r}; choose from "
+                                 f"{', '.join(ATTENTION_METHODS)}", param_hint="--methods")
+    return chosen
 
 
 def _correlation_table(result):
