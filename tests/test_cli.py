@@ -124,7 +124,8 @@ def test_file_mistakes_are_reported_before_tensorflow_starts(tmp_path):
               "try:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n"
               "    print('tensorflow' in sys.modules, exit.code)")
     for args in (["features", "demo", "missing.png", "--all", "--out", "m"],
-                 ["occlusion", "nosuch.keras", "x.png", "--out", "o.png"]):
+                 ["occlusion", "nosuch.keras", "x.png", "--out", "o.png"],
+                 ["layers", "missing.keras"]):
         result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
                                 text=True, cwd=tmp_path)
         assert result.stdout.split() == ["False", "2"], result.stdout + result.stderr
@@ -292,10 +293,12 @@ def test_sanity_prints_one_row_per_method(tmp_path, boot):
     result = run("sanity", "demo", boot, "--methods", "saliency,grad-cam", "--score",
                  "probability", "--layers", "fc1,block1_conv1", "--out", tmp_path / "s.png")
     assert result.exit_code == 0, result.output
-    assert "(ankle boot, probability)" in result.output.splitlines()[0]
-    rows = [line.split() for line in result.output.splitlines() if line.startswith("  ")]
-    assert [row[0] for row in rows] == ["saliency", "grad-cam"]
-    assert all(len(row) == 3 and -1 <= float(row[2]) <= 1 for row in rows)
+    lines = result.output.splitlines()
+    assert "(ankle boot, probability)" in lines[0]
+    assert lines[1].split() == ["randomized", "down", "to", "saliency", "grad-cam"]
+    rows = [line.split() for line in lines[2:] if line.startswith("  ")]
+    assert [row[0] for row in rows] == ["fc1", "block1_conv1"]  # --layers, output first
+    assert all(len(row) == 3 and -1 <= float(row[1]) <= 1 for row in rows)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -309,7 +312,8 @@ def test_sanity_prints_one_row_per_method(tmp_path, boot):
      "unknown attention method 'gradcam'; closest: grad-cam"),
     (["attention", "demo", "{boot}", "--method", "saliency", "--layer", "fc1"],
      "saliency attributes to the input pixels and takes no layer"),
-    (["attention", "demo", "{boot}", "--class", "12"], "class index 12 is out of range"),
+    (["attention", "demo", "{boot}", "--class", "12"], "class index 12 is out of range (0-9)"),
+    (["attention", "demo", "{boot}", "--class", "-1"], "class index -1 is out of range (0-9)"),
 ])
 def test_projection_and_attention_mistakes(args, message, boot, tmp_path):
     result = run(*[a.format(boot=boot) for a in args], "--out", tmp_path / "x.png")
@@ -633,3 +637,21 @@ def test_sign_draws_the_chosen_sign(tmp_path, boot, monkeypatch):
     assert result.exit_code == 0, result.output
     labels = [ax.get_ylabel() for ax in figures[0].axes if ax.get_label() == "<colorbar>"]
     assert labels == ["saliency map, negative part"]
+
+
+def test_tensorflow_start_up_lines_stay_hidden_unless_verbose(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kvis = Path(sys.executable).with_name("kvis")  # the console script of this install
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",  # the usual way to silence TensorFlow
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
+    for flags in ([], ["--verbose"]):
+        result = subprocess.run([kvis, *flags, "layers", "demo"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and "block3_pool" in result.stdout, result.stderr
+        if not flags:
+            assert result.stderr == ""

@@ -52,6 +52,22 @@ def test_wrong_size_is_resized_with_a_warning():
     np.testing.assert_array_equal(out, np.full((5, 5, 3), 77, np.uint8))
 
 
+def test_a_transparent_png_loses_its_alpha_with_a_warning(tmp_path):
+    pixels = np.zeros((4, 5, 4), np.uint8)
+    pixels[..., 2], pixels[..., 3] = 90, 255  # blue, opaque
+    pixels[0, :, 3] = 0  # the first row transparent: 5 of 20 pixels
+    cv2.imwrite(str(tmp_path / "logo.png"), pixels[..., [2, 1, 0, 3]])  # OpenCV writes BGRA
+    with pytest.warns(UserWarning, match=r"logo.png: alpha channel dropped \(25% of the pixels"):
+        rgb = read_image(tmp_path / "logo.png")
+    np.testing.assert_array_equal(rgb, pixels[..., :3])
+
+
+def test_an_opaque_alpha_channel_is_dropped_without_a_word(recwarn):
+    pixels = np.full((3, 3, 4), 255, np.uint8)
+    np.testing.assert_array_equal(read_image(pixels), pixels[..., :3])
+    assert not recwarn.list
+
+
 def test_bad_inputs_give_one_clear_error(tmp_path):
     with pytest.raises(KvisError, match="image not found"):
         read_image(tmp_path / "missing.jpg")

@@ -81,6 +81,15 @@ def test_class_names_given_once_work_everywhere(tmp_path):
         configure_model(model, class_names=["a", "b", "c"])
 
 
+@pytest.mark.parametrize("given", [-1, "-1", " -1", 5, "5"])
+def test_a_class_index_out_of_range_is_said_the_same_way_below_and_above(given):
+    model = nested_sequential(tiny_base())
+    configure_model(model, class_names=["bart", "homer", "lisa", "marge", "maggie"])
+    with pytest.raises(KvisError, match=rf"^class index {str(given).strip()} is out of range "
+                                        r"\(0-4\)$"):
+        class_index(model, given)
+
+
 def test_a_labels_file_beside_the_model_file_is_found(tmp_path):
     model = nested_sequential(tiny_base())
     model.save(tmp_path / "simpsons.keras")

@@ -136,3 +136,32 @@ def test_settings_out_of_range_are_refused_up_front(changes, message):
         Settings(**changes)
     with pytest.raises(KvisError, match=message):
         Settings().replace(**changes)
+
+
+def test_images_that_cannot_fit_in_memory_are_refused_before_any_work(tiny, monkeypatch):
+    from kvis.synthesis import render as engine
+
+    # 16 images * 1e10 pixels * 3 channels * 4 bytes * 30 copies = 53,644 GiB
+    with pytest.raises(KvisError, match=r"^16 images of 100000x100000 need about 53,644 GiB "
+                                        r"to optimize; this machine has .* GiB: use a smaller "
+                                        r"size \(the model's input is 16x16\)$"):
+        render(tiny, objectives.channel("conv2", 0), seeds=range(16), size=(100000, 100000),
+               settings=QUICK, progress=False)
+    # 2 images of 64x64x3 need 2 * 64 * 64 * 3 * 4 bytes * 30 copies = 2,949,120 bytes
+    monkeypatch.setattr(engine, "_physical_memory", lambda: 2_949_119)
+    with pytest.raises(KvisError, match="2 images of 64x64 need about 3 MiB to optimize; "
+                                        "this machine has 3 MiB"):
+        render(tiny, objectives.channel("conv2", 0), seeds=[0, 1], size=(64, 64),
+               settings=QUICK, progress=False)
+
+
+@pytest.mark.parametrize("size, warned", [((8, 8), False), ((32, 32), False), ((33, 20), True),
+                                          ((7 * 16, 7 * 16), True)])
+def test_a_size_far_from_the_models_input_is_warned_about(tiny, recwarn, size, warned):
+    render(tiny, objectives.channel("conv2", 0), seeds=[0], size=size,
+           settings=QUICK.replace(steps=1), progress=False)
+    said = [str(w.message) for w in recwarn.list if "far from the model's input" in
+            str(w.message)]
+    assert said == ([f"image size {size[0]}x{size[1]} is far from the model's input 16x16: "
+                     "the images are resized to it every step, so the size adds time, not "
+                     "detail"] if warned else [])

@@ -2,6 +2,7 @@
 
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,13 +12,20 @@ from kvis.core.preprocessing import PREPROCESSING
 from kvis.core.vocabulary import IMAGE_SUFFIXES, MODEL_NAMES, MODEL_SUFFIXES, SCORES
 from kvis.dataset.topk import STRONGEST
 
+# Click 8.2+ raises a usage error whose message is the help of a group run bare (`kvis`);
+# Click 8.1 prints it itself.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
 
 class _Command(click.Command):
-    """A command that imports TensorFlow quietly before it runs (after its options are
-    parsed, so --help stays instant)."""
+    """A command that imports TensorFlow before it runs (after its options are parsed, so
+    --help stays instant), quietly unless `kvis --verbose`."""
 
     def invoke(self, ctx):
-        _import_tensorflow_quietly()
+        for param in self.params:
+            if isinstance(param.type, FigureFile) and ctx.params.get(param.name) is not None:
+                writable(ctx.params[param.name])
+        _import_tensorflow(verbose=ctx.find_root().params.get("verbose", False))
         return super().invoke(ctx)
 
 
@@ -25,6 +33,26 @@ class _Group(click.Group):
     """Turns user mistakes into one line on stderr and warnings into 'warning:' lines."""
 
     command_class = _Command
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        """Click's main, with every error, usage errors included, as one line `Error: ...` on
+        stderr (no usage block) and Click's exit status (2 for usage errors, else 1)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _NO_ARGS_IS_HELP as help_shown:
+            help_shown.show()
+            sys.exit(help_shown.exit_code)
+        except click.ClickException as error:
+            lines = (line.strip() for line in error.format_message().splitlines())
+            click.echo(f"Error: {' '.join(line for line in lines if line)}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx):
         from kvis.core.errors import KvisError
@@ -46,7 +74,9 @@ def _echo_warning(message, category, filename, lineno, file=None, line=None):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kvis")
-def main():
+@click.option("--verbose", is_flag=True,
+              help="Show TensorFlow's start-up and log lines (hidden by default).")
+def main(verbose):
     """See what a convolutional network sees: layers, filters and feature maps.
 
     MODEL is vgg16, resnet50, demo (a small Fashion-MNIST CNN that ships with kvis), or the
@@ -55,10 +85,13 @@ def main():
     """
 
 
-def _import_tensorflow_quietly():
-    """Import TensorFlow with the process's stderr closed: its C++ start-up lines (oneDNN,
-    CUDA probing) bypass every logging setting. Set TF_CPP_MIN_LOG_LEVEL to see them."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+def _import_tensorflow(verbose=False):
+    """Import TensorFlow, with the process's stderr closed unless `verbose`: its C++ start-up
+    lines (oneDNN, CUDA probing) bypass every logging setting, TF_CPP_MIN_LOG_LEVEL included,
+    which is set to 3 (errors hidden too) unless `verbose`."""
+    if verbose:
+        import tensorflow  # noqa: F401
+
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
@@ -100,8 +133,22 @@ class DataSpec(click.ParamType):
                   param, ctx)
 
 
+class FigureFile(click.ParamType):
+    """--out: a figure file, as a Path. Its suffix is checked as it is parsed; whether kvis can
+    write it, once every option is parsed (by the command, before TensorFlow starts)."""
+
+    name = "file"
+
+    def convert(self, value, param, ctx):
+        from kvis.core.io import FIGURE_SUFFIXES
+
+        if Path(value).suffix.lower() not in FIGURE_SUFFIXES:
+            self.fail(f"{value}: a figure file ends in {', '.join(FIGURE_SUFFIXES)}", param, ctx)
+        return Path(value)
+
+
 image_argument = click.argument("image", type=click.Path(exists=True, dir_okay=False))
-figure_option = click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+figure_option = click.option("--out", "-o", required=True, type=FigureFile(),
                               help="Figure file (.png, .pdf, .svg, .jpg).")
 
 
@@ -278,6 +325,12 @@ def count_option(help, default, low=1, high=None):
     """--count: how many (channels to show, units to print, images to write)."""
     return click.option("--count", default=default, show_default=True,
                         type=click.IntRange(low, high), help=help)
+
+
+def seed_option(help):
+    """--seed: a random seed, 0 or above (NumPy refuses negative seeds)."""
+    return click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
+                        help=help)
 
 
 def layer_option(help, required=False):

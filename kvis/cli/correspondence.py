@@ -18,7 +18,7 @@ from kvis.cli.common import main
                       "penultimate layer).")
 @click.option("--trials", default=5, show_default=True, type=click.IntRange(1),
               help="Random-box draws for the comparison.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the random boxes.")
+@common.seed_option("Seed of the random boxes.")
 @common.figure_option
 @common.save_maps_option
 def correspondence(model, weights, labels, preprocess, folder, boxes, layers, trials, seed,
@@ -39,7 +39,6 @@ def correspondence(model, weights, labels, preprocess, folder, boxes, layers, tr
     from kvis.core.images import load_image, read_image
     from kvis.core.io import save_figure
 
-    out = common.figure_path(out)
     maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     paths, part_boxes = load_boxes(boxes, folder)

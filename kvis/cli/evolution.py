@@ -21,7 +21,6 @@ def evolution(log_dir, out, patches):
     from kvis.core.io import save_figure
     from kvis.training.evolution import load_evolution, plot_evolution
 
-    out = common.figure_path(out)
     result = load_evolution(log_dir)
     save_figure(plot_evolution(result, patches=patches), out)
     click.echo(f"{len(result.epochs)} epochs ({', '.join(str(e) for e in result.epochs)}) of "

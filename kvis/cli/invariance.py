@@ -38,7 +38,6 @@ def invariance(model, weights, labels, preprocess, images, transform, layers, cl
     from kvis.core.images import load_image
     from kvis.core.io import save_figure
 
-    out = common.figure_path(out)
     maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     wanted = None if classes is None else common.class_list(classes)

@@ -14,7 +14,7 @@ from kvis.cli.common import main
 @common.figure_option
 @click.option("--steps", default=400, show_default=True, type=click.IntRange(1),
               help="Gradient steps.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the starting noise.")
+@common.seed_option("Seed of the starting noise.")
 @common.save_maps_option
 def invert(model, weights, labels, image, layers, out, steps, seed, preprocess, save_maps):
     """Reconstruct IMAGE from its representation at each of the given layers of MODEL.
@@ -32,7 +32,6 @@ def invert(model, weights, labels, image, layers, out, steps, seed, preprocess, 
     from kvis.synthesis.invert import inversion_settings, plot_inversion
     from kvis.synthesis.invert import invert as invert_image
 
-    out = common.figure_path(out)
     maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     result = invert_image(net, load_image(image, net), layers, seed=seed,

@@ -7,7 +7,7 @@ from kvis.cli.common import main
 
 
 @main.command()
-@click.argument("model")
+@click.argument("model", type=common.ModelSpec())
 def layers(model):
     """List every layer of MODEL: type, output shape, parameters, receptive field.
 

@@ -22,7 +22,7 @@ from kvis.core.vocabulary import PARAMETERIZATIONS
               help="Optimize Fourier coefficients in decorrelated colour, or raw pixels.")
 @click.option("--lr", "learning_rate", default=0.05, show_default=True,
               type=click.FloatRange(0, min_open=True), help="Adam learning rate, above 0.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the starting noise.")
+@common.seed_option("Seed of the starting noise.")
 @click.option("--xla", is_flag=True, help="Compile with XLA (jit_compile); fastest on a GPU.")
 @common.save_maps_option
 def maximize(model, weights, labels, layer, channels, classes, out, steps, size,

@@ -23,7 +23,8 @@ from kvis.core.vocabulary import REPORT_SECTIONS
 @click.option("--scan", "scan_folder", type=click.Path(exists=True, file_okay=False),
               help="Draw the dataset views from an earlier `kvis topk`/`kvis stats` OUT folder "
                    "(its index.json) instead of scanning again.")
-@click.option("--sections", help=f"Comma-separated sections to include, in page order: "
+@click.option("--sections", callback=lambda ctx, param, text: _sections(text),
+              help=f"Comma-separated sections to include, in page order: "
                                  f"{', '.join(REPORT_SECTIONS)} (default: all).")
 @click.option("--fast", is_flag=True,
               help="A quick look: fewer layers, filters and methods, shorter optimizations.")
@@ -53,7 +54,6 @@ def report(model, image, weights, labels, preprocess, out, classes, dataset, sca
     from kvis.report.page import write_report
     from kvis.report.sections import build_report
 
-    chosen = _sections(sections)
     if model is None:
         model, dataset = "demo", dataset or (None if scan_folder else "demo")
     if image is None and model != "demo":
@@ -67,7 +67,7 @@ def report(model, image, weights, labels, preprocess, out, classes, dataset, sca
         image_source(data)  # a folder with no images is refused now, before any work
     net = common.load_network(model, weights, labels, preprocess)
     picture = load_image(image, net) if image else _shipped_image(net)
-    page = write_report(build_report(net, picture, classes=_one_class(classes), sections=chosen,
+    page = write_report(build_report(net, picture, classes=_one_class(classes), sections=sections,
                                      fast=fast, data=data, found=found), target)
     click.echo(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB)")
 

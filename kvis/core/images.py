@@ -153,7 +153,8 @@ def read_image(source, *, size=None, channels=3, warn=True):
             C in 1, 3, 4, of RGB(A) pixels in [0, 255].
         size: `(height, width)` to resize to, or None to keep the size.
         channels: 3 for RGB, 1 for grayscale.
-        warn: warn about each conversion and resize (a dataset summarises them instead).
+        warn: warn about each conversion and resize, and about an alpha channel that is not
+            fully opaque (a dataset summarises them instead).
 
     Returns:
         uint8 (H, W, channels).
@@ -161,6 +162,10 @@ def read_image(source, *, size=None, channels=3, warn=True):
     pixels, name = (read_file(Path(source)) if isinstance(source, (str, Path))
                     else (_as_pixels(source), "array"))
     if pixels.shape[-1] == 4:
+        if warn and (see_through := np.mean(pixels[..., 3] < 255)):
+            warnings.warn(f"{name}: alpha channel dropped ({see_through:.0%} of the pixels are "
+                          "transparent or translucent; the model sees their colour)",
+                          stacklevel=2)
         pixels = pixels[..., :3]
     if pixels.shape[-1] != channels:
         kind = "grayscale" if channels == 1 else "RGB"

@@ -10,6 +10,7 @@ architecture (VGG16, VGG19, ResNet50, kvis's demo model, a model that rescales i
 import dataclasses
 import difflib
 import json
+import re
 import threading
 import weakref
 import zipfile
@@ -239,7 +240,7 @@ def class_index(model, cls):
         KvisError: an unknown name (the closest names are listed) or an index out of range.
     """
     names = class_names(model) or []
-    if isinstance(cls, str) and not cls.isdigit():
+    if isinstance(cls, str) and not re.fullmatch(r"-?\d+", cls.strip()):
         if not names:
             raise KvisError(f"kvis does not know the class names of model {model.name!r}; "
                             f"give class indices instead of {cls!r}")
@@ -250,10 +251,10 @@ def class_index(model, cls):
         return names.index(cls)
     if not isinstance(cls, (str, int, np.integer)):
         raise KvisError(f"a class is an integer index or a name; got {cls!r}")
-    outputs = model.output_shape[-1]
-    if not 0 <= int(cls) < outputs:
-        raise KvisError(f"class index {cls} is out of range (0-{outputs - 1})")
-    return int(cls)
+    index, outputs = int(cls), model.output_shape[-1]
+    if not 0 <= index < outputs:
+        raise KvisError(f"class index {index} is out of range (0-{outputs - 1})")
+    return index
 
 
 def class_indices(model, classes, count):

@@ -48,12 +48,13 @@ class _Silent:
 
 
 class _LogLines:
-    """Progress for logs and pipes: one line every `LOG_EVERY_S` seconds and one at the end."""
+    """Progress for logs and pipes: one line every `LOG_EVERY_S` seconds, and one at the end
+    unless the last line already said it (work under `LOG_EVERY_S` says nothing)."""
 
     def __init__(self, total, desc, unit):
         self.total, self.desc, self.unit = total, desc, unit
         self.done, self.start = 0, time.monotonic()
-        self.last = self.start
+        self.last, self.shown = self.start, 0
 
     def update(self, count=1):
         self.done += count
@@ -63,10 +64,12 @@ class _LogLines:
             self._write(now)
 
     def finish(self):
-        if time.monotonic() - self.start >= LOG_EVERY_S:
-            self._write(time.monotonic())
+        now = time.monotonic()
+        if self.done != self.shown and now - self.start >= LOG_EVERY_S:
+            self._write(now)
 
     def _write(self, now):
+        self.shown = self.done
         share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
         elapsed = now - self.start
         print(f"{self.desc}: {self.done}/{self.total} {self.unit}{share}, {elapsed:.0f} s, "
