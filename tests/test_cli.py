@@ -306,8 +306,8 @@ def test_sanity_prints_one_row_per_method(tmp_path, boot):
     (["deconv", "demo", "{boot}"], "give --layer or --class"),
     (["attention", "demo", "{boot}", "--class", "shoe"], "unknown class 'shoe'"),
     (["attention", "demo", "{boot}", "--batch"], "is not a folder"),
-    (["sanity", "demo", "{boot}", "--methods", "lime"], "unknown method 'lime'; choose from "
-                                                        "grad-cam, grad-cam++"),
+    (["sanity", "demo", "{boot}", "--methods", "lime"],
+     "unknown attention method 'lime'; choose from grad-cam, grad-cam++"),
     (["attention", "demo", "{boot}", "--method", "gradcam"],
      "unknown attention method 'gradcam'; closest: grad-cam"),
     (["attention", "demo", "{boot}", "--method", "saliency", "--layer", "fc1"],

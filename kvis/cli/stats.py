@@ -5,13 +5,13 @@ from pathlib import Path
 
 import click
 
-from kvis.cli import common
+from kvis.cli import common, scan_folder
 from kvis.cli.common import main
 
 
 @main.command()
 @common.model_options
-@common.scan_options
+@scan_folder.scan_options
 def stats(model, weights, labels, preprocess, data, layers, keep, strongest, batch_size, out,
           resume, overwrite):
     """Activity statistics of MODEL's channels over DATA: dead and rarely active channels, and
@@ -24,9 +24,9 @@ def stats(model, weights, labels, preprocess, data, layers, keep, strongest, bat
     from kvis.dataset.scan import RARE
     from kvis.dataset.statistics import filter_spectrum, plot_statistics
 
-    net, found = common.run_scan(model, weights, labels, preprocess, data=data, layers=layers,
-                                 keep=keep, strongest=strongest, batch_size=batch_size,
-                                 out=out, resume=resume, overwrite=overwrite)
+    net, found = scan_folder.run_scan(model, weights, labels, preprocess, data=data, layers=layers,
+                                      keep=keep, strongest=strongest, batch_size=batch_size,
+                                      out=out, resume=resume, overwrite=overwrite)
     for layer in found.layers:
         layer_stats = found.stats[layer]
         rare = f"active at under {RARE:.0%} of positions"

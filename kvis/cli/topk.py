@@ -3,13 +3,13 @@ Fig. 2)."""
 
 import click
 
-from kvis.cli import common
+from kvis.cli import common, scan_folder
 from kvis.cli.common import main
 
 
 @main.command()
 @common.model_options
-@common.scan_options
+@scan_folder.scan_options
 @common.count_option("Channels per layer figure, the most strongly activated first.",
                      default=16)
 def topk(model, weights, labels, preprocess, data, layers, keep, strongest, batch_size, out,
@@ -31,12 +31,12 @@ def topk(model, weights, labels, preprocess, data, layers, keep, strongest, batc
     from kvis.core.io import save_figure
     from kvis.dataset.examples import plot_top_examples, top_examples
 
-    net, found = common.run_scan(model, weights, labels, preprocess, data=data, layers=layers,
-                                 keep=keep, strongest=strongest, batch_size=batch_size,
-                                 out=out, resume=resume, overwrite=overwrite)
+    net, found = scan_folder.run_scan(model, weights, labels, preprocess, data=data, layers=layers,
+                                      keep=keep, strongest=strongest, batch_size=batch_size,
+                                      out=out, resume=resume, overwrite=overwrite)
     for layer in found.layers:
         figure = plot_top_examples(top_examples(net, found, data, layer=layer, count=count,
                                                 batch_size=batch_size))
-        target = common.topk_figure(out, keep, layer)
+        target = scan_folder.topk_figure(out, keep, layer)
         save_figure(figure, target)
         click.echo(f"wrote {target}")
