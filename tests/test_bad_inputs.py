@@ -97,7 +97,7 @@ BEFORE_TENSORFLOW = [
 # Found once the model is loaded, 7 to 12 s each on two cores:
 ONCE_LOADED = [
     (["layers", "{in}/notes.keras"], "is not a Keras model file"),
-    (["features", "demo", "{in}/boot.png", "--layer", "block9_conv1", "--out", "m.png"],
+    (["features", "demo", "{in}/boot.png", "--layer", "block9_conv1", "--out", "new/m.png"],
      "no layer 'block9_conv1' in model 'kvis_demo'; closest: block3_conv1"),
     (["features", "demo", "{in}/notes.png", "--layer", "block1_conv1", "--out", "m.png"],
      "cannot read image"),

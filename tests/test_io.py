@@ -62,3 +62,14 @@ def test_arrays_that_would_need_pickle_are_refused(tmp_path):
     with pytest.raises(KvisError, match="'boxes' holds Python objects"):
         io.write_arrays(tmp_path / "r.npz", {"boxes": np.array([None, 1], dtype=object)})
     assert not list(tmp_path.iterdir())
+
+
+def test_checking_a_path_leaves_nothing_and_writing_makes_its_folders(tmp_path):
+    target = tmp_path / "new" / "deeper" / "x.png"
+    io.check_writable(target)
+    assert not list(tmp_path.iterdir())  # a command that fails later leaves no empty folder
+    io.write_atomically(target, lambda temporary: open(temporary, "w").write("x"))
+    assert target.read_text() == "x"
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    with pytest.raises(KvisError, match="cannot write .*blocker/x.png"):
+        io.check_writable(tmp_path / "blocker" / "x.png")

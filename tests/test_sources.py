@@ -156,7 +156,8 @@ def test_resizing_is_one_summary_warning_per_source(tmp_path, unit):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _, _, x = scan(source, unit, batch_size=4)
-        source.pixels(unit, [0, 1])  # warned once already for this source
+        source.pixels(unit, [0, 1])  # the figures' pixels: the scan has said what changed,
+        image_source(tmp_path).pixels(unit, [2])  # also for a new source per layer's figure
     messages = sorted(str(w.message) for w in caught)
     assert messages == [f"{source.description}: converted 1 images to RGB for a 3-channel model",
                         f"{source.description}: resized 6 images to 16x16 (height x width)"]

@@ -37,8 +37,15 @@ def write_atomically(path, write):
 
 
 def check_writable(path):
-    """Raise KvisError now, before any work, if a file cannot be written at `path`."""
-    Path(_temporary_beside(Path(path))).unlink()
+    """Raise KvisError now, before any work, if a file cannot be written at `path`. Nothing is
+    left behind: the folders the check makes are removed again (writing makes them)."""
+    missing = [folder for folder in Path(path).parents if not folder.exists()]  # deepest first
+    try:
+        Path(_temporary_beside(Path(path))).unlink()
+    finally:
+        for folder in missing:
+            if folder.is_dir():
+                folder.rmdir()
 
 
 def _temporary_beside(path):

@@ -121,14 +121,14 @@ class DecodingReader:
         self.summarise(source, counts, shape)
 
     def pixels(self, source, model, ids):
+        """Fitted as the scan that chose these ids fitted them, without a second warning:
+        the scan has said what it changed."""
         shape = self.shape(model)
         unique, where = np.unique(ids, return_inverse=True)
-        pixels, flags, reasons = self.fitted(unique, shape)
+        pixels, _, reasons = self.fitted(unique, shape)
         for i, reason in zip(unique, reasons):
             if reason:
                 raise KvisError(f"cannot read image {i} ({source.names[i]}): {reason}")
-        self.summarise(source, {flag: int(np.count_nonzero(flags & flag))
-                                for flag in (_RESIZED, _CONVERTED)}, shape)
         return pixels[where.reshape(-1)]
 
     def summarise(self, source, counts, shape):
