@@ -234,7 +234,8 @@ def test_the_cli_reuses_a_scan_folder_and_its_recorded_images(tmp_path, monkeypa
     assert result.exit_code == 0, result.output
     text = (tmp_path / "page.html").read_text(encoding="utf-8")
     assert 'id="top-examples"' in text and 'id="statistics"' in text and 'id="filters"' not in text
-    assert "block2_conv2: the 4 strongest activations over 400 images" in text
+    assert ("block2_conv2: each channel&#x27;s 4 strongest images (each at its strongest "
+            "position), channels in order of their max, over 400 images") in text
 
 
 @pytest.mark.parametrize("args, message", [
