@@ -18,7 +18,7 @@ from kvis.attribution import cam, gradients, occlusion
 from kvis.attribution.cam import upsample
 from kvis.core.errors import KvisError
 from kvis.core.vocabulary import ATTENTION_METHODS
-from kvis.plot.figures import NotebookFigure, show_image
+from kvis.plot.figures import WIDEST, NotebookFigure, fit_texts, show_image
 
 METHODS = {
     "grad-cam": cam.grad_cam,
@@ -132,7 +132,7 @@ def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2):
         fig: a Figure or SubFigure to draw in; by default a new Figure.
         title: the figure's title (default as above).
         alpha: weight of the heatmap colours in the overlays.
-        tile_inches: the size of each tile.
+        tile_inches: the size of each tile at most: they shrink to fit `WIDEST`.
 
     Returns:
         The Figure (or SubFigure) drawn in.
@@ -143,6 +143,7 @@ def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2):
     count = len(result.maps)
     pairs = min(count, 3)
     rows = -(-count // pairs)
+    tile_inches = min(tile_inches, (WIDEST - 0.9) / (2 * pairs))
     if fig is None:
         fig = NotebookFigure(figsize=(2 * pairs * tile_inches + 0.9, rows * tile_inches + 0.7),
                              layout="constrained")
@@ -159,7 +160,7 @@ def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2):
     colours = ScalarMappable(Normalize(0.0, 1.0), cmap="jet")
     fig.colorbar(colours, ax=axes.tolist(), shrink=0.8, label=f"{result.method} map")
     fig.suptitle(title or _title(result))
-    return fig
+    return fit_texts(fig)
 
 
 def scored_label(result, i):

@@ -10,7 +10,7 @@ from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
 from kvis.core.models import expects_bgr
 from kvis.core.vocabulary import FILTER_VIEWS
-from kvis.plot.figures import NotebookFigure, image_grid
+from kvis.plot.figures import WIDEST, NotebookFigure, fit_texts, image_grid
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def _summary(kernel, count, scale, title, fig):
     norms = np.sqrt((kernel ** 2).sum(axis=(0, 1)))  # (in, out)
     by_norm = np.argsort(-norms.sum(axis=0), kind="stable")
     if fig is None:
-        fig = NotebookFigure(figsize=(11, 5), layout="constrained")
+        fig = NotebookFigure(figsize=(WIDEST, 5), layout="constrained")
     left, right = fig.subfigures(1, 2, width_ratios=(1.0, 1.1))
     ax = left.subplots()
     image = ax.imshow(norms[:, by_norm], aspect="auto", cmap="magma", interpolation="nearest")
@@ -146,4 +146,4 @@ def _summary(kernel, count, scale, title, fig):
     right.suptitle("strongest filters at their dominant input channel", fontsize=9)
     if title:
         fig.suptitle(title)
-    return fig
+    return fit_texts(fig)
