@@ -235,7 +235,7 @@ def plot_invariance(result, *, fig=None, title=None):
         fig = NotebookFigure(figsize=(3.6 * cols + 1.4, 3.4 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[panels:]:
-        ax.set_axis_off()
+        ax.remove()
     axes = axes[:panels]
     labels = [f"{name}: {label}" for name, label in zip(result.names, result.class_labels)]
     curves = [*zip(result.layers, result.distances), ("", result.scores)]
