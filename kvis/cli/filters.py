@@ -16,7 +16,9 @@ from kvis.core.vocabulary import FILTER_VIEWS
               help="grid: one tile per filter (1 or 3 input channels); channels: a tile per "
                    "input channel; summary: kernel norms and the strongest filters.")
 @common.count_option("Show at most this many filters.", default=64)
-def filters(model, weights, labels, preprocess, layer, out, mode, count):
+@click.option("--inputs", default=8, show_default=True, type=click.IntRange(1),
+              help="channels mode: input channels shown per filter (the first ones).")
+def filters(model, weights, labels, preprocess, layer, out, mode, count, inputs):
     """Draw the filters (kernels) of a conv LAYER of MODEL.
 
     The kernels of a caffe-style model (VGG16, ResNet50: BGR input) are drawn in RGB.
@@ -30,5 +32,6 @@ def filters(model, weights, labels, preprocess, layer, out, mode, count):
 
     out = common.figure_path(out)
     net = common.load_network(model, weights, labels, preprocess)
-    save_figure(plot_filters(conv_filters(net, layer), mode=mode, count=count), out)
+    save_figure(plot_filters(conv_filters(net, layer), mode=mode, count=count, inputs=inputs),
+                out)
     click.echo(f"wrote {out}")

@@ -6,6 +6,7 @@ from kvis.dataset.examples import top_examples as examples_of
 from kvis.dataset.scan import RARE
 from kvis.dataset.statistics import filter_spectrum, plot_statistics
 from kvis.plot.figures import png_bytes
+from kvis.report.page import FIGURE_DPI
 from kvis.report.parts import Part
 
 
@@ -23,7 +24,7 @@ def top_examples(job):
             f"{layer}: the {found.count} strongest activations over {found.images:,} images "
             f"({found.source}) of its {len(result.channels)} most active channels, each "
             "activation's deconvnet projection beside its image patch (Zeiler & Fergus 2014, "
-            "Fig. 2).", png=png_bytes(plot_top_examples(result))))
+            "Fig. 2).", png=png_bytes(plot_top_examples(result), dpi=FIGURE_DPI)))
     return parts, []
 
 
@@ -36,7 +37,7 @@ def statistics(job):
              f"never positive; rare ones are positive at under {RARE:.0%} of positions.",
              table=(("layer", "channels", "dead", "rarely active"), rows)),
         Part("Mean activation, peak and fraction of positions active of every channel.",
-             png=png_bytes(plot_statistics(found)))]
+             png=png_bytes(plot_statistics(found), dpi=FIGURE_DPI))]
     notes = []
     try:
         notes.append(f"First-layer filters: {filter_spectrum(job.model).summary()} (energy "
