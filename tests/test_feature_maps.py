@@ -179,20 +179,24 @@ def test_layer_summary_shows_the_layer_statistics():
     assert "2/3 silent" in summary.axes[2].get_title()
 
 
-def test_overview_starts_with_the_input_image_and_skips_padding(demo):
+def test_overview_lays_each_stage_mean_over_the_input_and_skips_padding(demo):
     from kvis.core.demo import demo_images
+    from kvis.core.images import unit_range
 
     images, labels = demo_images()
     boot = load_image(images[np.flatnonzero(labels == 9)[0]], demo)
     maps = feature_maps(demo, boot, progress=False)
     overview = plot_feature_overview(maps, count=2)
-    first = overview.axes[0]
-    np.testing.assert_allclose(first.images[0].get_array(), boot.pixels[..., 0] / 255.0)
-    assert first.get_title().startswith("input") and first.images[0].get_cmap().name == "gray"
-    assert not any(ax.images for ax in overview.axes[1:3])  # the input's row holds it alone
-    rows = [ax.get_title().split("\n")[0] for ax in overview.axes[3::3]]
+    rows = [ax.get_title().split("\n")[0] for ax in overview.axes[::3]]
     assert rows == ["block1_conv2", "block2_conv2", "block3_conv1", "block3_pool"]
-    np.testing.assert_allclose(overview.axes[4].images[0].get_array().max(), 1.0)
+    assert all(ax.images for ax in overview.axes)  # no blank tile, no blank row
+    mean, under = overview.axes[0].images
+    np.testing.assert_allclose(under.get_array(), boot.pixels[..., 0] / 255.0)
+    np.testing.assert_allclose(mean.get_array(), unit_range(maps["block1_conv2"][0].mean(-1)),
+                               rtol=1e-6)
+    assert under.get_zorder() < mean.get_zorder() and mean.get_alpha() == 0.6
+    assert under.get_cmap().name == "gray"
+    np.testing.assert_allclose(overview.axes[1].images[0].get_array().max(), 1.0)
 
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.ZeroPadding2D(1, name="pad")(inputs)
@@ -214,7 +218,7 @@ def test_long_layer_paths_stay_inside_the_overview():
     for ax in fig.axes:
         box = ax.title.get_window_extent(renderer)
         assert bounds.x0 <= box.x0 and box.x1 <= bounds.x1, ax.get_title()
-    assert all(len(line) <= 18 for line in fig.axes[3].get_title().split("\n")[:-1])
+    assert all(len(line) <= 18 for line in fig.axes[0].get_title().split("\n")[:-1])
 
 
 def test_figures_draw_into_a_given_figure_and_in_a_notebook():

@@ -74,12 +74,18 @@ def test_gray_grid_draws_into_a_given_figure():
     assert sub.axes[2].images[0].get_clim() == (-np.abs(kernel).max(), np.abs(kernel).max())
 
 
-def test_channels_view_lays_out_filters_by_input_channel():
+def test_channels_view_lays_out_filters_by_input_channel_and_says_what_it_leaves_out():
     kernel = np.random.default_rng(1).normal(size=(3, 3, 4, 2)).astype(np.float32)
-    fig = plot_filters(Filters(kernel, "c"), mode="channels", inputs=3)
+    with pytest.warns(UserWarning, match=r"c: each filter's row shows its input channels 0-2 "
+                                         r"of 4 \(inputs=3; --inputs"):
+        fig = plot_filters(Filters(kernel, "c"), mode="channels", inputs=3)
     tiles = [ax for ax in fig.axes if ax.images]
     assert len(tiles) == 6 and tiles[4].get_title() == "#1 in 1"
     np.testing.assert_array_equal(tiles[4].images[0].get_array(), kernel[:, :, 1, 1])
+    assert fig._suptitle.get_text().replace("\n", " ").endswith("input channels 0-2 of 4")
+    scale = float(np.abs(kernel).max())
+    assert Filters(kernel, "c").scale == scale
+    assert tiles[0].images[0].get_clim() == (-scale, scale)  # one scale for every filter
 
 
 def test_summary_shows_kernel_norms_strongest_filter_first():

@@ -176,7 +176,7 @@ def test_figure_shows_the_maps_with_class_names(demo, boot):
     np.testing.assert_array_equal(axes[2].images[1].get_array(), result.scores)
     np.testing.assert_array_equal(axes[3].images[1].get_array(), result.sensitivity)
     assert axes[2].get_title() == "p(ankle boot)"
-    assert [t.get_text() for t in axes[4].get_legend().get_texts()] == ["sandal", "ankle boot"]
+    assert [t.get_text() for t in axes[5].get_legend().get_texts()] == ["sandal", "ankle boot"]
     assert "ankle boot" in figure._suptitle.get_text() and "#" not in figure._suptitle.get_text()
     parent = NotebookFigure()
     inner = parent.subfigures(2, 1)[1]

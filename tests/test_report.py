@@ -359,3 +359,70 @@ def test_a_random_weights_model_says_so_on_the_page_and_the_console(tmp_path):
     assert "<title>kvis report: resnet50 (random weights) on cat.png</title>" in page
     assert '<p class="warning">The weights of this model are random' in page
     assert re.search(r"top 5 of 1000 classes: [^<(]+ \(random weights\) \(\d", page)
+
+
+def _png_width(png):
+    return int.from_bytes(png[16:20], "big")
+
+
+def test_the_column_holds_the_widest_figure_at_the_caption_size():
+    from kvis.plot.figures import PNG_MARGIN, SMALLEST_FONT, WIDEST
+    from kvis.report.page import _STYLE, CAPTION_PX, COLUMN_PX, FIGURE_DPI, MAIN_PX
+
+    assert (WIDEST + 2 * PNG_MARGIN) * FIGURE_DPI <= COLUMN_PX
+    assert SMALLEST_FONT * FIGURE_DPI / 72 >= CAPTION_PX
+    assert f"max-width: {MAIN_PX}px" in _STYLE and f"font-size: {CAPTION_PX}px" in _STYLE
+
+
+def test_wide_figures_wrap_into_the_column(demo):
+    """Statistics of 5 layers (2100 px before) and occlusion (1600 px) fit the column at the
+    page's dpi, their text at least the caption's size."""
+    from test_figures import drawn_texts
+
+    from kvis.attribution.occlusion import occlusion, plot_occlusion
+    from kvis.core.demo import demo_images
+    from kvis.dataset.statistics import plot_statistics
+    from kvis.plot.figures import SMALLEST_FONT, png_bytes
+    from kvis.report.page import COLUMN_PX, FIGURE_DPI
+
+    pixels, _ = demo_images()
+    layers = ["block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2", "block3_conv1"]
+    found = scan(demo, pixels[:8], layers, progress=False)
+    image = load_image(pixels[0], demo)
+    for figure in (plot_statistics(found),
+                   plot_occlusion(occlusion(demo, image, size=7, stride=7, progress=False))):
+        assert _png_width(png_bytes(figure, dpi=FIGURE_DPI)) <= COLUMN_PX
+        assert min(text.get_fontsize() for text, _ in drawn_texts(figure)) >= SMALLEST_FONT
+
+
+def test_a_low_confidence_prediction_is_drawn_to_its_scale():
+    from kvis.report.model_views import prediction_figure
+
+    probabilities = np.float32([0.12, 0.11, 0.1, 0.1, 0.09])
+    figure = prediction_figure(np.zeros((8, 8, 3), np.uint8), list("abcde"), probabilities)
+    bars = figure.axes[1]
+    assert bars.get_xlim() == (0, 0.15)
+    labels = [text.get_text() for text in bars.texts]
+    assert labels == ["12.0%", "11.0%", "10.0%", "10.0%", "9.0%"]
+    widths = [patch.get_width() for patch in bars.patches]
+    np.testing.assert_allclose(widths, probabilities)
+
+
+def test_captions_say_what_their_figures_draw(demo):
+    from kvis.report import model_views, unit_views
+    from kvis.report.sections import _Job
+
+    job = _Job(demo, load_image(_demo_pixels(), demo), None, False, None, None, False)
+    (first, _), _ = model_views.filters(job)
+    scale = float(np.abs(demo.get_layer("block1_conv1").kernel).max())
+    assert f"all on one scale, ±{scale:.3g}" in first.caption
+    assert "own range" not in first.caption
+    parts, _ = unit_views.deconvnet(job)
+    shown = [part.caption.split(":")[0] for part in parts]
+    assert shown == ["block1_conv2", "block2_conv2", "block3_conv1"]  # not block3_pool too
+
+
+def _demo_pixels():
+    from kvis.core.demo import demo_images
+
+    return demo_images()[0][0]

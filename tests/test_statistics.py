@@ -1,7 +1,8 @@
 import keras
 import numpy as np
 
-from kvis.dataset.statistics import filter_spectrum
+from kvis.dataset.scan import LayerStats, Scan
+from kvis.dataset.statistics import filter_spectrum, plot_statistics
 
 
 def _first_layer(kernels, strides=1):
@@ -29,3 +30,19 @@ def test_content_above_the_strides_nyquist_is_aliased():
     assert filter_spectrum(_first_layer(kernel, strides=1)).aliased[0] < 0.01
     # with stride 4, everything above 0.125 cycles/pixel aliases: most of this filter
     assert filter_spectrum(_first_layer(kernel, strides=4)).aliased[0] > 0.8
+
+
+def test_the_figure_plots_fraction_mean_and_peak_and_marks_dead_channels():
+    stats = LayerStats(10, np.array([5.0, 0.0, 20.0]), np.float32([2.0, 0.0, 9.0]),
+                       np.array([4, 0, 7]))
+    found = Scan("m", ("conv",), 9, {}, {"conv": stats}, "hand", 1)
+    top, bottom = plot_statistics(found).axes
+    order = [2, 0, 1]  # most active first
+    np.testing.assert_allclose([bar.get_height() for bar in top.patches], [0.7, 0.4, 0.0])
+    np.testing.assert_allclose([bar.get_height() for bar in bottom.patches],
+                               stats.mean[order])
+    peaks = [line for line in bottom.lines if line.get_label() == "peak"][0]
+    np.testing.assert_allclose(peaks.get_ydata(), stats.peak[order])
+    dead = [line for line in top.lines if line.get_label().startswith("dead")][0]
+    np.testing.assert_array_equal(dead.get_xdata(), [2])  # the dead channel, drawn visibly
+    assert dead.get_marker() == "x" and dead.get_label() == "dead (1)"

@@ -29,7 +29,7 @@ from kvis.core.images import as_images
 from kvis.core.models import mean_pixel, preprocessing_for
 from kvis.core.runner import rows_within, run_batches
 from kvis.core.targets import score_pass
-from kvis.plot.figures import NotebookFigure
+from kvis.plot.figures import WIDEST, NotebookFigure, fit_axes
 
 
 @dataclass(frozen=True)
@@ -277,7 +277,7 @@ def plot_correspondence(result, *, ax=None, title=None):
         parts.
     """
     if ax is None:
-        fig = NotebookFigure(figsize=(max(4.5, 2.2 * len(result.layers) + 1.5), 3.8),
+        fig = NotebookFigure(figsize=(min(WIDEST, max(4.5, 2.2 * len(result.layers) + 1.5)), 3.8),
                              layout="constrained")
         ax = fig.subplots()
     at = np.arange(len(result.layers))
@@ -287,11 +287,11 @@ def plot_correspondence(result, *, ax=None, title=None):
     ax.set_xticks(at, [f"{path}\nΔ {part:.2f} vs {random:.2f}" for path, part, random
                        in zip(result.layers, result.delta, result.random_delta)], fontsize=8)
     ax.set_ylabel("Hamming distance of sign(eps), pair mean", fontsize=8)
-    ax.tick_params(axis="y", labelsize=7)
+    ax.tick_params(axis="y", labelsize=8)
     ax.legend(fontsize=8)
     ax.set_title(title or f"correspondence of {len(result.names)} images (Zeiler & Fergus "
                           "2014, Table 1)\nlower is more consistent", fontsize=9)
-    return ax.figure
+    return fit_axes(ax)
 
 
 def _checked_box(box, name, height, width):

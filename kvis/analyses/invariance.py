@@ -28,7 +28,7 @@ from kvis.core.models import class_label, mean_pixel, preprocessing_for
 from kvis.core.runner import rows_within, run_batches
 from kvis.core.targets import make_target, score_pass
 from kvis.core.vocabulary import TRANSFORMS
-from kvis.plot.figures import NotebookFigure
+from kvis.plot.figures import NotebookFigure, fit_texts, per_row
 
 UNITS = {"translate": "vertical shift (pixels)", "scale": "scale factor",
          "rotate": "rotation (degrees)"}
@@ -225,29 +225,34 @@ def plot_invariance(result, *, fig=None, title=None):
         title: the figure's title.
 
     Returns:
-        The Figure (or SubFigure) drawn in, with L + 1 panels side by side (by default 3:
-        early layer, late layer, score).
+        The Figure (or SubFigure) drawn in, with L + 1 panels (by default 3: early layer,
+        late layer, score), as many side by side as fit in `kvis.plot.figures.WIDEST`.
     """
     panels = len(result.layers) + 1
+    cols = per_row(panels, 3.6, extra=1.4)
+    rows = -(-panels // cols)
     if fig is None:
-        fig = NotebookFigure(figsize=(3.6 * panels + 1.4, 3.4), layout="constrained")
-    axes = fig.subplots(1, panels, squeeze=False)[0]
+        fig = NotebookFigure(figsize=(3.6 * cols + 1.4, 3.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[panels:]:
+        ax.remove()
+    axes = axes[:panels]
     labels = [f"{name}: {label}" for name, label in zip(result.names, result.class_labels)]
     curves = [*zip(result.layers, result.distances), ("", result.scores)]
     for ax, (path, rows) in zip(axes, curves):
         for label, row in zip(labels, rows):
             ax.plot(result.values, row, marker="o", markersize=3, label=label)
         ax.set_xlabel(UNITS[result.transform], fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=8)
         if path:
             ax.set_title(f"{path}: change of the output", fontsize=9)
             ax.set_ylabel("Euclidean distance to the original", fontsize=8)
     axes[-1].set_title(f"{result.score} of the true class", fontsize=9)
     if result.score == "probability":
         axes[-1].set_ylim(-0.02, 1.02)
-    fig.legend(*axes[-1].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
+    fig.legend(*axes[-1].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     fig.suptitle(title or f"invariance to {result.transform} (Zeiler & Fergus 2014, Fig. 5)")
-    return fig
+    return fit_texts(fig)
 
 
 def _layers(model, layers):

@@ -20,7 +20,7 @@ from kvis.attribution.cam import upsample
 from kvis.attribution.explanation import unit_maps
 from kvis.core.errors import KvisError
 from kvis.core.vocabulary import ATTENTION_METHODS, SIGNS
-from kvis.plot.figures import NotebookFigure, show_image
+from kvis.plot.figures import WIDEST, NotebookFigure, fit_texts, show_image
 
 METHODS = {
     "grad-cam": cam.grad_cam,
@@ -146,7 +146,7 @@ def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2, 
         fig: a Figure or SubFigure to draw in; by default a new Figure.
         title: the figure's title (default as above).
         alpha: weight of the heatmap colours in the overlays.
-        tile_inches: the size of each tile.
+        tile_inches: the size of each tile at most: they shrink to fit `WIDEST`.
         sign: None (each method's own `maps`), or which sign of the attributions to show,
             "absolute", "positive", "negative" or "all" (a diverging map, 0 white): see
             `sign_maps`.
@@ -171,6 +171,7 @@ def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2, 
     count = len(result.maps)
     pairs = min(count, 3)
     rows = -(-count // pairs)
+    tile_inches = min(tile_inches, (WIDEST - 0.9) / (2 * pairs))
     if fig is None:
         fig = NotebookFigure(figsize=(2 * pairs * tile_inches + 0.9, rows * tile_inches + 0.7),
                              layout="constrained")
@@ -185,7 +186,7 @@ def plot_attention(result, *, fig=None, title=None, alpha=0.4, tile_inches=2.2, 
         axes[2 * i + 1].set_title(scored_label(result, i), fontsize=8)
     _colour_bar(fig, axes, f"{result.method} map", sign)
     fig.suptitle(title or _title(result))
-    return fig
+    return fit_texts(fig)
 
 
 def sign_maps(result, sign=None):

@@ -27,7 +27,7 @@ from kvis.core.images import as_images, one_image
 from kvis.core.models import class_label, mean_pixel, preprocessing_for
 from kvis.core.runner import rows_within, run_batches
 from kvis.core.targets import make_target, score_pass
-from kvis.plot.figures import NotebookFigure, show_image
+from kvis.plot.figures import WIDEST, NotebookFigure, fit_texts, show_image
 
 
 @dataclass(frozen=True)
@@ -248,12 +248,13 @@ def plot_occlusion(result, *, fig=None, title=None):
         title: the figure's title (default: the image, the class and the score).
 
     Returns:
-        The Figure (or SubFigure) drawn in; each grid value sits at the centre of its occluder
-        position. Axes: image, feature, score, sensitivity, label.
+        The Figure (or SubFigure) drawn in, two rows of three panels; each grid value sits at
+        the centre of its occluder position. Axes: image, feature, score, sensitivity, label,
+        and the legend of the labels.
     """
     if fig is None:
-        fig = NotebookFigure(figsize=(16, 3.8), layout="constrained")
-    axes = fig.subplots(1, 5)
+        fig = NotebookFigure(figsize=(WIDEST, 6.4), layout="constrained")
+    axes = fig.subplots(2, 3).ravel()
     show_image(axes[0], result.pixels[0])
     axes[0].add_patch(_square(result.tops[0], result.lefts[0], result.size, result.fill))
     axes[0].set_title(f"image, occluder {result.size}x{result.size}", fontsize=9)
@@ -279,12 +280,13 @@ def plot_occlusion(result, *, fig=None, title=None):
     axes[4].set_title("most likely label", fontsize=9)
     handles = [axes[4].scatter([], [], color=axes[4].images[0].cmap(i % 20),
                                label=result.label_names[int(c)]) for i, c in enumerate(labels)]
-    axes[4].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[5].legend(handles=handles, fontsize=8, loc="upper left", title="label",
+                   title_fontsize=8)
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(title or f"{result.names[0]}: occlusion sensitivity of {result.class_label} "
                           "(Zeiler & Fergus 2014, Fig. 7)")
-    return fig
+    return fit_texts(fig)
 
 
 def _fill(model, fill, channels):

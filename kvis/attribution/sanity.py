@@ -22,7 +22,7 @@ from kvis.core.models import class_label, configure_model, model_info
 from kvis.core.progress import progress_bar
 from kvis.core.targets import resolved_classes
 from kvis.core.vocabulary import ATTENTION_METHODS
-from kvis.plot.figures import NotebookFigure
+from kvis.plot.figures import NotebookFigure, fit_axes
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def plot_sanity_check(result, *, ax=None, title=None):
     steps = np.arange(len(result.layers))
     for name, row in zip(result.methods, result.correlations):
         ax.plot(steps, row, marker="o", label=name)
-    ax.set_xticks(steps, result.layers, rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(steps, result.layers, rotation=60, ha="right", fontsize=8)
     ax.set_xlabel("randomized from the top down to")
     ax.set_ylabel("rank correlation with the original map")
     ax.set_ylim(-0.2, 1.05)
@@ -157,7 +157,7 @@ def plot_sanity_check(result, *, ax=None, title=None):
     labels = ", ".join(dict.fromkeys(result.class_labels))
     ax.set_title(title or f"cascading randomization (Adebayo et al. 2018): {labels}, "
                           f"{result.score}", fontsize=9)
-    return ax.figure
+    return fit_axes(ax)
 
 
 def _clone(model):

@@ -16,8 +16,10 @@ from kvis.core.vocabulary import FILTER_VIEWS
               help="grid: one tile per filter (1 or 3 input channels); channels: a tile per "
                    "input channel; summary: kernel norms and the strongest filters.")
 @common.count_option("Show at most this many filters.", default=64)
+@click.option("--inputs", default=8, show_default=True, type=click.IntRange(1),
+              help="channels mode: input channels shown per filter (the first ones).")
 @common.save_maps_option
-def filters(model, weights, labels, preprocess, layer, out, mode, count, save_maps):
+def filters(model, weights, labels, preprocess, layer, out, mode, count, inputs, save_maps):
     """Draw the filters (kernels) of a conv LAYER of MODEL.
 
     The kernels of a caffe-style model (VGG16, ResNet50: BGR input) are drawn in RGB.
@@ -33,6 +35,6 @@ def filters(model, weights, labels, preprocess, layer, out, mode, count, save_ma
     maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     kernels = conv_filters(net, layer)
-    save_figure(plot_filters(kernels, mode=mode, count=count), out)
+    save_figure(plot_filters(kernels, mode=mode, count=count, inputs=inputs), out)
     click.echo(f"wrote {out}")
     common.save_maps(maps_file, kernels)

@@ -28,7 +28,7 @@ from kvis.core.models import preprocessing_for
 from kvis.core.progress import progress_bar
 from kvis.core.runner import compiled, run_batches
 from kvis.dataset.concepts import ConceptDataset, concept_dataset, read_images, read_mask
-from kvis.plot.figures import NotebookFigure
+from kvis.plot.figures import WIDEST, NotebookFigure, fit_texts
 
 DETECTOR_IOU = 0.04  # the paper's cut: a unit with a best IoU above it detects its concept
 _CHUNK_BATCHES = 8   # batches read from disk at a time: memory stays flat in the dataset size
@@ -186,7 +186,7 @@ def plot_dissection(result, *, fig=None, title=None, cut=DETECTOR_IOU, count=40)
     from matplotlib.ticker import MaxNLocator
 
     order = np.argsort(-result.best_iou, kind="stable")[:count]
-    fig = fig or NotebookFigure(figsize=(max(6.0, 0.25 * len(order) + 4.0), 4.2),
+    fig = fig or NotebookFigure(figsize=(min(WIDEST, max(6.0, 0.25 * len(order) + 4.0)), 4.2),
                                 layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=(3, 1))
     palette = colormaps["tab10" if len(result.concepts) <= 10 else "tab20"]
@@ -195,17 +195,17 @@ def plot_dissection(result, *, fig=None, title=None, cut=DETECTOR_IOU, count=40)
     names = result.unit_names
     left.bar(range(len(order)), result.best_iou[order],
              color=[colour[result.best_concepts[u]] for u in order])
-    left.set_xticks(range(len(order)), [names[u] for u in order], rotation=90, fontsize=7)
+    left.set_xticks(range(len(order)), [names[u] for u in order], rotation=90, fontsize=8)
     left.axhline(cut, color="0.3", linestyle="--", linewidth=0.8)
     left.set_ylabel("IoU with the best concept")
     left.set_ylim(0, 1.3 * max(float(result.best_iou.max()), cut))
     left.set_title(f"{len(order)} of {len(names)} units by best IoU", fontsize=9)
     shown = list(dict.fromkeys(result.best_concepts[u] for u in order))
-    left.legend(handles=[_patch(colour[c], c or "none") for c in shown[:20]], fontsize=7,
-                ncols=2, loc="upper right", title="concept", title_fontsize=7)
+    left.legend(handles=[_patch(colour[c], c or "none") for c in shown[:20]], fontsize=8,
+                ncols=2, loc="upper right", title="concept", title_fontsize=8)
     counts = result.detectors(cut)
     right.barh(range(len(counts)), list(counts.values()), color=[colour[c] for c in counts])
-    right.set_yticks(range(len(counts)), list(counts), fontsize=7)
+    right.set_yticks(range(len(counts)), list(counts), fontsize=8)
     right.invert_yaxis()
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("units")
@@ -214,7 +214,7 @@ def plot_dissection(result, *, fig=None, title=None, cut=DETECTOR_IOU, count=40)
         right.text(0.5, 0.5, "none", ha="center", va="center", transform=right.transAxes)
     fig.suptitle(title or f"Network dissection of {result.model}: {', '.join(result.layers)} "
                           f"(top {result.quantile:g}, {result.images} images)")
-    return fig
+    return fit_texts(fig)
 
 
 def _thresholds(model, data, paths, groups, quantile, preprocess, batch_size, progress):

@@ -9,7 +9,6 @@ activation's receptive field (`ReceptiveField.window`), the same size for all.
 """
 
 import json
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,10 @@ from kvis.dataset.scan import LayerStats, Scan
 from kvis.dataset.sources import image_source
 from kvis.dataset.topk import TopK
 from kvis.layers.receptive_fields import receptive_fields
-from kvis.plot.figures import NotebookFigure, blank_axes, show_image
+from kvis.plot.figures import NotebookFigure, blank_axes, fit_texts, show_image
+from kvis.plot.figures import per_row as _fitting
+
+TILE_INCHES = 0.45  # one example's tile in `plot_top_examples`
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def top_examples(model, found, data, *, layer, channels=None, count=16, batch_si
                        found.strongest, by_max)
 
 
-def plot_top_examples(result, *, fig=None, title=None, per_row=4):
+def plot_top_examples(result, *, fig=None, title=None, per_row=None):
     """Zeiler & Fergus Fig. 2: per channel a block of projections beside a block of patches.
 
     Each channel's block is one mosaic image (`example_mosaic`) in one Axes, so a figure of
@@ -133,27 +135,32 @@ def plot_top_examples(result, *, fig=None, title=None, per_row=4):
         result: a `TopExamples`.
         fig: a Figure or SubFigure to draw in.
         title: the figure's title.
-        per_row: channels per row of blocks.
+        per_row: channels per row of blocks (default: as many as fit in
+            `kvis.plot.figures.WIDEST`, at most 4).
 
     Returns:
         A Figure.
     """
     count, k = result.values.shape
     side = int(np.ceil(np.sqrt(k)))
-    rows, cols = int(np.ceil(count / per_row)), min(per_row, count)
-    width = cols * 2 * side * 0.45 + 0.5
+    block = 2 * side * TILE_INCHES
+    cols = min(per_row or 4, _fitting(count, block, extra=0.5))
+    rows = int(np.ceil(count / cols))
     if fig is None:
-        fig = NotebookFigure(figsize=(width, rows * side * 0.45 + 0.8), layout="constrained")
+        fig = NotebookFigure(figsize=(cols * block + 0.5, rows * side * TILE_INCHES + 0.8),
+                             layout="constrained")
+    # Separators a 20th of a tile: still a visible line when a tile is drawn in TILE_INCHES.
+    gap = max(1, round(result.projections.shape[2] / 20))
     for index, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
         blank_axes(ax)
         if index < count:
-            mosaic = example_mosaic(result, index)
+            mosaic = example_mosaic(result, index, gap=gap)
             show_image(ax, mosaic, vmax=1)
             ax.set_title(f"#{result.channels[index]}  max {result.values[index, 0]:.3g}",
                          fontsize=8)
-    caption = f"{result.layer}: {examples_caption(result)} (projections | patches)"
-    fig.suptitle(title or textwrap.fill(caption, max(40, int(width * 11))), fontsize=10)
-    return fig
+    fig.suptitle(title or f"{result.layer}: {examples_caption(result)} (projections | patches)",
+                 fontsize=10)
+    return fit_texts(fig)
 
 
 def examples_caption(result):

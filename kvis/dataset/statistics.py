@@ -10,9 +10,10 @@ import numpy as np
 from kvis.core.anatomy import conv_layers
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
-from kvis.plot.figures import NotebookFigure
+from kvis.plot.figures import NotebookFigure, fit_texts, per_row
 
 BANDS = ("low", "mid", "high")
+PANEL_INCHES = 4.2  # the width of one layer's panel in `plot_statistics`
 
 
 @dataclass(frozen=True)
@@ -78,30 +79,59 @@ def filter_spectrum(model, layer=None, *, size=64):
 
 
 def plot_statistics(result, *, fig=None, title=None):
-    """Per layer, the fraction of positions each channel is active, sorted, with the dead
-    (never active) and rare channels counted.
+    """Per layer, every channel's fraction of positions active, mean activation and peak,
+    channels sorted by the fraction active, with the dead (never active) and rare channels
+    counted and the dead ones marked (red crosses on the axis: their bars have no height).
 
     Args:
         result: a `kvis.dataset.scan.Scan`.
-        fig: a Figure or SubFigure to draw in (a panel per layer); by default a new Figure.
+        fig: a Figure or SubFigure to draw in (a panel per layer, as many side by side as
+            fit in `kvis.plot.figures.WIDEST`); by default a new Figure.
         title: the figure's title; default: the images and the source scanned.
 
     Returns:
-        The Figure (or SubFigure) drawn in.
+        The Figure (or SubFigure) drawn in: per layer two Axes, the fraction active (bars)
+        above the mean (bars) and peak (dots) activation of the same channels.
     """
+    count = len(result.layers)
+    cols = per_row(count, PANEL_INCHES)
+    rows = -(-count // cols)
     if fig is None:
-        fig = NotebookFigure(figsize=(4.2 * len(result.layers), 3.2), layout="constrained")
-    axes = fig.subplots(1, len(result.layers), squeeze=False)[0]
-    for ax, layer in zip(axes, result.layers):
-        stats = result.stats[layer]
-        active = np.sort(stats.fraction_active)[::-1]
-        ax.bar(np.arange(len(active)), active, width=1.0,
-               color=["tab:red" if a == 0 else "tab:blue" for a in active])
-        ax.set_yscale("symlog", linthresh=1e-3)
-        ax.set_title(f"{layer}: {len(stats.dead)} dead, {len(stats.rare)} rare of "
-                     f"{len(active)}", fontsize=9)
-        ax.set_xlabel("channel, most active first", fontsize=8)
-        ax.set_ylabel("fraction of positions active", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.suptitle(title or f"activity over {result.images} images ({result.source})", fontsize=10)
-    return fig
+        fig = NotebookFigure(figsize=(PANEL_INCHES * cols, 4.4 * rows + 0.4),
+                             layout="constrained")
+    axes = fig.subplots(2 * rows, cols, squeeze=False)
+    for i in range(rows * cols):
+        row, col = divmod(i, cols)
+        top, bottom = axes[2 * row, col], axes[2 * row + 1, col]
+        if i < count:
+            _layer_panel(top, bottom, result.layers[i], result.stats[result.layers[i]])
+        else:
+            top.set_axis_off()
+            bottom.set_axis_off()
+    fig.suptitle(title or f"activity over {result.images:,} images ({result.source})",
+                 fontsize=10)
+    return fit_texts(fig)
+
+
+def _layer_panel(top, bottom, layer, stats):
+    """One layer's channels, most active first: fraction active on `top`, mean and peak on
+    `bottom`."""
+    order = np.argsort(-stats.fraction_active, kind="stable")
+    at = np.arange(len(order))
+    active, dead = stats.fraction_active[order], stats.fraction_active[order] == 0
+    top.bar(at, active, width=1.0, color="tab:blue")
+    top.set_yscale("symlog", linthresh=1e-3)
+    top.set_ylabel("fraction active", fontsize=8)
+    top.set_title(f"{layer}: {len(stats.dead)} dead, {len(stats.rare)} rare of {len(order)}",
+                  fontsize=9)
+    bottom.bar(at, stats.mean[order], width=1.0, color="tab:gray", label="mean")
+    bottom.plot(at, stats.peak[order], ".", color="tab:orange", markersize=3, label="peak")
+    bottom.set_ylabel("activation", fontsize=8)
+    bottom.set_xlabel("channel, most active first", fontsize=8)
+    bottom.legend(fontsize=8, loc="upper right")
+    for ax in (top, bottom):
+        ax.tick_params(labelsize=8)
+    if dead.any():  # their bars have no height: a cross on the axis marks each
+        top.plot(at[dead], np.zeros(dead.sum()), "x", color="tab:red", markersize=5,
+                 clip_on=False, label=f"dead ({dead.sum()})")
+        top.legend(fontsize=8, loc="upper right")

@@ -14,7 +14,7 @@ from kvis.core.images import as_images, unit_range
 from kvis.core.runner import run_batches
 from kvis.core.targets import score_pass
 from kvis.core.vocabulary import RANKINGS
-from kvis.plot.figures import displayable, image_grid, map_mosaic
+from kvis.plot.figures import displayable, fit_texts, image_grid, map_mosaic
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -206,15 +206,15 @@ def plot_layer_summary(result, *, layer=None, image=0, fig=None, title=None):
     ax.set_title(f"channel means, sorted ({silent}/{maps.shape[-1]} silent)", fontsize=8)
     ax.set_xlabel("rank", fontsize=8)
     for rank in range(min(5, len(order))):
-        ax.annotate(f"#{order[rank]}", (rank, scores[rank]), fontsize=7,
-                    xytext=(4, -4 - 7 * rank), textcoords="offset points")
-    ax.tick_params(labelsize=7)
-    return fig
+        ax.annotate(f"#{order[rank]}", (rank, scores[rank]), fontsize=8,
+                    xytext=(4, -4 - 8 * rank), textcoords="offset points")
+    ax.tick_params(labelsize=8)
+    return fit_texts(fig)
 
 
 def plot_feature_overview(result, *, image=0, count=6, fig=None, title=None):
-    """The input image, then one row per stage: the mean over channels and the `count`
-    strongest maps.
+    """One row per stage: the stage's mean over channels laid over the input image, then its
+    `count` strongest maps.
 
     Args:
         result: a `FeatureMaps`; its `stages` are shown (every stage of the network when
@@ -222,31 +222,30 @@ def plot_feature_overview(result, *, image=0, count=6, fig=None, title=None):
         image: which image of the result.
         count: maps per row after the mean.
         fig: a Figure or SubFigure to draw in.
-        title: figure title (default: none).
+        title: figure title (default: the image's name).
 
     Returns:
-        A Figure; the first tile is the input image, each map is scaled on its own, and the
-        labels give the layer (long paths wrapped), its shape, and each map's channel and mean.
+        A Figure; each map is scaled on its own, and the labels give the layer (long paths
+        wrapped), its shape, and each map's channel and mean.
     """
     pixels = displayable(result.pixels[image].astype(np.float32) / 255.0)
-    blank = [np.zeros((1, 1))] * count
-    tiles, labels = [pixels] + blank, [_wrapped(f"input {result.names[image]}")] + [""] * count
+    tiles, labels = [], []
     for path in result.stages:
         maps = result.maps[path][image]
         order, scores = rank_channels(maps)
         row = [maps.mean(axis=-1)] + [maps[..., c] for c in order[:count]]
-        tiles += [unit_range(t) for t in row] + blank[:count + 1 - len(row)]
+        tiles += [unit_range(t) for t in row] + [np.full((1, 1), np.nan)] * (count + 1 - len(row))
         labels += [_wrapped(path) + f"\n{'x'.join(str(d) for d in maps.shape)} mean"]
         labels += [f"#{c} {s:.3g}" for c, s in zip(order[:count], scores[:count])]
         labels += [""] * (count + 1 - len(row))
-    fig = image_grid(tiles, titles=labels, cols=count + 1, tile_inches=1.5, title=title,
-                     fig=fig)
-    for ax, tile in zip(fig.axes, tiles):
-        if tile is blank[0]:
-            ax.images[0].remove()
-    first = fig.axes[0].images[0]
-    first.set_cmap("gray")
-    first.set_clim(0.0, 1.0)
+    fig = image_grid(tiles, titles=labels, cols=count + 1, tile_inches=1.5,
+                     title=title or f"{result.names[image]}: feature maps by stage", fig=fig)
+    for ax in fig.axes[::count + 1]:  # the input under each stage's mean
+        mean = ax.images[0]
+        height, width = mean.get_array().shape
+        mean.set_alpha(0.6)
+        ax.imshow(pixels, cmap="gray", vmin=0.0, vmax=1.0, zorder=-1,
+                  extent=(-0.5, width - 0.5, height - 0.5, -0.5), interpolation="nearest")
     return fig
 
 

@@ -1,5 +1,6 @@
 """Filters: the convolution kernels of a layer as images."""
 
+import warnings
 from dataclasses import dataclass
 
 import keras
@@ -10,7 +11,7 @@ from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
 from kvis.core.models import expects_bgr
 from kvis.core.vocabulary import FILTER_VIEWS
-from kvis.plot.figures import NotebookFigure, image_grid
+from kvis.plot.figures import WIDEST, NotebookFigure, fit_texts, image_grid
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class Filters:
     layer: str
     bgr: bool = False
     model: str = ""
+
+    @property
+    def scale(self):
+        """The largest |weight|: `plot_filters` draws every filter on [-scale, scale]."""
+        return float(np.abs(self.kernel).max()) or 1.0
 
 
 def conv_filters(model, layer):
@@ -76,7 +82,8 @@ def plot_filters(result, *, mode="auto", count=64, inputs=8, fig=None, title=Non
             at their dominant input channel), or "auto" (grid for 1 or 3 input channels,
             else summary).
         count: show at most this many filters (in index order; by norm in summary).
-        inputs: how many input channels each filter's row shows in "channels" mode.
+        inputs: how many input channels each filter's row shows in "channels" mode (the
+            first ones; when some are left out, the title says which and a warning is given).
         fig: a Figure or SubFigure to draw in (default: a new Figure).
         title: figure title (default: the model, the layer and the kernel's shape).
 
@@ -98,12 +105,12 @@ def plot_filters(result, *, mode="auto", count=64, inputs=8, fig=None, title=Non
         raise KvisError(f"a grid shows filters with 1 or 3 input channels; this layer has "
                         f"{channels}: use the channels or summary view")
     title = title or f"{result.model} {result.layer} {kernel.shape}".strip()
-    scale = float(np.abs(kernel).max()) or 1.0
+    scale = result.scale
     shown = range(min(count, kernel.shape[3]))
     if mode == "grid":
         return _grid(kernel, shown, scale, result.bgr, title, fig)
     if mode == "channels":
-        return _channels(kernel, shown, inputs, scale, title, fig)
+        return _channels(kernel, shown, inputs, scale, title, fig, result.layer)
     return _summary(kernel, count, scale, title, fig)
 
 
@@ -118,8 +125,13 @@ def _grid(kernel, shown, scale, bgr, title, fig):
                       vmax=scale, title=title, tile_inches=0.9, fig=fig)
 
 
-def _channels(kernel, shown, inputs, scale, title, fig):
+def _channels(kernel, shown, inputs, scale, title, fig, layer):
     columns = range(min(inputs, kernel.shape[2]))
+    if len(columns) < kernel.shape[2]:
+        left_out = f"input channels 0-{len(columns) - 1} of {kernel.shape[2]}"
+        warnings.warn(f"{layer}: each filter's row shows its {left_out} (inputs="
+                      f"{len(columns)}; --inputs on the command line)", stacklevel=3)
+        title = f"{title}, {left_out}"
     tiles = [kernel[:, :, c, f] for f in shown for c in columns]
     labels = [f"#{f} in {c}" for f in shown for c in columns]
     return image_grid(tiles, titles=labels, cols=len(columns), cmap="RdBu_r", vmin=-scale,
@@ -130,7 +142,7 @@ def _summary(kernel, count, scale, title, fig):
     norms = np.sqrt((kernel ** 2).sum(axis=(0, 1)))  # (in, out)
     by_norm = np.argsort(-norms.sum(axis=0), kind="stable")
     if fig is None:
-        fig = NotebookFigure(figsize=(11, 5), layout="constrained")
+        fig = NotebookFigure(figsize=(WIDEST, 5), layout="constrained")
     left, right = fig.subfigures(1, 2, width_ratios=(1.0, 1.1))
     ax = left.subplots()
     image = ax.imshow(norms[:, by_norm], aspect="auto", cmap="magma", interpolation="nearest")
@@ -146,4 +158,4 @@ def _summary(kernel, count, scale, title, fig):
     right.suptitle("strongest filters at their dominant input channel", fontsize=9)
     if title:
         fig.suptitle(title)
-    return fig
+    return fit_texts(fig)

@@ -2,9 +2,18 @@
 
 import io
 import math
+import re
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.textpath import text_to_path
+
+# The widest figure, in inches: the report's column at the report's dpi (kvis.report.page
+# derives both from its page layout; tests/test_report.py holds them together). Figures wrap
+# their panels into rows to stay within it, so a page never shrinks them.
+WIDEST = 9.0
+# The smallest font of any figure, in points: at the report's dpi it is the caption's size.
+SMALLEST_FONT = 8
 
 
 class NotebookFigure(Figure):
@@ -15,10 +24,142 @@ class NotebookFigure(Figure):
 
 
 def png_bytes(figure, *, dpi=100):
-    """A figure as PNG bytes, cropped to what is drawn (nothing drawn is cut off)."""
+    """A figure as PNG bytes, cropped to what is drawn with a margin of `PNG_MARGIN` inches
+    (nothing drawn is cut off)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=PNG_MARGIN)
     return buffer.getvalue()
+
+
+PNG_MARGIN = 0.05
+
+
+def per_row(count, panel_inches, *, extra=0.0):
+    """How many of `count` panels `panel_inches` wide fit in a row of a figure no wider than
+    `WIDEST` (less `extra` inches for colour bars and labels); at least one."""
+    return max(1, min(count, int((WIDEST - extra) // panel_inches)))
+
+
+def fit_texts(fig):
+    """Wrap the titles, axis labels and legend entries of `fig` (a Figure or SubFigure, and
+    every subfigure and Axes in it) into lines that fit their room, so that none reaches past
+    the figure's edges nor far into a neighbouring panel: the figure's width for its title,
+    an Axes' cell of its grid for the Axes' texts and, where a text is long for its cell,
+    the room its centre leaves to the edges once the figure is laid out. Lines break after
+    spaces, '/', '_' and ',' (inside a word only when nothing else fits).
+
+    Returns:
+        `fig`.
+    """
+    _fit_all(_placed_texts(fig), fig)
+    return fig
+
+
+def fit_axes(ax):
+    """`fit_texts` for one Axes' texts only (a plot that draws on an Axes it is given).
+
+    Returns:
+        The Figure (or SubFigure) of `ax`.
+    """
+    _fit_all(_axes_texts(ax), ax.figure)
+    return ax.figure
+
+
+def _fit_all(placed, fig):
+    """Wrap each `(text, box, inches)` to its cell, then, where one is long for it, to the
+    room its centre leaves in its box once `fig` is laid out."""
+    for text, _, inches in placed:
+        _fit(text, inches)
+    if any(_points(line, text.get_fontproperties()) > 0.5 * 72 * inches
+           for text, _, inches in placed for line in text.get_text().split("\n")):
+        fig.get_figure(root=True).draw_without_rendering()  # lays it out
+        for text, box, inches in placed:
+            _fit(text, min(inches, _room(text, box)))
+
+
+def _placed_texts(fig):
+    """`(text, its figure's box, inches of its cell)` of every title, label and legend entry
+    of `fig` and the subfigures and Axes in it."""
+    placed = [] if not fig._suptitle else [(fig._suptitle, fig.bbox, _inches(fig)[0] - 0.2)]
+    for ax in fig.axes:
+        placed += _axes_texts(ax)
+    for sub in fig.subfigs:
+        placed += _placed_texts(sub)
+    return placed
+
+
+def _axes_texts(ax):
+    spec = ax.get_subplotspec()
+    if spec is None:
+        return []
+    width, height = _cell(spec, *_inches(ax.figure))
+    box = ax.figure.bbox
+    placed = [(text, box, width) for text in (ax.title, ax._left_title, ax._right_title,
+                                              ax.xaxis.label) if text.get_text()]
+    if ax.yaxis.label.get_text():
+        placed.append((ax.yaxis.label, box, height))
+    if ax.get_legend() is not None:
+        placed += [(text, box, width - 0.4) for text in ax.get_legend().get_texts()]
+    return placed
+
+
+def _room(text, box):
+    """Inches a text, kept on its centre, may span without leaving `box` (display units)."""
+    extent = text.get_window_extent()
+    dpi = text.get_figure(root=True).dpi
+    if text.get_rotation() % 180 == 90:
+        centre, low, high = (extent.y0 + extent.y1) / 2, box.y0, box.y1
+    else:
+        centre, low, high = (extent.x0 + extent.x1) / 2, box.x0, box.x1
+    if text.get_horizontalalignment() == "left" and text.get_rotation() % 180 != 90:
+        return (high - extent.x0) / dpi
+    return 2 * max(0.0, min(centre - low, high - centre)) / dpi
+
+
+def wrap_text(text, width, font):
+    """`text` broken into lines no wider than `width` points in `font` (FontProperties)."""
+    return "\n".join(wrapped for line in text.split("\n")
+                     for wrapped in _wrap_line(line, width, font))
+
+
+def _wrap_line(line, width, font):
+    lines, current = [], ""
+    for piece in re.findall(r"[^ /_,]*[ /_,]*", line):
+        if current and _points(current + piece.rstrip(), font) > width:
+            lines.append(current.rstrip())
+            current = ""
+        while not current and len(piece) > 1 and _points(piece.rstrip(), font) > width:
+            cut = max([1] + [i for i in range(1, len(piece))
+                             if _points(piece[:i], font) <= width])
+            lines.append(piece[:cut])
+            piece = piece[cut:]
+        current += piece
+    return lines + [current.rstrip()] if current or not lines else lines
+
+
+def _points(text, font):
+    return text_to_path.get_text_width_height_descent(text, font, ismath=False)[0]
+
+
+def _fit(text, inches):
+    if text is not None and text.get_text() and inches > 0:
+        text.set_text(wrap_text(text.get_text(), 72 * inches * 0.9, text.get_fontproperties()))
+
+
+def _inches(fig):
+    dpi = fig.get_figure(root=True).dpi
+    return fig.bbox.width / dpi, fig.bbox.height / dpi
+
+
+def _cell(spec, width, height):
+    """The (width, height) in inches of the cells of a SubplotSpec in a figure of `width` x
+    `height` inches."""
+    grid = spec.get_gridspec()
+    widths, heights = grid.get_width_ratios(), grid.get_height_ratios()
+    widths = widths if widths is not None else [1] * grid.ncols
+    heights = heights if heights is not None else [1] * grid.nrows
+    return (width * sum(widths[spec.colspan.start:spec.colspan.stop]) / sum(widths),
+            height * sum(heights[spec.rowspan.start:spec.rowspan.stop]) / sum(heights))
 
 
 def displayable(image):
@@ -40,7 +181,8 @@ def image_grid(tiles, *, titles=None, cols=None, cmap="viridis", vmin=None, vmax
         tiles: a sequence of (h, w) or (h, w, 1) arrays (drawn with `cmap`) or (h, w, 3) RGB
             arrays in [0, 1].
         titles: one short string per tile.
-        cols: tiles per row (default: about square).
+        cols: tiles per row (default: about square, as many as fit in `WIDEST`); tiles
+            shrink so that `cols` of them fit.
         cmap, vmin, vmax: colour mapping for 2-D tiles; a shared range keeps tiles comparable.
         title: the figure's title.
         colorbar: add one colour bar for the shared range.
@@ -50,11 +192,13 @@ def image_grid(tiles, *, titles=None, cols=None, cmap="viridis", vmin=None, vmax
         The Figure (or SubFigure) drawn in.
     """
     count = len(tiles)
-    cols = cols or max(1, math.ceil(math.sqrt(count)))
+    extra = 0.8 if colorbar else 0.2
+    cols, tile_inches = _columns(count, cols, tile_inches, extra)
     rows = max(1, math.ceil(count / cols))
     if fig is None:
-        fig = NotebookFigure(figsize=(cols * tile_inches + (0.8 if colorbar else 0.2),
-                              rows * tile_inches + (0.6 if title else 0.2)), layout="constrained")
+        fig = NotebookFigure(figsize=(cols * tile_inches + extra,
+                                      rows * tile_inches + (0.6 if title else 0.2)),
+                             layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     image = None
     for i, ax in enumerate(axes):
@@ -69,7 +213,15 @@ def image_grid(tiles, *, titles=None, cols=None, cmap="viridis", vmin=None, vmax
         fig.colorbar(image, ax=axes.tolist(), shrink=0.6)
     if title:
         fig.suptitle(title)
-    return fig
+    return fit_texts(fig)
+
+
+def _columns(count, cols, tile_inches, extra):
+    """Tiles per row and their size: `cols` (default about square, at most as many as fit)
+    of at most `tile_inches` each, in a figure no wider than `WIDEST`."""
+    cols = cols or min(max(1, math.ceil(math.sqrt(count))),
+                       per_row(count, tile_inches, extra=extra))
+    return cols, min(tile_inches, (WIDEST - extra) / cols)
 
 
 def map_mosaic(tiles, *, titles, cols=None, cmap="viridis", vmin=None, vmax=None, title=None,
@@ -88,7 +240,7 @@ def map_mosaic(tiles, *, titles, cols=None, cmap="viridis", vmin=None, vmax=None
         sits at `mosaic_corners(tiles[0].shape, len(tiles), cols)[i]` and gaps are NaN.
     """
     count = len(tiles)
-    cols = cols or max(1, math.ceil(math.sqrt(count)))
+    cols, tile_inches = _columns(count, cols, tile_inches, 0.8)
     rows = max(1, math.ceil(count / cols))
     height, width = tiles[0].shape
     corners = mosaic_corners((height, width), count, cols)
@@ -108,7 +260,7 @@ def map_mosaic(tiles, *, titles, cols=None, cmap="viridis", vmin=None, vmax=None
     fig.colorbar(image, ax=ax, shrink=0.6)
     if title:
         fig.suptitle(title)
-    return fig
+    return fit_texts(fig)
 
 
 def mosaic_corners(shape, count, cols):

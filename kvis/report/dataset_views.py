@@ -7,6 +7,7 @@ from kvis.dataset.scan import RARE
 from kvis.dataset.sources import skipped_note
 from kvis.dataset.statistics import filter_spectrum, plot_statistics
 from kvis.plot.figures import png_bytes
+from kvis.report.page import FIGURE_DPI
 from kvis.report.parts import Part
 
 
@@ -24,7 +25,8 @@ def top_examples(job):
             f"{layer}: {examples_caption(result)}, over {found.images:,} images "
             f"({found.source}), for the {len(result.channels)} channels with the strongest "
             "activation; each activation's deconvnet projection beside its image patch "
-            "(Zeiler & Fergus 2014, Fig. 2).", png=png_bytes(plot_top_examples(result))))
+            "(Zeiler & Fergus 2014, Fig. 2).",
+            png=png_bytes(plot_top_examples(result), dpi=FIGURE_DPI)))
     return parts, _skipped(found)
 
 
@@ -37,7 +39,7 @@ def statistics(job):
              f"never positive; rare ones are positive at under {RARE:.0%} of positions.",
              table=(("layer", "channels", "dead", "rarely active"), rows)),
         Part("Mean activation, peak and fraction of positions active of every channel.",
-             png=png_bytes(plot_statistics(found)))]
+             png=png_bytes(plot_statistics(found), dpi=FIGURE_DPI))]
     notes = _skipped(found)
     try:
         notes.append(f"First-layer filters: {filter_spectrum(job.model).summary()} (energy "

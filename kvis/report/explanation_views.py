@@ -8,6 +8,7 @@ from kvis.core.anatomy import require_classifier
 from kvis.core.errors import KvisError
 from kvis.core.vocabulary import ATTENTION_METHODS
 from kvis.plot.figures import png_bytes
+from kvis.report.page import FIGURE_DPI
 from kvis.report.parts import Part
 
 _METHOD_NOTES = {
@@ -40,7 +41,8 @@ def attention(job):
         where = f" at {result.layer}" if result.layer else ""
         parts.append(Part(
             f"{method}{where}: {_METHOD_NOTES[method]}; evidence for {result.class_labels[0]} "
-            f"(logit {result.scores[0]:.3g}).", png=png_bytes(plot_attention(result))))
+            f"(logit {result.scores[0]:.3g}).",
+            png=png_bytes(plot_attention(result), dpi=FIGURE_DPI)))
     if not parts:
         raise KvisError("; ".join(notes))
     return parts, notes
@@ -58,4 +60,4 @@ def occlusion(job):
         f"{result.layer} map #{result.channel}, the probability of {result.class_label} and "
         "the most likely class at each position (Zeiler & Fergus 2014, Fig. 7), and the "
         "per-pixel mean probability drop (Captum's sensitivity).",
-        png=png_bytes(plot_occlusion(result)))], []
+        png=png_bytes(plot_occlusion(result), dpi=FIGURE_DPI))], []

@@ -4,6 +4,7 @@ script and nothing fetched, so it opens offline and can be mailed as one file.""
 import base64
 import datetime
 import html
+import math
 import os
 import platform
 from importlib import metadata
@@ -11,24 +12,36 @@ from pathlib import Path
 
 from kvis.core.io import write_atomically
 from kvis.core.vocabulary import RANDOM_WEIGHTS
+from kvis.plot.figures import SMALLEST_FONT
 
-_STYLE = """
-body { font: 15px/1.5 system-ui, sans-serif; color: #1d1d1f; margin: 0; background: #fafafa; }
-header, main { max-width: 1100px; margin: 0 auto; padding: 0 24px; }
-header { padding-top: 24px; }
-h1 { font-size: 26px; margin: 0 0 4px; }
-h2 { font-size: 20px; margin: 40px 0 8px; padding-top: 8px; border-top: 1px solid #ddd; }
-.meta, figcaption, .notes, .timing { color: #555; font-size: 13px; font-weight: normal; }
-.warning { background: #fff4e5; border-left: 4px solid #e8a33d; padding: 6px 12px; }
-nav ol { columns: 2; padding-left: 20px; }
-nav .left-out { color: #888; }
-figure { margin: 16px 0 24px; background: #fff; border: 1px solid #e3e3e3; padding: 12px; }
-figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
-figcaption { margin-top: 8px; }
-.scroll { max-height: 420px; overflow: auto; }
-table { border-collapse: collapse; font-size: 13px; }
-th, td { text-align: left; padding: 2px 12px 2px 0; border-bottom: 1px solid #eee; }
-th { position: sticky; top: 0; background: #fff; }
+# The page's column and its caption's size, in CSS pixels: a figure shown at most this wide
+# is never shrunk, and at FIGURE_DPI its smallest font is the caption's size. Figures are
+# at most kvis.plot.figures.WIDEST inches wide: tests/test_report.py checks that they fit.
+MAIN_PX = 1100
+FIGURE_FRAME_PX = 13  # a figure's border and padding, each side
+COLUMN_PX = MAIN_PX - 2 * FIGURE_FRAME_PX
+CAPTION_PX = 13
+FIGURE_DPI = math.ceil(CAPTION_PX * 72 / SMALLEST_FONT)
+
+_STYLE = f"""
+body {{ font: 15px/1.5 system-ui, sans-serif; color: #1d1d1f; margin: 0; background: #fafafa; }}
+header, main {{ max-width: {MAIN_PX}px; margin: 0 auto; padding: 0 24px; }}
+header {{ padding-top: 24px; }}
+h1 {{ font-size: 26px; margin: 0 0 4px; }}
+h2 {{ font-size: 20px; margin: 40px 0 8px; padding-top: 8px; border-top: 1px solid #ddd; }}
+.meta, figcaption, .notes, .timing {{ color: #555; font-size: {CAPTION_PX}px;
+                                    font-weight: normal; }}
+.warning {{ background: #fff4e5; border-left: 4px solid #e8a33d; padding: 6px 12px; }}
+nav ol {{ columns: 2; padding-left: 20px; }}
+nav .left-out {{ color: #888; }}
+figure {{ margin: 16px 0 24px; background: #fff; border: 1px solid #e3e3e3;
+         padding: {FIGURE_FRAME_PX - 1}px; }}
+figure img {{ max-width: 100%; height: auto; display: block; margin: 0 auto; }}
+figcaption {{ margin-top: 8px; }}
+.scroll {{ max-height: 420px; overflow: auto; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ text-align: left; padding: 2px 12px 2px 0; border-bottom: 1px solid #eee; }}
+th {{ position: sticky; top: 0; background: #fff; }}
 """
 
 

@@ -10,6 +10,7 @@ from kvis.deconv.deconvnet import deconvnet as project
 from kvis.deconv.deconvnet import plot_projections
 from kvis.layers.feature_maps import feature_maps, rank_channels
 from kvis.plot.figures import png_bytes
+from kvis.report.page import FIGURE_DPI
 from kvis.report.parts import Part
 from kvis.synthesis.maximize import maximize_filters, plot_synthesis
 from kvis.synthesis.render import default_settings
@@ -29,12 +30,14 @@ def maximization(job):
             f"{layer}: images that most excite the {len(channels)} filters this image excites "
             f"most ({', '.join(result.units)}), from noise by {steps} steps of gradient ascent "
             "on Fourier-space, colour-decorrelated pixels with jitter, scaling and rotation "
-            "(Olah et al. 2017).", png=png_bytes(plot_synthesis(result))))
+            "(Olah et al. 2017).", png=png_bytes(plot_synthesis(result), dpi=FIGURE_DPI)))
     return parts, []
 
 
 def deconvnet(job):
-    layers = _spread(stage_layers(job.model), 1 if job.fast else 3)
+    # A max-pooling stage keeps its conv layer's peaks: the same channels, values and
+    # projections, so the conv layer stands for it.
+    layers = _spread(_conv_stages(job.model), 1 if job.fast else 3)
     count = 4 if job.fast else 8
     parts, notes = [], []
     for layer in layers:
@@ -50,7 +53,7 @@ def deconvnet(job):
             f"{layer}: the strongest activation of each of its {count} strongest feature maps, "
             f"projected to pixels by {how} (switch unpooling, rectification, transposed "
             "filters; Zeiler & Fergus 2014), beside the image patch under its receptive field.",
-            png=png_bytes(plot_projections(result))))
+            png=png_bytes(plot_projections(result), dpi=FIGURE_DPI)))
     return parts, notes
 
 

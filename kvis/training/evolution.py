@@ -20,7 +20,7 @@ from kvis.core.graph import model_graph
 from kvis.core.io import check_writable, write_atomically
 from kvis.dataset.examples import top_examples
 from kvis.dataset.scan import scan, scan_layers
-from kvis.plot.figures import NotebookFigure, show_image
+from kvis.plot.figures import WIDEST, NotebookFigure, fit_texts, show_image
 
 EPOCHS = (1, 2, 5, 10, 20, 30, 40, 64)
 STATE_FILE = "feature_evolution.npz"
@@ -188,8 +188,9 @@ def plot_evolution(result, *, fig=None, title=None, patches=False):
     if not len(result.epochs):
         raise KvisError("no epoch recorded yet")
     rows = [(path, k) for path in result.layers for k in range(len(result.channels[path]))]
+    tile = min(1.0, (WIDEST - 1.6) / len(result.epochs))
     if fig is None:
-        fig = NotebookFigure(figsize=(1.0 * len(result.epochs) + 1.6, 1.0 * len(rows) + 0.8),
+        fig = NotebookFigure(figsize=(tile * len(result.epochs) + 1.6, tile * len(rows) + 0.8),
                              layout="constrained")
     axes = fig.subplots(len(rows), len(result.epochs), squeeze=False)
     for r, (path, k) in enumerate(rows):
@@ -203,10 +204,10 @@ def plot_evolution(result, *, fig=None, title=None, patches=False):
             if r == 0:
                 ax.set_title(f"epoch {epoch}", fontsize=8)
             if e == 0:
-                ax.set_ylabel(f"{path}\n#{result.channels[path][k]}", fontsize=7)
+                ax.set_ylabel(f"{path}\n#{result.channels[path][k]}", fontsize=8)
     fig.suptitle(title or "strongest activation over the sample, epoch by epoch "
                           "(Zeiler & Fergus 2014, Fig. 4)", fontsize=9)
-    return fig
+    return fit_texts(fig)
 
 
 def _evolution(paths, channels, recorded):
