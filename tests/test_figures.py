@@ -174,3 +174,16 @@ def test_every_figure_fits_the_column_and_keeps_its_fonts(results, name):
 
 def test_every_plot_function_is_drawn_here(results):
     assert sorted(results) == PLOTS
+
+
+def test_text_wraps_at_spaces_slashes_and_commas_but_never_inside_a_number():
+    from matplotlib.font_manager import FontProperties
+
+    from kvis.plot.figures import wrap_text
+
+    font = FontProperties(size=10)
+    text = "activity over 10,000 images of resnet50/conv5_block3_out, and more words"
+    for points in (60, 90, 140, 400):
+        lines = wrap_text(text, points, font).split("\n")
+        assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+        assert not any(line.endswith("10,") for line in lines), lines

@@ -118,14 +118,15 @@ def test_any_objective_and_the_grid_figure(tiny):
                       settings=default_settings(tiny, steps=8), progress=False)
     figure = plot_synthesis(result)
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
-    assert titles[0] == f"#0\nobjective {result.scores[0]:.3g}"
-    assert figure._suptitle.get_text() == "channel(conv2, 2 units)"
-    # The number under each tile says what it measures: a filter's mean activation, a logit.
+    assert titles[0] == f"#0  {result.scores[0]:.3g}"
+    assert " ".join(figure._suptitle.get_text().split()) == (  # as wrapped to fit
+        "channel(conv2, 2 units) (under each image: the unit, and the objective it reaches)")
+    # The title says what the number under each tile measures: a mean activation, a logit.
     filters = dataclasses.replace(result, title="filters of conv2")
     classes = dataclasses.replace(result, units=["a", "b"], title="classes a, b")
-    assert plot_synthesis(filters).axes[1].get_title() == \
-        f"#1\nmean activation {result.scores[1]:.3g}"
-    assert plot_synthesis(classes).axes[0].get_title() == f"a\nlogit {result.scores[0]:.3g}"
+    assert "mean activation it" in plot_synthesis(filters)._suptitle.get_text()
+    assert plot_synthesis(classes).axes[0].get_title() == f"a  {result.scores[0]:.3g}"
+    assert "the logit it" in plot_synthesis(classes)._suptitle.get_text()
     np.testing.assert_allclose(figure.axes[1].images[0].get_array(), result.images[1])
     sub = NotebookFigure().subfigures(1, 2)[0]
     assert plot_synthesis(result, fig=sub, title="mine") is sub and len(sub.axes) == 2

@@ -124,7 +124,8 @@ def wrap_text(text, width, font):
 
 def _wrap_line(line, width, font):
     lines, current = [], ""
-    for piece in re.findall(r"[^ /_,]*[ /_,]*", line):
+    # Break after a space, "/", "_" or a comma, never inside a number such as 10,000.
+    for piece in re.findall(r"(?:[^ /_,]|,(?=\d))*(?:[ /_]|,(?!\d))*", line):
         if current and _points(current + piece.rstrip(), font) > width:
             lines.append(current.rstrip())
             current = ""

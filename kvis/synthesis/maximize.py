@@ -124,8 +124,8 @@ def maximize_classes(model, classes, *, seed=0, batch_size=64, settings=None, si
 
 def plot_synthesis(result, *, cols=None, fig=None, title=None):
     """The synthesized images as a grid, each labelled with its unit and the objective's
-    value on its final image ("mean activation 3.2" for a filter, "logit 7.1" for a class,
-    "objective 0.8" for any other objective).
+    value on its final image; the title says once what that value is ("mean activation" for
+    a filter, "logit" for a class, "objective" for any other objective).
 
     Args:
         result: a `Synthesis`.
@@ -136,11 +136,11 @@ def plot_synthesis(result, *, cols=None, fig=None, title=None):
     Returns:
         A Figure.
     """
-    measure = _measure(result.title)
-    labels = [f"{unit}\n{measure} {score:.3g}" for unit, score in zip(result.units,
-                                                                      result.scores)]
+    labels = [f"{unit}  {score:.3g}" for unit, score in zip(result.units, result.scores)]
+    heading = (f"{title or result.title}\n(under each image: the unit, and the "
+               f"{_measure(result.title)} it reaches)")
     return image_grid(list(result.images), titles=labels, cols=cols, cmap="gray", vmin=0, vmax=1,
-                      title=title or result.title, tile_inches=1.4, fig=fig)
+                      title=heading, tile_inches=1.4, fig=fig)
 
 
 def _measure(title):
