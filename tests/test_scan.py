@@ -45,23 +45,28 @@ def test_memory_does_not_grow_with_the_dataset(tiny, data):
     assert small.top["conv2"].values.shape == large.top["conv2"].values.shape == (6, 4)
 
 
+def _interrupt_after(batches, monkeypatch):
+    """Make the next scan stop with Ctrl-C after merging `batches` batches."""
+    real, calls = dataset_scan._merge_batch, []
+
+    def interrupted(state, batch, outputs):
+        calls.append(1)
+        if len(calls) > batches:
+            raise KeyboardInterrupt
+        return real(state, batch, outputs)
+
+    monkeypatch.setattr(dataset_scan, "_merge_batch", interrupted)
+
+
 def test_a_killed_scan_resumes_to_exactly_the_uninterrupted_result(tiny, data, tmp_path,
                                                                    monkeypatch):
     whole = scan(tiny, data, ["conv1", "conv2"], count=5, strongest="positions", batch_size=4,
                  progress=False)
-    real, calls = dataset_scan._merge_batch, []
-
-    def dies_after_six_batches(state, batch, outputs):
-        calls.append(1)
-        if len(calls) > 6:
-            raise KeyboardInterrupt
-        return real(state, batch, outputs)
-
-    monkeypatch.setattr(dataset_scan, "_merge_batch", dies_after_six_batches)
+    _interrupt_after(6, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         scan(tiny, data, ["conv1", "conv2"], count=5, strongest="positions", batch_size=4,
              checkpoint=tmp_path / "s.npz", every=2, progress=False)
-    monkeypatch.setattr(dataset_scan, "_merge_batch", real)
+    monkeypatch.undo()
     resumed = scan(tiny, data, ["conv1", "conv2"], count=5, strongest="positions", batch_size=4,
                    checkpoint=tmp_path / "s.npz", every=2, resume=True, progress=False)
     assert resumed.images == whole.images == 37 and resumed.batches == whole.batches
@@ -150,15 +155,7 @@ def test_distinct_images_never_repeat_where_positions_do(tiny):
 def test_a_resumed_scan_of_distinct_images_equals_the_uninterrupted_one(tiny, data, tmp_path,
                                                                        monkeypatch):
     whole = scan(tiny, data, "conv2", count=5, batch_size=4, progress=False)
-    real, calls = dataset_scan._merge_batch, []
-
-    def interrupted_after_three_batches(state, batch, outputs):
-        calls.append(1)
-        if len(calls) > 3:
-            raise KeyboardInterrupt
-        return real(state, batch, outputs)
-
-    monkeypatch.setattr(dataset_scan, "_merge_batch", interrupted_after_three_batches)
+    _interrupt_after(3, monkeypatch)
     with pytest.raises(KeyboardInterrupt):  # every=50: only the interruption saves
         scan(tiny, data, "conv2", count=5, batch_size=4, checkpoint=tmp_path / "s.npz",
              progress=False)
