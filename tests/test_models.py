@@ -234,3 +234,11 @@ def test_a_plain_custom_cnn_is_refused_with_one_line():
     with pytest.raises(KvisError, match=r"^cannot tell how model 'tiny' .*--preprocess") as error:
         preprocessing_for(tiny_cnn())
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.integration
+def test_a_recognised_imagenet_family_with_1000_outputs_names_imagenet_classes():
+    model = keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3))
+    assert class_names(model)[1] == "goldfish" and preprocessing_for(model).name == "tf"
+    efficient = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3))
+    assert class_names(efficient) is None  # rescales itself: raw pixels, nothing more known
