@@ -161,3 +161,84 @@ def test_an_h5_model_file_still_loads(tmp_path):
     model.save(path)
     loaded = load_model(str(path), preprocessing="unit")
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+
+
+# (constructor, its module's preprocess_input, the smallest input it builds at, family kvis names)
+APPLICATION_FAMILIES = {
+    "VGG16": ("vgg16", 32, "VGG"), "VGG19": ("vgg19", 32, "VGG"),
+    "ResNet50": ("resnet", 32, "ResNet"), "ResNet101": ("resnet", 32, "ResNet"),
+    "ResNet152": ("resnet", 32, "ResNet"), "ResNet50V2": ("resnet_v2", 32, "ResNetV2"),
+    "ResNet101V2": ("resnet_v2", 32, "ResNetV2"), "ResNet152V2": ("resnet_v2", 32, "ResNetV2"),
+    "InceptionV3": ("inception_v3", 75, "InceptionV3"),
+    "InceptionResNetV2": ("inception_resnet_v2", 75, "InceptionResNetV2"),
+    "Xception": ("xception", 71, "Xception"), "MobileNet": ("mobilenet", 32, "MobileNet"),
+    "MobileNetV2": ("mobilenet_v2", 32, "MobileNetV2"),
+    "MobileNetV3Small": ("mobilenet_v3", 32, None), "MobileNetV3Large": ("mobilenet_v3", 32, None),
+    "DenseNet121": ("densenet", 32, "DenseNet"), "NASNetMobile": ("nasnet", 32, "NASNet"),
+    "EfficientNetB0": ("efficientnet", 32, None), "EfficientNetV2B0": ("efficientnet_v2", 32, None),
+    "ConvNeXtTiny": ("convnext", 32, None),
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", list(APPLICATION_FAMILIES))
+def test_every_application_is_preprocessed_as_its_own_preprocess_input(name):
+    from kvis.core.architectures import RESCALES_ITSELF, recognise
+    from kvis.core.graph import model_graph
+
+    module, size, family = APPLICATION_FAMILIES[name]
+    model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3),
+                                              classes=10)
+    finetuned = keras.Sequential([keras.Input((size, size, 3)), model,
+                                  keras.layers.Dense(2, name="head")])
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 5, 5, 3)).astype(np.uint8)
+    expected = getattr(keras.applications, module).preprocess_input(pixels.astype(np.float32))
+    for net in (model, finetuned):  # alone, and nested as the base of a fine-tuned model
+        found = recognise(model_graph(net))
+        assert (found.name if found is not RESCALES_ITSELF else None) == family
+        np.testing.assert_allclose(preprocessing_for(net)(pixels), expected, rtol=1e-6,
+                                   atol=1e-5)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["MobileNetV2", "VGG16"])
+def test_a_model_that_calls_preprocess_input_itself_takes_raw_pixels(name):
+    module = {"MobileNetV2": "mobilenet_v2", "VGG16": "vgg16"}[name]
+    base = getattr(keras.applications, name)(include_top=False, weights=None,
+                                             input_shape=(32, 32, 3))
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.RandomFlip()(inputs)  # the transfer-learning tutorial's model
+    x = getattr(keras.applications, module).preprocess_input(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(base(x)))
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    expected = base(getattr(keras.applications, module).preprocess_input(
+        pixels.astype(np.float32))).numpy().mean(axis=(1, 2))
+    got = model(preprocessing_for(model)(pixels), training=False)  # no random flip
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_names_alone_do_not_make_an_application():
+    # ResNet50's layer names on a model that is not a ResNet (kvis once said caffe here)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(64, 7, strides=2, name="conv1_conv")(inputs)
+    x = keras.layers.Conv2D(8, 3, name="conv5_block3_3_conv")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="impostor")
+    with pytest.raises(KvisError, match=r"^cannot tell how model 'impostor' expects its pixels: "
+                                        r".*--preprocess NAME"):
+        preprocessing_for(model)
+
+
+def test_a_plain_custom_cnn_is_refused_with_one_line():
+    from conftest import tiny_cnn
+
+    with pytest.raises(KvisError, match=r"^cannot tell how model 'tiny' .*--preprocess") as error:
+        preprocessing_for(tiny_cnn())
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.integration
+def test_a_recognised_imagenet_family_with_1000_outputs_names_imagenet_classes():
+    model = keras.applications.MobileNet(weights=None, input_shape=(32, 32, 3))
+    assert class_names(model)[1] == "goldfish" and preprocessing_for(model).name == "tf"
+    efficient = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3))
+    assert class_names(efficient) is None  # rescales itself: raw pixels, nothing more known

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from kvis.core.preprocessing import PREPROCESSING
+from kvis.core.preprocessing import AFFINE_HELP, PREPROCESSING
 from kvis.core.vocabulary import IMAGE_SUFFIXES, MODEL_NAMES, MODEL_SUFFIXES, SCORES
 
 # Click 8.2+ raises a usage error whose message is the help of a group run bare (`kvis`);
@@ -132,6 +132,22 @@ class DataSpec(click.ParamType):
                   param, ctx)
 
 
+class PreprocessSpec(click.ParamType):
+    """--preprocess: a preset name or an `affine:...` spelling, checked before TensorFlow
+    starts (the channels, once the model is loaded)."""
+
+    name = "preprocessing"
+
+    def convert(self, value, param, ctx):
+        from kvis.core.errors import KvisError
+        from kvis.core.preprocessing import parse
+
+        try:
+            return parse(value).name
+        except KvisError as error:
+            self.fail(str(error), param, ctx)
+
+
 class FigureFile(click.ParamType):
     """--out: a figure file, as a Path. Its suffix is checked as it is parsed; whether kvis can
     write it, once every option is parsed (by the command, before TensorFlow starts)."""
@@ -165,9 +181,10 @@ def model_options(command):
 def network_options(command):
     """--weights, --labels and --preprocess, for a command whose MODEL argument is its own."""
     command = click.option(
-        "--preprocess", type=click.Choice(list(PREPROCESSING)),
-        help="How pixels become model input (default: recognised from the model; kvis stops "
-             "and asks when it cannot tell).")(command)
+        "--preprocess", type=PreprocessSpec(),
+        help=f"How pixels become model input: {', '.join(PREPROCESSING)}, or {AFFINE_HELP} "
+             "(default: recognised from the model; kvis stops and asks when it cannot "
+             "tell).")(command)
     command = click.option(
         "--labels", type=click.Path(exists=True),
         help="Class names: a file (one per line, or JSON), or a dataset folder with one "

@@ -4,7 +4,8 @@ pixels, settled once per model and read by every technique.
 What is known about a model is kept beside it (a weak registry: the model object is not
 changed): given by the user (`load_model(..., class_names=, preprocessing=)`,
 `configure_model`), read from a labels file next to a model file, or recognised from the
-architecture (VGG16, VGG19, ResNet50, kvis's demo model, a model that rescales its own input).
+architecture (the keras.applications families of `kvis.core.architectures`, kvis's demo model,
+a model that rescales its own input).
 """
 
 import dataclasses
@@ -21,9 +22,10 @@ import keras
 import numpy as np
 
 from kvis.core import demo
+from kvis.core.architectures import RESCALES_ITSELF, recognise
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
-from kvis.core.preprocessing import PREPROCESSING, preset
+from kvis.core.preprocessing import PREPROCESSING, parse
 from kvis.core.vocabulary import MODEL_NAMES, MODEL_SUFFIXES, RANDOM_WEIGHTS
 
 APPLICATIONS = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}
@@ -70,8 +72,9 @@ def load_model(spec, *, weights="imagenet", class_names=None, preprocessing=None
             line, or JSON: a list, or `{"0": "name", ...}`). Default: the labels file beside a
             model file, `simpsons.keras` -> `simpsons.labels.txt` or `simpsons.labels.json`,
             else the names kvis knows (ImageNet, Fashion-MNIST).
-        preprocessing: how pixels become model input, a name from
-            `kvis.core.preprocessing.PREPROCESSING`; default: recognised from the architecture.
+        preprocessing: how pixels become model input: a name from
+            `kvis.core.preprocessing.PREPROCESSING` or a custom map (see `configure_model`);
+            default: recognised from the architecture.
 
     Returns:
         The `keras.Model`, uncompiled.
@@ -104,14 +107,18 @@ def configure_model(model, *, class_names=None, preprocessing=None):
     Args:
         model: a Keras model (not changed: kvis keeps the facts beside it).
         class_names: a name per output class, or the path of a labels file (see `load_model`).
-        preprocessing: a preprocessing name (see `kvis.core.preprocessing.PREPROCESSING`).
+        preprocessing: a preset name (see `kvis.core.preprocessing.PREPROCESSING`), a custom
+            map (`kvis.core.preprocessing.affine(mean=127, std=128)`, its spelling
+            `"affine:mean=127,std=128"`, or a dict `{"mean": 127, "std": 128}`).
 
     Returns:
         The model, for chaining.
 
     Raises:
-        KvisError: a preprocessing name kvis does not know, a labels file that is missing or
-            malformed, or a number of names that differs from the model's outputs.
+        KvisError: a preprocessing kvis does not know or refuses (an unknown key, a zero
+            std, means or stds for another number of channels than the model's), a labels
+            file that is missing or malformed, or a number of names that differs from the
+            model's outputs.
 
     Example:
         >>> kvis.configure_model(model, class_names=["bart", "homer"], preprocessing="tf")
@@ -125,11 +132,23 @@ def configure_model(model, *, class_names=None, preprocessing=None):
         if len(class_names) != outputs:
             raise KvisError(f"{len(class_names)} class names given for model {model.name!r} with "
                             f"{outputs} outputs")
+    if preprocessing is not None:
+        preprocessing = _fitting(model, parse(preprocessing))
     with _lock:
         _known[model] = dataclasses.replace(
             info, class_names=info.class_names if class_names is None else class_names,
-            preprocessing=info.preprocessing if preprocessing is None else preset(preprocessing))
+            preprocessing=info.preprocessing if preprocessing is None else preprocessing)
     return model
+
+
+def _fitting(model, preprocessing):
+    """`preprocessing`, checked against the model's channels."""
+    channels = model.input_shape[-1]
+    if preprocessing.channels not in (1, channels):
+        raise KvisError(f"preprocessing {preprocessing.name!r} is written for "
+                        f"{preprocessing.channels} channels; model {model.name!r} takes "
+                        f"{channels}")
+    return preprocessing
 
 
 def model_info(model):
@@ -350,31 +369,30 @@ def _label_text(value):
 
 
 def _recognise(model):
-    """What the architecture says: ImageNet models, the demo model, a model that rescales
-    its own input. Names alone are not enough: the first kernels must match too."""
+    """What the architecture says (`kvis.core.architectures`): the keras.applications
+    families, a model that rescales its own input, and the demo model. Names alone are not
+    enough: the layers' kinds and kernels must match too."""
     channels = model.input_shape[-1]
     gray = np.full(channels, 127.5, np.float32)
     graph = model_graph(model)
-    if _rescales_itself(graph):
+    family = recognise(graph)
+    if family is RESCALES_ITSELF:
         return ModelInfo(PREPROCESSING["none"], None, gray)
     outputs = model.output_shape[-1] if len(model.output_shape) == 2 else None
-    kernels = {path.rsplit("/", 1)[-1]: tuple(node.layer.kernel.shape)
-               for path, node in graph.nodes.items() if isinstance(node.layer, keras.layers.Conv2D)}
-    if kernels.get("block1_conv1") == (3, 3, 3, 64) and "block5_conv3" in kernels or \
-            kernels.get("conv1_conv") == (7, 7, 3, 64) and "conv5_block3_3_conv" in kernels:
+    if family is not None:
         names = tuple(imagenet_class_names()) if outputs == 1000 else None
-        return ModelInfo(PREPROCESSING["caffe"], names, np.float32(IMAGENET_MEAN))
-    if kernels.get("block1_conv1") == (3, 3, 1, 32) and model.input_shape[1:] == demo.INPUT_SHAPE \
-            and "kvis_demo" in [model.name, *(layer.name for layer in model.layers)]:
+        return ModelInfo(PREPROCESSING[family.preprocessing], names, np.float32(IMAGENET_MEAN))
+    if _is_demo(model, graph):
         names = demo.CLASS_NAMES if outputs == len(demo.CLASS_NAMES) else None
         return ModelInfo(PREPROCESSING["unit"], names, np.float32(FASHION_MNIST_MEAN))
     return ModelInfo(None, None, gray)
 
 
-def _rescales_itself(graph):
-    """Whether the first layer after the input is a Rescaling or Normalization layer."""
-    first = next((node for node in graph.nodes.values()
-                  if not node.is_container and not isinstance(node.layer, keras.layers.InputLayer)),
-                 None)
-    return first is not None and isinstance(first.layer, (keras.layers.Rescaling,
-                                                          keras.layers.Normalization))
+def _is_demo(model, graph):
+    """kvis's demo model: its name, input shape and first kernel."""
+    first = next((node.layer for node in graph.nodes.values()
+                  if isinstance(node.layer, keras.layers.Conv2D)), None)
+    return (first is not None and first.name == "block1_conv1"
+            and tuple(first.kernel.shape) == (3, 3, 1, 32)
+            and model.input_shape[1:] == demo.INPUT_SHAPE
+            and "kvis_demo" in [model.name, *(layer.name for layer in model.layers)])
