@@ -92,6 +92,8 @@ BEFORE_TENSORFLOW = [
      "2.0 is not in the range 0<=x<=1"),
     (["demo-images", "shipped", "--count", "41"], "41 is not in the range 1<=x<=40"),
     (["demo-images", "shipped", "--count", "0"], "0 is not in the range 1<=x<=40"),
+    (["features", "demo", "{in}/boot.png", "--layer", "block1_conv1", "--preprocess",
+      "affine:mean=1,std=0", "--out", "m.png"], "std"),
 ]
 
 # Found once the model is loaded, 7 to 12 s each on two cores:
