@@ -138,16 +138,28 @@ def _conv(layer, signal, inputs):
         return [_depthwise_down(signal, kernel, inp, layer)]
     shape = tf.concat([tf.shape(inp)[:-1], [kernel.shape[2]]], 0)
     parts = [tf.nn.conv2d_transpose(part, weights, shape, (1, *layer.strides, 1),
-                                    layer.padding.upper(), dilations=(1, *layer.dilation_rate, 1))
+                                    layer.padding.upper())
              for part, weights in zip(tf.split(signal, groups, -1),
-                                      tf.split(kernel, groups, -1))]
+                                      tf.split(_dilated(kernel, layer.dilation_rate), groups, -1))]
     return [tf.concat(parts, -1)]
 
 
 def _depthwise_down(signal, kernel, inp, layer):
     return tf.nn.depthwise_conv2d_backprop_input(
-        tf.shape(inp), kernel, signal, (1, *layer.strides, 1), layer.padding.upper(),
-        dilations=(1, *layer.dilation_rate, 1))
+        tf.shape(inp), _dilated(kernel, layer.dilation_rate), signal, (1, *layer.strides, 1),
+        layer.padding.upper())
+
+
+def _dilated(kernel, rates):
+    """A kernel (kh, kw, ...) spread out by `rates`, zeros between its taps: a dilated
+    convolution is the convolution with it (TensorFlow's CPU transposes take no dilation)."""
+    for axis, rate in enumerate(rates):
+        if rate > 1:
+            size = kernel.shape[axis]
+            spread = tf.stack([kernel] + [tf.zeros_like(kernel)] * (rate - 1), axis + 1)
+            shape = (*kernel.shape[:axis], size * rate, *kernel.shape[axis + 1:])
+            kernel = tf.gather(tf.reshape(spread, shape), tf.range((size - 1) * rate + 1), axis=axis)
+    return kernel
 
 
 def _separable(layer, signal, inputs):
