@@ -158,7 +158,8 @@ def _dilated(kernel, rates):
             size = kernel.shape[axis]
             spread = tf.stack([kernel] + [tf.zeros_like(kernel)] * (rate - 1), axis + 1)
             shape = (*kernel.shape[:axis], size * rate, *kernel.shape[axis + 1:])
-            kernel = tf.gather(tf.reshape(spread, shape), tf.range((size - 1) * rate + 1), axis=axis)
+            kernel = tf.gather(tf.reshape(spread, shape), tf.range((size - 1) * rate + 1),
+                               axis=axis)
     return kernel
 
 
