@@ -58,22 +58,25 @@ def run(graph, x, paths, rule="gradient"):
     return {path: values[id(graph.nodes[path].output)] for path in paths}
 
 
-def forward_values(graph, x, rule=None):
+def forward_values(graph, x, rule=None, *, until=None):
     """Every tensor of a replayed graph on input `x`: `{id(symbolic tensor): value}`.
 
     Args:
         graph: a `kvis.core.graph.Graph`.
         x: a tensor of model input.
         rule: a `Rule` (`relu_following`) for the backward pass; None runs the model's own.
+        until: a layer path: stop after it (the nodes after it in topological order do not
+            feed it); None runs the whole graph.
     """
     values = {id(graph.input): x}
-    for node in graph.nodes.values():
-        if node.is_container:
-            continue
-        args, kwargs = keras.tree.map_structure(
-            lambda t: values[id(t)] if isinstance(t, keras.KerasTensor) else t,
-            (node.args, node.kwargs))
-        values[id(node.output)] = _call(node.layer, args, kwargs, rule)
+    for path, node in graph.nodes.items():
+        if not node.is_container:
+            args, kwargs = keras.tree.map_structure(
+                lambda t: values[id(t)] if isinstance(t, keras.KerasTensor) else t,
+                (node.args, node.kwargs))
+            values[id(node.output)] = _call(node.layer, args, kwargs, rule)
+        if path == until:
+            break
     return values
 
 
@@ -118,7 +121,7 @@ def _layer_step(model, path, rule):
     def step(batch, weights):
         with tf.GradientTape() as tape:
             tape.watch(batch)
-            values = forward_values(graph, batch, backward)[id(output)]
+            values = forward_values(graph, batch, backward, until=path)[id(output)]
             scores = tf.reduce_sum(tf.reshape(values * weights, (tf.shape(batch)[0], -1)), 1)
             total = tf.reduce_sum(scores)
         return tape.gradient(total, batch), scores

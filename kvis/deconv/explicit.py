@@ -60,7 +60,7 @@ def _explicit_pass(model, path, before_activation, guided):
 
 def _projection(graph, order, end, x, signal, before_activation, guided):
     """The signal at the input, from `signal` at the output of `order[end]`."""
-    values = forward_values(graph, x)
+    values = forward_values(graph, x, until=order[end].path)
     signals = {id(order[end].output): signal}
     for position in range(end, -1, -1):
         node = order[position]
