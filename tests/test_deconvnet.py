@@ -117,13 +117,21 @@ def demo_model():
     return load_model("demo")
 
 
+class Doubler(keras.layers.Layer):
+    """A user's custom layer: the deconvnet has no rule for it."""
+
+    def call(self, x):
+        return 2 * x
+
+
 def test_unsupported_layers_and_bad_starts_are_named():
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
-    x = keras.layers.UpSampling2D(name="up")(x)
+    x = Doubler(name="double")(x)
     model = keras.Model(inputs, keras.layers.Conv2D(1, 1, name="top")(x))
     image = np.ones((1, 8, 8, 1), np.float32)
-    with pytest.raises(KvisError, match=r"cannot pass through layer 'up' \(UpSampling2D\)"):
+    with pytest.raises(KvisError, match=r"^the deconvnet has no rule for layer 'double' "
+                                        r"\(Doubler\); method='gradient' works for any graph$"):
         deconvnet(model, image, "top")
     assert np.abs(deconvnet(model, image, "top", method="gradient").signals).max() > 0
     with pytest.raises(KvisError, match="filter index 2 is out of range"):
@@ -205,3 +213,51 @@ def test_a_nested_base_projects_from_its_own_path_as_from_its_last_layer():
     inner = deconvnet(model, x, "base/conv2", count=3, progress=False)
     assert np.abs(inner.signals).max() > 0
     np.testing.assert_allclose(outer.signals, inner.signals, rtol=1e-5, atol=1e-7)
+
+
+# keras.applications graphs (random weights, the smallest input each allows), from a layer
+# whose projection crosses the layer kinds named.
+APPLICATIONS = [
+    ("MobileNetV2", 32, "block_2_add", False),  # ReLU6, DepthwiseConv2D, ZeroPadding2D, Add
+    ("Xception", 71, "block4_sepconv1_act", False),  # SeparableConv2D, MaxPooling2D, Add
+    ("DenseNet121", 32, "pool2_pool", True),  # Concatenate, AveragePooling2D, MaxPooling2D
+    ("InceptionV3", 75, "mixed1", False),  # Concatenate, AveragePooling2D
+    ("InceptionResNetV2", 75, "block35_1_ac", True),  # CustomScaleLayer: x + scale * y
+    ("EfficientNetB0", 32, "block2b_add", True),  # swish, squeeze-excitation, Rescaling
+    ("MobileNetV3Small", 32, "expanded_conv_3_project_bn", False),  # hard_silu, SE, ops nodes
+    ("ConvNeXtTiny", 32, "convnext_tiny_stage_1_block_0_depthwise_conv", True),  # GELU, LN
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name, size, layer, guided", APPLICATIONS,
+                         ids=[spec[0] for spec in APPLICATIONS])
+def test_explicit_equals_gradient_on_keras_applications(name, size, layer, guided):
+    from kvis.core.backward_rules import layer_gradients
+    from kvis.deconv.explicit import explicit_deconvnet
+
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3),
+                                              classes=10)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (1, size, size, 3)).astype(np.float32)
+    signal = rng.normal(0, 1, (1, *model.get_layer(layer).output.shape[1:])).astype(np.float32)
+    explicit = explicit_deconvnet(model, x, layer, signal, guided=guided, progress=False)
+    gradient = layer_gradients(model, x, layer, signal, rule="guided" if guided else "deconvnet",
+                               progress=False)[0]
+    scale = np.abs(gradient).max()
+    assert scale > 0
+    np.testing.assert_allclose(explicit, gradient, atol=1e-5 * scale)
+
+
+@pytest.mark.integration
+def test_explicit_equals_gradient_from_a_class_of_mobilenet_v3():
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3),
+                                                classes=10)
+    x = np.random.default_rng(0).normal(0, 1, (1, 32, 32, 3)).astype(np.float32)
+    explicit = deconvnet(model, x, classes=[3], progress=False).signals
+    gradient = deconvnet(model, x, classes=[3], method="gradient", progress=False).signals
+    scale = np.abs(gradient).max()
+    assert scale > 0
+    np.testing.assert_allclose(explicit, gradient, atol=1e-5 * scale)
