@@ -197,7 +197,7 @@ def test_maximize_filters_and_classes(tmp_path):
     result = run("maximize", "demo", "--class", "0-1,bag", "--steps", "16", "--param", "pixel",
                  "--out", tmp_path / "c.png")
     assert result.exit_code == 0, result.output
-    names = [line.split(": logit ")[0] for line in result.output.splitlines()[:3]]
+    names = [line.split(": logit ")[0] for line in result.stdout.splitlines()[:3]]
     assert names == ["t-shirt/top", "trouser", "bag"]
 
 
@@ -205,7 +205,7 @@ def test_invert_prints_the_errors(tmp_path, boot):
     result = run("invert", "demo", boot, "--layers", "block1_conv1,fc1", "--steps", "50",
                  "--out", tmp_path / "inv.png")
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()  # progress goes to stderr
     assert lines[0].startswith("block1_conv1: representation error ")
     assert lines[1].startswith("fc1: representation error ")
     _read(tmp_path / "inv.png")
@@ -293,7 +293,7 @@ def test_sanity_prints_one_row_per_method(tmp_path, boot):
     result = run("sanity", "demo", boot, "--methods", "saliency,grad-cam", "--score",
                  "probability", "--layers", "fc1,block1_conv1", "--out", tmp_path / "s.png")
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()  # progress goes to stderr
     assert "(ankle boot, probability)" in lines[0]
     assert lines[1].split() == ["randomized", "down", "to", "saliency", "grad-cam"]
     rows = [line.split() for line in lines[2:] if line.startswith("  ")]
@@ -325,13 +325,13 @@ def test_occlusion_maps_and_reports_the_drop(tmp_path, boot):
     result = run("occlusion", "demo", boot, "--size", "6", "--stride", "4",
                  "--out", tmp_path / "o.png")
     assert result.exit_code == 0, result.output
-    line = result.output.splitlines()[0]
+    line = result.stdout.splitlines()[0]
     assert line.startswith("unoccluded: block3_conv1 #") and "p(ankle boot) 1.0000" in line
     _read(tmp_path / "o.png")
     result = run("occlusion", "demo", boot, "--size", "6", "--stride", "4", "--score", "logit",
                  "--class", "sandal", "--fill", "0", "--out", tmp_path / "o.png")
     assert result.exit_code == 0, result.output
-    assert "logit(sandal)" in result.output.splitlines()[0]
+    assert "logit(sandal)" in result.stdout.splitlines()[0]
     result = run("occlusion", "demo", boot, "--size", "40", "--out", tmp_path / "o.png")
     assert result.exit_code == 1
     assert "occluder size 40 does not fit the 28x28 image" in result.output
@@ -366,7 +366,7 @@ def test_invariance_curves_through_the_cli(tmp_path, boot):
     result = run("invariance", "demo", boot, boot.parent / "0_bag.png", "--transform", "scale",
                  "--out", tmp_path / "i.png")
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0] == "scale values: 1 1.1 1.2 1.3 1.4 1.5 1.6 1.7 1.8"
+    assert result.stdout.splitlines()[0] == "scale values: 1 1.1 1.2 1.3 1.4 1.5 1.6 1.7 1.8"
     assert result.output.splitlines()[1].startswith("0_ankle_boot.png: probability of ankle "
                                                     "boot from ")
     _read(tmp_path / "i.png")
@@ -530,7 +530,7 @@ def test_attention_saves_the_maps_of_several_methods_as_the_api_computes_them(tm
                  "--layer", "block2_conv2", "--sign", "all", "--save-maps", tmp_path / "m.npz",
                  "--out", tmp_path / "m.png")
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[:2] == [
+    assert result.stdout.splitlines()[:2] == [
         line.format(result.output.split("(logit ")[1].split(")")[0]) for line in
         ["0_ankle_boot.png: bag (logit {}): grad-cam at block2_conv2",
          "0_ankle_boot.png: bag (logit {}): saliency"]]
