@@ -5,10 +5,15 @@ A cell passes when the technique runs without error and returns finite numbers o
 promises. tests/test_compatibility.py runs the same cells and checks that the README shows this
 script's table.
 
-Usage: python scripts/compatibility.py [--only NAME,...] [--readme README.md]
+Usage: python scripts/compatibility.py [--only NAME,...] [--record docs/compatibility.json]
+       [--readme README.md]
+
+--record keeps each cell's result (None, or why it failed) per architecture, merged into what
+the file already holds, so rows can be run a few at a time; --readme redraws the table from it.
 """
 
 import argparse
+import json
 import re
 import tempfile
 import time
@@ -247,7 +252,8 @@ def replace_table(readme, table):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated architectures (default: all)")
-    parser.add_argument("--readme", type=Path, help="write the table into this README")
+    parser.add_argument("--record", type=Path, help="keep the results in this JSON file")
+    parser.add_argument("--readme", type=Path, help="draw the recorded table into this README")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(ARCHITECTURES)
     rows = {}
@@ -261,9 +267,21 @@ def main():
                       rows[name].items(), key=lambda item: -item[1][1])[:5]), flush=True)
         for technique, why in failed.items():
             print(f"  {technique}: {why}", flush=True)
-    print(markdown(rows))
+        if args.record:
+            _record(args.record, name, rows[name])
     if args.readme:
-        Path(args.readme).write_text(replace_table(args.readme, markdown(rows)), encoding="utf-8")
+        recorded = json.loads(args.record.read_text(encoding="utf-8"))
+        table = markdown({name: {t: (why, 0) for t, why in recorded[name].items()}
+                          for name in ARCHITECTURES if name in recorded})
+        Path(args.readme).write_text(replace_table(args.readme, table), encoding="utf-8")
+
+
+def _record(path, name, cells):
+    """Add one row to the JSON record, rows kept in the order of `ARCHITECTURES`."""
+    recorded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    recorded[name] = {technique: why for technique, (why, _) in cells.items()}
+    ordered = {n: recorded[n] for n in ARCHITECTURES if n in recorded}
+    path.write_text(json.dumps(ordered, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
