@@ -1,4 +1,4 @@
-from conftest import nested_sequential, tiny_base
+from conftest import nested_sequential, ops_model, tiny_base
 
 from kvis.layers.inventory import format_layer_table, layer_table
 from kvis.layers.receptive_fields import ReceptiveField
@@ -26,3 +26,15 @@ def test_table_text_is_aligned(tiny):
     assert lines[3].split() == ["conv2", "Conv2D", "(None,", "6,", "6,", "6)", "222", "8x8",
                                 "2x2", "2.5,2.5"]
     assert len({line.index("Conv2D") for line in lines if "Conv2D" in line}) == 1
+
+
+def test_operation_nodes_are_rows_without_weights():
+    model = ops_model()
+    rows = layer_table(model)
+    assert sum(row.params for row in rows) == model.count_params()
+    ops = [row for row in rows if row.type.endswith(" (op)")]
+    assert {row.type for row in ops} == {"Add (op)", "Multiply (op)", "Mean (op)",
+                                          "Sigmoid (op)"}
+    assert all(row.params == 0 for row in ops)
+    assert {row.path: row.params for row in rows}["separable"] == 5 * 5 * 4 + 4 * 4 + 4
+    assert format_layer_table(rows).count("(op)") == len(ops)
