@@ -113,6 +113,31 @@ def resnet50():
     return keras.applications.ResNet50(weights=None)
 
 
+def small_application(name, size=32):
+    """A keras.applications model with random weights at a small input and 10 classes."""
+    keras.utils.set_random_seed(0)
+    return getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3),
+                                             classes=10)
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v3_small():
+    """Operation nodes (x + 3, x * (1/6): hard-swish) and squeeze-excitation gates."""
+    return small_application("MobileNetV3Small")
+
+
+@pytest.fixture(scope="session")
+def convnext_tiny():
+    """Operation nodes (the residual `x + y`), LayerScale, LayerNormalization, nested stems."""
+    return small_application("ConvNeXtTiny")
+
+
+@pytest.fixture(scope="session")
+def efficientnet_b0():
+    """Squeeze-excitation gates through global pooling and Reshape to (1, 1, c)."""
+    return small_application("EfficientNetB0")
+
+
 def ops_model(stop_gate=False):
     """16x16 RGB through operation nodes that are not layers (`x + y`, `x * 0.5`, a mean over
     rows and columns as a squeeze-excitation gate), a DepthwiseConv2D, a SeparableConv2D and a

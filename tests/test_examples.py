@@ -146,3 +146,23 @@ def test_a_layer_without_a_known_field_shows_whole_images():
     for i, channel in enumerate(result.channels):
         np.testing.assert_array_equal(result.patches[i, 0],
                                       pixels[found.top["after"].images[channel, 0]])
+
+
+@pytest.mark.integration
+def test_efficientnet_top_examples_after_a_scan(efficientnet_b0):
+    model = efficientnet_b0
+    configure_model(model, preprocessing="none")
+    pixels = np.random.default_rng(11).integers(0, 256, (6, 32, 32, 3)).astype(np.uint8)
+    found = scan(model, pixels, ["block2a_se_excite"], count=2, batch_size=6, progress=False)
+    fields = receptive_fields(model)
+    for layer in found.layers:  # behind squeeze-excitation gates, with no field before
+        result = top_examples(model, found, pixels, layer=layer, count=2, progress=False)
+        top, channel = found.top[layer], result.channels[0]
+        top_, left, bottom, right = fields[layer].window(*top.positions[channel, 0], (32, 32))
+        np.testing.assert_array_equal(result.patches[0, 0], pixels[top.images[channel, 0]][
+            top_:bottom + 1, left:right + 1])
+        assert result.patches.shape[2:4] == (11, 11)
+    # stem 3x3/2: 3 px; block1a's 3x3 depthwise: + 2 strides of 2; block2a's 3x3/2 depthwise
+    # (after 1x1 convs and the gate, which keep the field): + 2 more strides of 2.
+    assert [fields[p].size[0] for p in ("stem_conv", "block1a_se_excite", "block2a_se_excite")] \
+        == [3, 7, 11]

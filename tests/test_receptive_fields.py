@@ -154,3 +154,45 @@ def test_a_global_gate_keeps_the_field_of_the_map_it_scales():
     # the whole 8x8 map of stride 2: 7 + 7 * 2 pixels, centred on unit (3.5, 3.5)
     assert fields[mean] == ReceptiveField((21, 21), (16, 16), (8.0, 8.0))
     assert fields["predictions"] is None
+
+
+def _operations(model, kind):
+    """Paths of the operation nodes (not layers) of one kind, in graph order: Keras names
+    them by a session-wide count ("add_17"), so tests find them by kind."""
+    return [path for path, node in model_graph(model).nodes.items()
+            if type(node.layer).__name__ == kind and not isinstance(node.layer, keras.Layer)]
+
+
+@pytest.mark.integration
+def test_convnext_fields_through_its_residual_additions(convnext_tiny):
+    fields = receptive_fields(convnext_tiny)
+    adds = _operations(convnext_tiny, "Add")  # x + y after each block
+    # stem 4x4/4; each block's 7x7 depthwise adds 6 strides of 4; the 2x2/2 downsampling.
+    expected = {"convnext_tiny_stem": (4, 4, 1.5), adds[0]: (28, 4, 1.5), adds[2]: (76, 4, 1.5),
+                "convnext_tiny_downsampling_block_0": (80, 8, 3.5), adds[3]: (128, 8, 3.5)}
+    for layer, (size, stride, offset) in expected.items():
+        assert fields[layer] == ReceptiveField((size,) * 2, (stride,) * 2, (offset,) * 2), layer
+    sub = probe(convnext_tiny, [adds[0]])
+    x = tf.constant(np.random.default_rng(5).uniform(0, 255, (1, 32, 32, 3)), tf.float32)
+    for row, col in [(0, 0), (7, 7), (3, 5)]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            unit = tf.reduce_sum(sub(x)[adds[0]][0, row, col])
+        rows, cols = np.nonzero(np.abs(tape.gradient(unit, x)[0].numpy()).sum(-1))
+        top, left, bottom, right = fields[adds[0]].box(row, col)
+        assert (rows.min(), cols.min(), rows.max(), cols.max()) == (
+            max(top, 0), max(left, 0), min(bottom, 31), min(right, 31))
+
+
+@pytest.mark.integration
+def test_every_spatial_node_of_mobilenet_v3_has_a_field(mobilenet_v3_small):
+    graph, fields = model_graph(mobilenet_v3_small), receptive_fields(mobilenet_v3_small)
+    spatial = [p for p, node in graph.nodes.items() if len(node.output.shape) == 4]
+    assert len(spatial) > 150 and all(fields[p] is not None for p in spatial)
+    # the first squeeze-excitation: its hard sigmoid relu6(x + 3) * (1/6) (operation nodes)
+    # sees the whole 8x8 map of 7x7 fields at stride 4; the gated map keeps the 7x7 field of
+    # the depthwise conv (3x3/2 after a 3x3/2 conv).
+    add, multiply = (_operations(mobilenet_v3_small, kind)[0] for kind in ("Add", "Multiply"))
+    assert fields[add] == fields[multiply] == ReceptiveField((35, 35), (32, 32), (17.0, 17.0))
+    assert fields["expanded_conv_squeeze_excite_mul"] == fields["expanded_conv_depthwise"] \
+        == ReceptiveField((7, 7), (4, 4), (3.0, 3.0))

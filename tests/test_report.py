@@ -196,6 +196,20 @@ def test_operation_nodes_are_rows_of_the_table_and_their_examples_are_shown():
     assert gated[0] in captions
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "convnext_tiny"])
+def test_applications_with_operation_nodes_get_their_model_sections(name, request):
+    model = request.getfixturevalue(name)
+    configure_model(model, preprocessing="none")
+    image = load_image(np.random.default_rng(9).integers(0, 256, (32, 32, 3)), model)
+    report = build_report(model, image, fast=True, progress=False,
+                          sections=["model", "filters"])
+    assert [section.key for section in report.sections] == ["model", "filters"]
+    _, rows = report.sections[0].parts[1].table
+    assert [row[0] for row in rows] == [row.path for row in layer_table(model)]
+    assert any(row[1].endswith(" (op)") and row[3] == "0" and row[4] for row in rows)
+
+
 def test_a_scan_is_reused_not_run_again(tiny_classifier, monkeypatch):
     model, image = tiny_classifier
     data = np.random.default_rng(6).uniform(0, 1, (12, 16, 16, 3)).astype(np.float32)
