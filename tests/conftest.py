@@ -111,3 +111,54 @@ def vgg16():
 @pytest.fixture(scope="session")
 def resnet50():
     return keras.applications.ResNet50(weights=None)
+
+
+def small_application(name, size=32):
+    """A keras.applications model with random weights at a small input and 10 classes."""
+    keras.utils.set_random_seed(0)
+    return getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3),
+                                             classes=10)
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v3_small():
+    """Operation nodes (x + 3, x * (1/6): hard-swish) and squeeze-excitation gates."""
+    return small_application("MobileNetV3Small")
+
+
+@pytest.fixture(scope="session")
+def convnext_tiny():
+    """Operation nodes (the residual `x + y`), LayerScale, LayerNormalization, nested stems."""
+    return small_application("ConvNeXtTiny")
+
+
+@pytest.fixture(scope="session")
+def efficientnet_b0():
+    """Squeeze-excitation gates through global pooling and Reshape to (1, 1, c)."""
+    return small_application("EfficientNetB0")
+
+
+def ops_model(stop_gate=False):
+    """16x16 RGB through operation nodes that are not layers (`x + y`, `x * 0.5`, a mean over
+    rows and columns as a squeeze-excitation gate), a DepthwiseConv2D, a SeparableConv2D and a
+    Concatenate; seeded weights, no ReLU (every unit depends on its whole receptive field).
+
+    Args:
+        stop_gate: the gate through `keras.ops.stop_gradient`, so that a unit's gradient
+            support is its field without the gate (the field kvis computes).
+    """
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="tanh", name="conv1")(inputs)
+    depthwise = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", name="depthwise")(x)
+    separable = keras.layers.SeparableConv2D(4, 5, strides=2, padding="same",
+                                             name="separable")(x)
+    x = depthwise + separable * 0.5 + 1.0
+    x = keras.layers.Concatenate(name="concat")(
+        [x, keras.layers.Conv2D(4, 1, activation="tanh", name="point")(x)])
+    gate = keras.ops.sigmoid(keras.ops.mean(x, axis=(1, 2), keepdims=True))
+    x = x * (keras.ops.stop_gradient(gate) if stop_gate else gate)
+    x = keras.layers.Conv2D(6, 3, strides=2, name="conv2")(x)
+    x = keras.ops.mean(x, axis=(1, 2))
+    outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="ops")

@@ -1,5 +1,7 @@
+import keras
 import numpy as np
 import pytest
+from conftest import ops_model
 
 from kvis.core.errors import KvisError
 from kvis.core.models import configure_model
@@ -105,3 +107,62 @@ def test_the_caption_says_when_an_image_can_repeat(scanned):
     result = top_examples(model, found, data, layer="conv1", count=2, progress=False)
     assert examples_caption(result).startswith(
         "each channel's 4 strongest positions (an image can repeat)")
+
+
+def _unit_data(model, count, seed):
+    configure_model(model, preprocessing="unit")
+    pixels = np.random.default_rng(seed).integers(0, 256, (count, 16, 16, 3))
+    return (pixels / 255.0).astype(np.float32), pixels
+
+
+def test_top_examples_of_operation_nodes_are_cropped_to_their_fields():
+    model = ops_model()
+    data, pixels = _unit_data(model, 12, 9)
+    found = scan(model, data, count=3, batch_size=6, progress=False)
+    assert found.layers[1].startswith("multiply")  # the gated map, an operation node
+    fields, sizes = receptive_fields(model), []
+    for layer in found.layers:
+        result = top_examples(model, found, data, layer=layer, count=2, progress=False)
+        top, channel = found.top[layer], result.channels[0]
+        top_, left, bottom, right = fields[layer].window(*top.positions[channel, 0], (16, 16))
+        np.testing.assert_array_equal(result.patches[0, 0], pixels[top.images[channel, 0]][
+            top_:bottom + 1, left:right + 1])
+        assert np.isfinite(result.projections).all()
+        sizes.append(result.patches.shape[2])
+    assert sizes == [3, 7, 11]  # the fields checked against the gradient support
+
+
+def test_a_layer_without_a_known_field_shows_whole_images():
+    keras.utils.set_random_seed(6)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(2, 3, strides=2, padding="same", name="conv")(inputs)
+    x = keras.layers.UpSampling2D(name="up")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3, name="after")(x))
+    data, pixels = _unit_data(model, 6, 10)
+    found = scan(model, data, ["after"], count=2, progress=False)
+    assert receptive_fields(model)["after"] is None
+    with pytest.warns(UserWarning, match="receptive field of 'after' is unknown"):
+        result = top_examples(model, found, data, layer="after", progress=False)
+    for i, channel in enumerate(result.channels):
+        np.testing.assert_array_equal(result.patches[i, 0],
+                                      pixels[found.top["after"].images[channel, 0]])
+
+
+@pytest.mark.integration
+def test_efficientnet_top_examples_after_a_scan(efficientnet_b0):
+    model = efficientnet_b0
+    configure_model(model, preprocessing="none")
+    pixels = np.random.default_rng(11).integers(0, 256, (6, 32, 32, 3)).astype(np.uint8)
+    found = scan(model, pixels, ["block2a_se_excite"], count=2, batch_size=6, progress=False)
+    fields = receptive_fields(model)
+    for layer in found.layers:  # behind squeeze-excitation gates, with no field before
+        result = top_examples(model, found, pixels, layer=layer, count=2, progress=False)
+        top, channel = found.top[layer], result.channels[0]
+        top_, left, bottom, right = fields[layer].window(*top.positions[channel, 0], (32, 32))
+        np.testing.assert_array_equal(result.patches[0, 0], pixels[top.images[channel, 0]][
+            top_:bottom + 1, left:right + 1])
+        assert result.patches.shape[2:4] == (11, 11)
+    # stem 3x3/2: 3 px; block1a's 3x3 depthwise: + 2 strides of 2; block2a's 3x3/2 depthwise
+    # (after 1x1 convs and the gate, which keep the field): + 2 more strides of 2.
+    assert [fields[p].size[0] for p in ("stem_conv", "block1a_se_excite", "block2a_se_excite")] \
+        == [3, 7, 11]

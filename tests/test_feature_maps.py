@@ -1,11 +1,12 @@
 import keras
 import numpy as np
 import pytest
-from conftest import nested_sequential, tiny_base
+from conftest import nested_sequential, ops_model, tiny_base
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from kvis.core.anatomy import spatial_layers, stage_layers
 from kvis.core.errors import KvisError
+from kvis.core.graph import model_graph
 from kvis.core.images import load_image
 from kvis.core.models import configure_model
 from kvis.layers.feature_maps import (
@@ -231,6 +232,16 @@ def test_figures_draw_into_a_given_figure_and_in_a_notebook():
     left, right = outer.subfigures(1, 2)
     assert plot_feature_maps(result, fig=left) is left and len(left.axes) == 2  # + colorbar
     assert plot_feature_overview(result, count=1, fig=right) is right
+
+
+def test_a_squeeze_excitation_gate_is_not_a_stage():
+    model = ops_model()
+    gated = [path for path in spatial_layers(model)
+             if tuple(model_graph(model).nodes[path].output.shape[1:3]) == (8, 8)][-1]
+    assert stage_layers(model) == ["conv1", gated, "conv2"]  # not the 1x1 gate between
+    maps = feature_maps(model, np.zeros((1, 16, 16, 3), np.float32), progress=False)
+    assert maps.stages == ("conv1", gated, "conv2")
+    assert len(maps) == len(spatial_layers(model)) == 12  # operation nodes included
 
 
 @pytest.mark.integration

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kvis.core.anatomy import conv_layers
 from kvis.core.errors import KvisError
@@ -40,6 +41,19 @@ def test_depthwise_kernel_becomes_one_filter_per_channel():
     kernel = conv_filters(model, "dw").kernel
     assert kernel.shape == (3, 3, 1, 6)
     np.testing.assert_array_equal(kernel[:, :, 0, 5], depthwise.kernel.numpy()[:, :, 2, 1])
+
+
+def test_a_separable_kernel_is_the_full_convolution_it_equals():
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((9, 9, 3))
+    separable = keras.layers.SeparableConv2D(4, 3, depth_multiplier=2, use_bias=False,
+                                             name="sep")
+    model = keras.Model(inputs, separable(inputs))
+    kernel = conv_filters(model, "sep").kernel
+    assert kernel.shape == (3, 3, 3, 4)
+    x = np.random.default_rng(5).normal(size=(2, 9, 9, 3)).astype(np.float32)
+    np.testing.assert_allclose(tf.nn.conv2d(x, kernel, 1, "VALID").numpy(),
+                               model.predict(x, verbose=0), atol=1e-5)
 
 
 def test_non_conv_layers_are_refused_with_the_conv_layers_listed(tiny):

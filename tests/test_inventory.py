@@ -1,5 +1,7 @@
-from conftest import nested_sequential, tiny_base
+import pytest
+from conftest import nested_sequential, ops_model, tiny_base
 
+from kvis.core.graph import model_graph
 from kvis.layers.inventory import format_layer_table, layer_table
 from kvis.layers.receptive_fields import ReceptiveField
 
@@ -26,3 +28,29 @@ def test_table_text_is_aligned(tiny):
     assert lines[3].split() == ["conv2", "Conv2D", "(None,", "6,", "6,", "6)", "222", "8x8",
                                 "2x2", "2.5,2.5"]
     assert len({line.index("Conv2D") for line in lines if "Conv2D" in line}) == 1
+
+
+def test_operation_nodes_are_rows_without_weights():
+    model = ops_model()
+    rows = layer_table(model)
+    assert sum(row.params for row in rows) == model.count_params()
+    ops = [row for row in rows if row.type.endswith(" (op)")]
+    assert {row.type for row in ops} == {"Add (op)", "Multiply (op)", "Mean (op)",
+                                          "Sigmoid (op)"}
+    assert all(row.params == 0 for row in ops)
+    assert {row.path: row.params for row in rows}["separable"] == 5 * 5 * 4 + 4 * 4 + 4
+    assert format_layer_table(rows).count("(op)") == len(ops)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "convnext_tiny"])
+def test_applications_with_operation_nodes_get_their_table(name, request):
+    model = request.getfixturevalue(name)
+    rows = layer_table(model)
+    graph = model_graph(model)
+    assert len(rows) == len(graph.nodes)
+    assert sum(row.params for row in rows if not graph.nodes[row.path].is_container) \
+        == model.count_params()
+    ops = [row for row in rows if row.type.endswith(" (op)")]
+    assert ops and all(row.params == 0 for row in ops)
+    assert all(row.receptive_field is not None for row in rows if len(row.output_shape) == 4)

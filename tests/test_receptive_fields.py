@@ -2,7 +2,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import ops_model
 
+from kvis.core.graph import model_graph, probe
 from kvis.layers.receptive_fields import ReceptiveField, receptive_fields
 
 
@@ -102,3 +104,95 @@ def test_windows_have_one_size_and_stay_inside_the_image():
     assert field.window(0, 13, (28, 28)) == (0, 18, 9, 27)  # moved in from both edges
     big = ReceptiveField((40, 40), (4, 4), (1.5, 1.5))
     assert big.window(3, 3, (28, 28)) == (0, 0, 27, 27)  # a field larger than the image
+
+
+def _unit_support(model, path, row, col):
+    """Bounding box of the input pixels with a non-zero gradient of unit (row, col) summed
+    over its channels, through a probe (operation nodes too); None where there are none."""
+    sub = probe(model, [path])
+    x = tf.constant(np.random.default_rng(4).uniform(-1, 1, (1, 16, 16, 3)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        unit = tf.reduce_sum(sub(x)[path][0, row, col])
+    gradient = tape.gradient(unit, x)
+    if gradient is None:
+        return None
+    rows, cols = np.nonzero(np.abs(gradient[0].numpy()).sum(-1))
+    return rows.min(), cols.min(), rows.max(), cols.max()
+
+
+def test_fields_through_operation_nodes_match_the_gradient_support():
+    # x + y, x * 0.5, + 1.0, depthwise, separable, concatenate, a mean gate over (h, w), and
+    # the gated map: with the gate through stop_gradient, the support is the local field.
+    model = ops_model(stop_gate=True)
+    fields, graph = receptive_fields(model), model_graph(model)
+    spatial = [p for p, node in graph.nodes.items() if len(node.output.shape) == 4]
+    assert {type(graph.nodes[p].layer).__name__ for p in spatial} >= {
+        "Add", "Multiply", "Mean", "Sigmoid", "DepthwiseConv2D", "SeparableConv2D"}
+    checked = 0
+    for path in spatial:
+        height, width = graph.nodes[path].output.shape[1:3]
+        for row, col in {(0, 0), (height - 1, width - 1), (height // 2, width // 3)}:
+            support = _unit_support(model, path, row, col)
+            if support is None:  # the stopped gate itself
+                assert type(graph.nodes[path].layer).__name__ == "StopGradient"
+                continue
+            top, left, bottom, right = fields[path].box(row, col)
+            assert (max(top, 0), max(left, 0), min(bottom, 15), min(right, 15)) == support, (
+                path, row, col)
+            checked += 1
+    assert checked >= 30
+
+
+def test_a_global_gate_keeps_the_field_of_the_map_it_scales():
+    model = ops_model()
+    graph, fields = model_graph(model), receptive_fields(model)
+    gated = next(p for p, node in graph.nodes.items()
+                 if type(node.layer).__name__ == "Multiply" and len(node.inputs) == 2)
+    assert fields[gated] == fields["concat"] == ReceptiveField((7, 7), (2, 2), (1.0, 1.0))
+    mean = next(p for p, node in graph.nodes.items() if type(node.layer).__name__ == "Mean")
+    # the whole 8x8 map of stride 2: 7 + 7 * 2 pixels, centred on unit (3.5, 3.5)
+    assert fields[mean] == ReceptiveField((21, 21), (16, 16), (8.0, 8.0))
+    assert fields["predictions"] is None
+
+
+def _operations(model, kind):
+    """Paths of the operation nodes (not layers) of one kind, in graph order: Keras names
+    them by a session-wide count ("add_17"), so tests find them by kind."""
+    return [path for path, node in model_graph(model).nodes.items()
+            if type(node.layer).__name__ == kind and not isinstance(node.layer, keras.Layer)]
+
+
+@pytest.mark.integration
+def test_convnext_fields_through_its_residual_additions(convnext_tiny):
+    fields = receptive_fields(convnext_tiny)
+    adds = _operations(convnext_tiny, "Add")  # x + y after each block
+    # stem 4x4/4; each block's 7x7 depthwise adds 6 strides of 4; the 2x2/2 downsampling.
+    expected = {"convnext_tiny_stem": (4, 4, 1.5), adds[0]: (28, 4, 1.5), adds[2]: (76, 4, 1.5),
+                "convnext_tiny_downsampling_block_0": (80, 8, 3.5), adds[3]: (128, 8, 3.5)}
+    for layer, (size, stride, offset) in expected.items():
+        assert fields[layer] == ReceptiveField((size,) * 2, (stride,) * 2, (offset,) * 2), layer
+    sub = probe(convnext_tiny, [adds[0]])
+    x = tf.constant(np.random.default_rng(5).uniform(0, 255, (1, 32, 32, 3)), tf.float32)
+    for row, col in [(0, 0), (7, 7), (3, 5)]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            unit = tf.reduce_sum(sub(x)[adds[0]][0, row, col])
+        rows, cols = np.nonzero(np.abs(tape.gradient(unit, x)[0].numpy()).sum(-1))
+        top, left, bottom, right = fields[adds[0]].box(row, col)
+        assert (rows.min(), cols.min(), rows.max(), cols.max()) == (
+            max(top, 0), max(left, 0), min(bottom, 31), min(right, 31))
+
+
+@pytest.mark.integration
+def test_every_spatial_node_of_mobilenet_v3_has_a_field(mobilenet_v3_small):
+    graph, fields = model_graph(mobilenet_v3_small), receptive_fields(mobilenet_v3_small)
+    spatial = [p for p, node in graph.nodes.items() if len(node.output.shape) == 4]
+    assert len(spatial) > 150 and all(fields[p] is not None for p in spatial)
+    # the first squeeze-excitation: its hard sigmoid relu6(x + 3) * (1/6) (operation nodes)
+    # sees the whole 8x8 map of 7x7 fields at stride 4; the gated map keeps the 7x7 field of
+    # the depthwise conv (3x3/2 after a 3x3/2 conv).
+    add, multiply = (_operations(mobilenet_v3_small, kind)[0] for kind in ("Add", "Multiply"))
+    assert fields[add] == fields[multiply] == ReceptiveField((35, 35), (32, 32), (17.0, 17.0))
+    assert fields["expanded_conv_squeeze_excite_mul"] == fields["expanded_conv_depthwise"] \
+        == ReceptiveField((7, 7), (4, 4), (3.0, 3.0))

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import nested_functional, tiny_base, tiny_cnn
+from conftest import nested_functional, ops_model, tiny_base, tiny_cnn
 
 import kvis.report.sections
 from kvis.cli import main
@@ -178,6 +178,36 @@ def test_a_nested_fine_tuned_model_reports_its_base_layers():
                                                             "attention"]
     captions = " ".join(part.caption for section in report.sections for part in section.parts)
     assert "base/conv2" in captions and "grad-cam at base/conv2" in captions
+
+
+def test_operation_nodes_are_rows_of_the_table_and_their_examples_are_shown():
+    model = ops_model()
+    configure_model(model, preprocessing="unit", class_names=["a", "b", "c"])
+    image = load_image(np.random.default_rng(7).integers(0, 256, (16, 16, 3)), model)
+    data = np.random.default_rng(8).uniform(0, 1, (12, 16, 16, 3)).astype(np.float32)
+    report = build_report(model, image, fast=True, data=data, progress=False,
+                          sections=["model", "top-examples"])
+    assert [section.key for section in report.sections] == ["model", "top-examples"]
+    _, rows = report.sections[0].parts[1].table
+    gated = next(row for row in rows if row[1] == "Multiply (op)" and row[2] == "N×8×8×8")
+    assert gated[3:] == ("0", "7×7", "2×2")  # the fields checked against the gradient support
+    assert [row[0] for row in rows] == [row.path for row in layer_table(model)]
+    captions = " ".join(part.caption for part in report.sections[1].parts)
+    assert gated[0] in captions
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "convnext_tiny"])
+def test_applications_with_operation_nodes_get_their_model_sections(name, request):
+    model = request.getfixturevalue(name)
+    configure_model(model, preprocessing="none")
+    image = load_image(np.random.default_rng(9).integers(0, 256, (32, 32, 3)), model)
+    report = build_report(model, image, fast=True, progress=False,
+                          sections=["model", "filters"])
+    assert [section.key for section in report.sections] == ["model", "filters"]
+    _, rows = report.sections[0].parts[1].table
+    assert [row[0] for row in rows] == [row.path for row in layer_table(model)]
+    assert any(row[1].endswith(" (op)") and row[3] == "0" and row[4] for row in rows)
 
 
 def test_a_scan_is_reused_not_run_again(tiny_classifier, monkeypatch):

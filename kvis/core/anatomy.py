@@ -55,13 +55,18 @@ def stage_layers(model):
     For VGG16 that is block1_conv2, block2_conv2, ..., block5_conv3, block5_pool; for ResNet50
     conv1_relu, conv2_block3_out, ..., conv5_block3_out. Padding layers are skipped, and so is
     a nested model's own node: its last layer is named instead (`resnet50/conv5_block3_out`).
+    A 1x1 map that a larger map follows is a side branch, not a stage: the gates of
+    squeeze-and-excitation blocks (EfficientNet, MobileNetV3) are left out.
     """
     graph = model_graph(model)
     last = {}
     for path in spatial_layers(model):
         node = graph.nodes[path]
         if not (isinstance(node.layer, _PADDING) or node.is_container):
-            last[tuple(node.output.shape[1:3])] = path
+            size = tuple(node.output.shape[1:3])
+            if size != (1, 1):
+                last.pop((1, 1), None)
+            last[size] = path
     order = {path: i for i, path in enumerate(graph.nodes)}
     return sorted(last.values(), key=order.get)
 

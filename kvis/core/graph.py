@@ -35,14 +35,16 @@ class Node:
 
     Attributes:
         path: the layer's name, prefixed by the names of the models that contain it.
-        layer: the caller's own layer object (read it; kvis calls `twin(layer)` instead).
+        layer: the caller's own layer object (read it; kvis calls `twin(layer)` instead), or
+            a `keras.Operation` that is not a layer, for operations written in the model's
+            code (`x + y`, `keras.ops.mean`): it holds no weights.
         inputs: the symbolic tensors the layer was called on.
         output: the symbolic tensor (or structure of tensors) the call returned.
         args, kwargs: the call's arguments, symbolic tensors included, to call it again.
     """
 
     path: str
-    layer: keras.layers.Layer
+    layer: keras.Operation
     inputs: tuple
     output: object
     args: tuple = ()

@@ -5,10 +5,12 @@ The projections are computed after the scan, for the final top `count` only: the
 are read again (`ImageSource.pixels`), and every activation is projected down to the pixels
 under the deconvnet rule (`kvis.core.backward_rules.layer_gradients`, which equals the explicit
 deconvnet of `kvis.deconv.deconvnet`), many at a time. Each pair is cropped to a window of the
-activation's receptive field (`ReceptiveField.window`), the same size for all.
+activation's receptive field (`ReceptiveField.window`), the same size for all; where kvis
+cannot follow the field (an UpSampling2D before the layer), to the whole image.
 """
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from kvis.core.runner import run_batches
 from kvis.dataset.scan import LayerStats, Scan
 from kvis.dataset.sources import image_source
 from kvis.dataset.topk import TopK
-from kvis.layers.receptive_fields import receptive_fields
+from kvis.layers.receptive_fields import ReceptiveField, receptive_fields
 from kvis.plot.figures import NotebookFigure, blank_axes, fit_texts, show_image
 from kvis.plot.figures import per_row as _fitting
 
@@ -103,8 +105,8 @@ def top_examples(model, found, data, *, layer, channels=None, count=16, batch_si
     kept = np.isfinite(top.values[channels])  # channels with fewer than k activations
     ids = np.unique(top.images[channels][kept])
     pixels = dict(zip(ids.tolist(), source.pixels(model, ids)))
-    field = receptive_fields(model)[layer]
     height, width, colours = model.input_shape[1:]
+    field = _field(model, layer, (height, width))
     tile = (min(field.size[0], height), min(field.size[1], width), colours)
     shape = (len(channels), found.count)
     projections = np.full(shape + tile, 0.5, np.float32)
@@ -289,6 +291,18 @@ def _project(model, layer, top, channels, units, pixels, batch_size, progress):
     return run_batches(layer_gradient_pass(model, layer, "deconvnet"), signals,
                        count=len(units), batch_size=batch_size, desc="projecting",
                        progress=progress)[0]
+
+
+def _field(model, layer, image_size):
+    """The layer's receptive field; where kvis cannot follow it, the whole image (warned)."""
+    field = receptive_fields(model)[layer]
+    if field is None:
+        warnings.warn(f"the receptive field of {layer!r} is unknown (a layer before it changes "
+                      "the spatial size in a way kvis does not follow): the examples show "
+                      "whole images", stacklevel=3)
+        field = ReceptiveField(image_size, (1, 1), ((image_size[0] - 1) / 2,
+                                                    (image_size[1] - 1) / 2))
+    return field
 
 
 def _name(source, image_id):

@@ -20,7 +20,9 @@ class Filters:
 
     Attributes:
         kernel: float32 (kh, kw, in_channels, filters). A depthwise kernel (kh, kw, c, m) is
-            given as (kh, kw, 1, c*m): every filter sees one input channel.
+            given as (kh, kw, 1, c*m): every filter sees one input channel. A separable
+            convolution's is the full kernel it equals, its depthwise kernel followed by its
+            pointwise one: (kh, kw, c, filters).
         layer: the layer's path.
         bgr: the 3 input channels are BGR (a caffe-style model such as VGG16 or ResNet50,
             from the model's preprocessing); they are drawn as RGB.
@@ -50,7 +52,8 @@ def conv_filters(model, layer):
         and the kernel has 3 input channels.
 
     Raises:
-        KvisError: the layer is not a Conv2D or DepthwiseConv2D; the message lists conv layers.
+        KvisError: the layer is not a Conv2D, DepthwiseConv2D or SeparableConv2D; the message
+            lists conv layers.
 
     Example:
         >>> kvis.plot_filters(kvis.conv_filters(model, "block1_conv1"))
@@ -61,6 +64,8 @@ def conv_filters(model, layer):
         kernel = kernel.reshape(*kernel.shape[:2], 1, -1)
     elif isinstance(node.layer, keras.layers.Conv2D):
         kernel = np.asarray(node.layer.kernel)
+    elif isinstance(node.layer, keras.layers.SeparableConv2D):
+        kernel = _separable_kernel(node.layer)
     else:
         convs = conv_layers(model)
         hint = (f"; conv layers: {', '.join(convs[:8])}{' ...' if len(convs) > 8 else ''}"
@@ -69,6 +74,16 @@ def conv_filters(model, layer):
                         f"convolution kernel{hint}")
     return Filters(kernel.astype(np.float32), node.path,
                    kernel.shape[2] == 3 and expects_bgr(model), model.name)
+
+
+def _separable_kernel(layer):
+    """The (kh, kw, c, filters) kernel of one convolution equal to a SeparableConv2D: depthwise
+    output channel c*m + j feeds the pointwise kernel's row c*m + j."""
+    depthwise = np.asarray(layer.depthwise_kernel)  # (kh, kw, c, m)
+    pointwise = np.asarray(layer.pointwise_kernel)[0, 0]  # (c*m, filters)
+    channels, multiplier = depthwise.shape[2:]
+    return np.einsum("hwcm,cmf->hwcf", depthwise,
+                     pointwise.reshape(channels, multiplier, -1))
 
 
 def plot_filters(result, *, mode="auto", count=64, inputs=8, fig=None, title=None):

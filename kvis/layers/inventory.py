@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+import keras
+
 from kvis.core.graph import model_graph
 from kvis.layers.receptive_fields import receptive_fields
 
@@ -12,9 +14,10 @@ class LayerInfo:
 
     Attributes:
         path: layer path (nested layers as `resnet50/conv1_conv`).
-        type: the layer's class name.
+        type: the layer's class name; an operation that is not a layer (`x + y`, `keras.ops`
+            in the model's code) is marked, e.g. "Add (op)".
         output_shape: output shape with None for the batch (and any free) dimension.
-        params: number of weights, trainable or not.
+        params: number of weights, trainable or not (0 for an operation).
         receptive_field: a `ReceptiveField` for spatial outputs, else None.
     """
 
@@ -33,10 +36,20 @@ def layer_table(model):
     """
     fields = receptive_fields(model)
     return [
-        LayerInfo(path, type(node.layer).__name__, _shape(node.output),
-                  node.layer.count_params(), fields[path])
+        LayerInfo(path, _type(node.layer), _shape(node.output), _params(node.layer),
+                  fields[path])
         for path, node in model_graph(model).nodes.items()
     ]
+
+
+def _type(layer):
+    name = type(layer).__name__
+    return name if isinstance(layer, keras.layers.Layer) else f"{name} (op)"
+
+
+def _params(layer):
+    """Weights of a layer; an operation node (keras.ops) holds none."""
+    return layer.count_params() if isinstance(layer, keras.layers.Layer) else 0
 
 
 def format_layer_table(rows):

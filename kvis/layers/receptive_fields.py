@@ -3,7 +3,14 @@
 Per axis a field is a size r, an effective stride j and an offset c, the centre of unit 0 in
 input pixels; unit i sees pixels c + i*j - (r-1)/2 ... c + i*j + (r-1)/2 (Araujo et al.,
 "Computing Receptive Fields of Convolutional Neural Networks", Distill 2019). Where branches
-merge (Add, Concatenate) the field is the union of the branches' fields.
+merge (Add, Concatenate, `x * y`) the field is the union of the branches' fields.
+
+Every node of the graph is followed, operations that are not layers (`x + 1`, `keras.ops.mean`)
+included: a node that keeps the spatial size keeps the field (elementwise ops, ops with
+constants, normalization); a node that leaves one unit (global pooling, a mean over rows and
+columns, Flatten, Reshape to a vector) sees the whole of its input. A global gate, one value
+per channel broadcast over a larger map (squeeze-and-excitation), scales channels but has no
+location: a field is the input patch a unit's pattern lies in, so the gate is left out of it.
 """
 
 import math
@@ -64,8 +71,10 @@ def receptive_fields(model):
     """Receptive field of every layer of `model` that keeps a spatial layout.
 
     Returns:
-        `{path: ReceptiveField or None}` for every layer path; None where the output is not
-        spatial (Dense, Flatten, global pooling) or the layer type is not understood.
+        `{path: ReceptiveField or None}` for every layer path (operation nodes included);
+        None where the output is not spatial (Dense, Flatten, global pooling without
+        keepdims) or a node changes the spatial size in a way kvis does not follow
+        (UpSampling2D, Resizing, a transposed convolution).
     """
     g = model_graph(model)
     fields = {id(g.input): ReceptiveField((1, 1), (1, 1), (0.0, 0.0))}
@@ -73,26 +82,59 @@ def receptive_fields(model):
     for path, node in g.nodes.items():
         if id(node.output) not in fields:
             fields[id(node.output)] = _propagate(node, [fields.get(id(t)) for t in node.inputs])
-        result[path] = fields[id(node.output)]
+        result[path] = fields[id(node.output)] if _spatial(node.output) else None
     return result
 
 
 def _propagate(node, fields):
+    """The field of a node's output; kept internally for non-spatial outputs too (the whole
+    of what they were computed from), so that a reshape back to (1, 1, c) finds it."""
     layer, output = node.layer, node.output
-    if not isinstance(output, keras.KerasTensor) or len(output.shape) != 4 or None in fields:
+    if not isinstance(output, keras.KerasTensor):
         return None
-    if len(fields) > 1:
-        return _union(fields)
-    (field,), (inp,) = fields, node.inputs
-    if isinstance(layer, _WINDOWED):
-        return _windowed(layer, field, inp.shape[1:3])
-    if isinstance(layer, keras.layers.ZeroPadding2D):
-        return _shifted(field, [-before for before, _ in layer.padding])
-    if isinstance(layer, keras.layers.Cropping2D):
-        return _shifted(field, [before for before, _ in layer.cropping])
-    if tuple(inp.shape[1:3]) == tuple(output.shape[1:3]):
-        return field
+    located = [(t, f) for t, f in zip(node.inputs, fields) if not _broadcast(t, output)]
+    if not located or any(f is None for _, f in located):
+        return None
+    if len(located) > 1:
+        return _union(located, output)
+    ((inp, field),) = located
+    if _spatial(inp) and _spatial(output):
+        if isinstance(layer, _WINDOWED):
+            return _windowed(layer, field, inp.shape[1:3])
+        if isinstance(layer, keras.layers.ZeroPadding2D):
+            return _shifted(field, [-before for before, _ in layer.padding])
+        if isinstance(layer, keras.layers.Cropping2D):
+            return _shifted(field, [before for before, _ in layer.cropping])
+        if tuple(inp.shape[1:3]) == tuple(output.shape[1:3]):
+            return field
+    if _one_unit(output):
+        return _whole(field, inp)
     return None
+
+
+def _spatial(tensor):
+    return len(getattr(tensor, "shape", ())) == 4
+
+
+def _one_unit(tensor):
+    """Whether `tensor` is one unit: not spatial, or spatial with one row and one column."""
+    return not _spatial(tensor) or tuple(tensor.shape[1:3]) == (1, 1)
+
+
+def _broadcast(tensor, output):
+    """Whether `tensor` is broadcast over the rows and columns of a larger spatial output."""
+    return _one_unit(tensor) and not _one_unit(output)
+
+
+def _whole(field, tensor):
+    """The field of one unit that sees every unit of `tensor` (global pooling)."""
+    if not _spatial(tensor) or tuple(tensor.shape[1:3]) == (1, 1):
+        return field
+    if None in tensor.shape[1:3]:
+        return None
+    size, stride, offset = zip(*((r + (n - 1) * j, j * n, c + (n - 1) / 2 * j) for r, j, c, n
+                                 in zip(field.size, field.stride, field.offset, tensor.shape[1:3])))
+    return ReceptiveField(size, stride, offset)
 
 
 def _windowed(layer, field, input_size):
@@ -123,8 +165,12 @@ def _shifted(field, pixels):
     return ReceptiveField(field.size, field.stride, offset)
 
 
-def _union(fields):
-    if len({f.stride for f in fields}) != 1:
+def _union(located, output):
+    """The union of the inputs' fields. Over a spatial output the inputs must have its size
+    and one stride; over one unit no neighbour is a stride away: the largest is kept."""
+    fields = [f for _, f in located]
+    if not _one_unit(output) and (len({f.stride for f in fields}) != 1 or {
+            tuple(t.shape[1:3]) for t, _ in located} != {tuple(output.shape[1:3])}):
         return None
     size, offset = [], []
     for axis in range(2):
@@ -132,4 +178,5 @@ def _union(fields):
         high = max(f.offset[axis] + (f.size[axis] - 1) / 2 for f in fields)
         size.append(round(high - low) + 1)
         offset.append((low + high) / 2)
-    return ReceptiveField(tuple(size), fields[0].stride, tuple(offset))
+    stride = tuple(max(f.stride[axis] for f in fields) for axis in range(2))
+    return ReceptiveField(tuple(size), stride, tuple(offset))
