@@ -47,13 +47,15 @@ class Preprocessing:
         x = pixels if tensor else np.asarray(pixels, np.float32)
         if self.bgr:
             x = x[..., ::-1]
-        x = (x * np.float32(self.scale) - np.float32(self.mean)) / np.float32(self.std)
+        # Divided by 1 / scale (255 for 1/255), as preprocess_input divides: the same
+        # float32 values bit for bit.
+        x = (x / np.float32(1 / self.scale) - np.float32(self.mean)) / np.float32(self.std)
         return x if tensor else x.astype(np.float32)
 
     def invert(self, x):
         """Model input (..., H, W, C) -> float32 RGB pixels, unclipped: the exact inverse."""
         pixels = (np.asarray(x, np.float32) * np.float32(self.std) + np.float32(self.mean))
-        pixels = pixels / np.float32(self.scale)
+        pixels = pixels * np.float32(1 / self.scale)
         return (pixels[..., ::-1] if self.bgr else pixels).astype(np.float32)
 
     @property
