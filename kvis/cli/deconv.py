@@ -43,7 +43,6 @@ def deconv(model, weights, labels, preprocess, image, layer, channels, count, wh
     if (layer is None) == (classes is None):
         raise click.UsageError("give --layer or --class")
     wanted = None if classes is None else common.class_list(classes)
-    out = common.figure_path(out)
     maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     result = deconvnet(net, load_image(image, net), layer, channels=channels, count=count,

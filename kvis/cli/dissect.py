@@ -41,7 +41,6 @@ def dissect(model, weights, labels, preprocess, concepts, layers, quantile, batc
     from kvis.dataset.dissection import dissect as run_dissection
     from kvis.dataset.dissection import plot_dissection
 
-    out = common.figure_path(out)
     json_path = json_path and common.writable(json_path)
     net = common.load_network(model, weights, labels, preprocess)
     result = run_dissection(net, concepts, layers, quantile=quantile, batch_size=batch_size)

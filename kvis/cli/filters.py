@@ -31,7 +31,6 @@ def filters(model, weights, labels, preprocess, layer, out, mode, count, inputs,
     from kvis.core.io import save_figure
     from kvis.layers.filters import conv_filters, plot_filters
 
-    out = common.figure_path(out)
     maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     kernels = conv_filters(net, layer)

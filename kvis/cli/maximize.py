@@ -44,7 +44,6 @@ def maximize(model, weights, labels, layer, channels, classes, out, steps, size,
     if (layer is None) == (classes is None):
         raise click.UsageError("give --layer (with --channels) or --class")
     chosen = common.class_list(classes) if classes is not None else None
-    out = common.figure_path(out)
     maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     image_size = None if size is None else (size, size)

@@ -41,7 +41,6 @@ def occlusion(model, weights, labels, preprocess, image, size, stride, layer, cl
     from kvis.core.images import load_image
     from kvis.core.io import save_figure
 
-    out = common.figure_path(out)
     maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     result = occlude(net, load_image(image, net), size=size, stride=stride, fill=fill,
