@@ -33,6 +33,7 @@ from kvis.core.vocabulary import ATTENTION_METHODS
 from kvis.synthesis.render import default_settings
 
 CLASSES = 5
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _APPS = keras.applications
 
 
@@ -40,11 +41,20 @@ def _application(build, size):
     return lambda: build(weights=None, input_shape=(size, size, 3), classes=CLASSES)
 
 
-def _keras_hub(backbone):
+def _keras_hub(backbone, family):
+    """A keras-hub image classifier with its preprocessor, as `from_preset` builds it: the
+    ImageNet normalization of keras-hub's presets in its image converter."""
     def build():
         import keras_hub
 
-        return keras_hub.models.ImageClassifier(backbone=backbone(keras_hub), num_classes=CLASSES)
+        converter = getattr(keras_hub.layers, f"{family}ImageConverter")(
+            image_size=(32, 32), scale=[1 / (255 * s) for s in IMAGENET_STD],
+            offset=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+        preprocessor = getattr(keras_hub.models, f"{family}ImageClassifierPreprocessor")(
+            image_converter=converter)
+        classifier = getattr(keras_hub.models, f"{family}ImageClassifier")
+        return classifier(backbone=backbone(keras_hub), num_classes=CLASSES,
+                          preprocessor=preprocessor)
     return build
 
 
@@ -57,12 +67,12 @@ def _hub_resnet(keras_hub):
 
 def _hub_efficientnet(keras_hub):
     return keras_hub.models.EfficientNetBackbone(
-        width_coefficient=0.25, depth_coefficient=0.25, stackwise_kernel_sizes=[3, 3],
-        stackwise_num_repeats=[1, 1], stackwise_input_filters=[32, 16],
+        stackwise_width_coefficients=[1.0, 1.0], stackwise_depth_coefficients=[1.0, 1.0],
+        stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 1],
+        stackwise_input_filters=[32, 16],
         stackwise_output_filters=[16, 24], stackwise_expansion_ratios=[1, 6],
         stackwise_strides=[1, 2], stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
-        stackwise_block_types=["v1", "v1"], include_stem_padding=True,
-        image_shape=(32, 32, 3))
+        stackwise_block_types=["v1", "v1"], input_shape=(32, 32, 3))
 
 
 # Rows: a name and a builder; the smallest input each architecture takes.
@@ -87,8 +97,8 @@ ARCHITECTURES = {
     "EfficientNetB0": _application(_APPS.EfficientNetB0, 32),
     "EfficientNetV2B0": _application(_APPS.EfficientNetV2B0, 32),
     "ConvNeXtTiny": _application(_APPS.ConvNeXtTiny, 32),
-    "keras-hub ResNet": _keras_hub(_hub_resnet),
-    "keras-hub EfficientNet": _keras_hub(_hub_efficientnet),
+    "keras-hub ResNet": _keras_hub(_hub_resnet, "ResNet"),
+    "keras-hub EfficientNet": _keras_hub(_hub_efficientnet, "EfficientNet"),
 }
 
 

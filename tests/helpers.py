@@ -1,5 +1,8 @@
 """Helpers that only the tests use (kept out of the kvis package)."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import tensorflow as tf
 
@@ -40,3 +43,12 @@ def update(state, activations, image_ids):
         raise KvisError(f"a batch with {activations.shape[-1]} channels for a top-k state "
                         f"of {len(state.values)}")
     return merge(state, batch_top_k(activations, image_ids, state.k))
+
+
+def compatibility_matrix():
+    """`scripts/compatibility.py` as a module: its architectures, techniques and table."""
+    path = Path(__file__).parents[1] / "scripts" / "compatibility.py"
+    spec = importlib.util.spec_from_file_location("compatibility", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

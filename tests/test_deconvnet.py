@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from helpers import compatibility_matrix
 
 from kvis.core.errors import KvisError
 from kvis.core.images import load_image
@@ -261,3 +262,20 @@ def test_explicit_equals_gradient_from_a_class_of_mobilenet_v3():
     scale = np.abs(gradient).max()
     assert scale > 0
     np.testing.assert_allclose(explicit, gradient, atol=1e-5 * scale)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["keras-hub ResNet", "keras-hub EfficientNet"])
+def test_explicit_equals_gradient_through_keras_hub_classifiers(name):
+    """From a class back through the head and the whole nested backbone (basic residual
+    blocks; MBConv blocks with squeeze-excitation and depthwise convolutions)."""
+    keras.utils.set_random_seed(0)
+    model = compatibility_matrix().ARCHITECTURES[name]()
+    x = np.random.default_rng(0).normal(0, 1, (1, *model.input_shape[1:])).astype(np.float32)
+    for guided in (False, True):
+        explicit = deconvnet(model, x, classes=[3], guided=guided, progress=False).signals
+        gradient = deconvnet(model, x, classes=[3], guided=guided, method="gradient",
+                             progress=False).signals
+        scale = np.abs(gradient).max()
+        assert scale > 0
+        np.testing.assert_allclose(explicit, gradient, atol=1e-5 * scale)

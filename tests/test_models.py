@@ -242,3 +242,29 @@ def test_a_recognised_imagenet_family_with_1000_outputs_names_imagenet_classes()
     assert class_names(model)[1] == "goldfish" and preprocessing_for(model).name == "tf"
     efficient = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3))
     assert class_names(efficient) is None  # rescales itself: raw pixels, nothing more known
+
+
+@pytest.mark.parametrize("scale, offset, name", [
+    ([1 / (255 * s) for s in (0.229, 0.224, 0.225)],
+     [-m / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))], "torch"),
+    (1 / 127.5, -1, "tf"),
+    (None, None, "none"),
+    (0.5, 3.0, "affine:mean=-6,std=2"),
+])
+def test_a_keras_hub_classifier_is_preprocessed_as_its_image_converter(scale, offset, name):
+    import keras_hub
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64],
+        stackwise_num_blocks=[1], stackwise_num_strides=[1], block_type="basic_block",
+        use_pre_activation=False, image_shape=(16, 16, 3))
+    converter = keras_hub.layers.ResNetImageConverter(image_size=(16, 16), scale=scale,
+                                                      offset=offset)
+    model = keras_hub.models.ResNetImageClassifier(
+        backbone=backbone, num_classes=2,
+        preprocessor=keras_hub.models.ResNetImageClassifierPreprocessor(converter))
+    assert preprocessing_for(model).name == name
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(preprocessing_for(model)(pixels), converter(pixels), atol=2e-6)
+    without = keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=2)
+    with pytest.raises(KvisError, match="cannot tell how model"):
+        preprocessing_for(without)

@@ -4,8 +4,9 @@ pixels, settled once per model and read by every technique.
 What is known about a model is kept beside it (a weak registry: the model object is not
 changed): given by the user (`load_model(..., class_names=, preprocessing=)`,
 `configure_model`), read from a labels file next to a model file, or recognised from the
-architecture (the keras.applications families of `kvis.core.architectures`, kvis's demo model,
-a model that rescales its own input).
+architecture (the keras.applications families of `kvis.core.architectures`, the image
+converter of a keras-hub classifier's preprocessor, kvis's demo model, a model that rescales
+its own input).
 """
 
 import dataclasses
@@ -25,7 +26,7 @@ from kvis.core import demo
 from kvis.core.architectures import RESCALES_ITSELF, recognise
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
-from kvis.core.preprocessing import PREPROCESSING, parse
+from kvis.core.preprocessing import PREPROCESSING, affine, parse
 from kvis.core.vocabulary import MODEL_NAMES, MODEL_SUFFIXES, RANDOM_WEIGHTS
 
 APPLICATIONS = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}
@@ -370,14 +371,18 @@ def _label_text(value):
 
 def _recognise(model):
     """What the architecture says (`kvis.core.architectures`): the keras.applications
-    families, a model that rescales its own input, and the demo model. Names alone are not
-    enough: the layers' kinds and kernels must match too."""
+    families, a model that rescales its own input, a keras-hub classifier's image converter,
+    the demo model. Names alone are not enough: the layers' kinds and kernels must match
+    too."""
     channels = model.input_shape[-1]
     gray = np.full(channels, 127.5, np.float32)
     graph = model_graph(model)
     family = recognise(graph)
     if family is RESCALES_ITSELF:
         return ModelInfo(PREPROCESSING["none"], None, gray)
+    converted = _keras_hub_preprocessing(model)
+    if converted is not None:
+        return ModelInfo(converted, None, gray)
     outputs = model.output_shape[-1] if len(model.output_shape) == 2 else None
     if family is not None:
         names = tuple(imagenet_class_names()) if outputs == 1000 else None
@@ -396,3 +401,28 @@ def _is_demo(model, graph):
             and tuple(first.kernel.shape) == (3, 3, 1, 32)
             and model.input_shape[1:] == demo.INPUT_SHAPE
             and "kvis_demo" in [model.name, *(layer.name for layer in model.layers)])
+
+
+def _keras_hub_preprocessing(model):
+    """What a keras-hub task's image converter applies before the model (`pixels * scale +
+    offset`), as the preset it equals (`torch` for keras-hub's ImageNet presets) or an
+    `affine` map; None where the model has no converter."""
+    converter = getattr(getattr(model, "preprocessor", None), "image_converter", None)
+    if converter is None:
+        return None
+    shape = model.input_shape[-1]
+    scale = np.broadcast_to(np.float64(1 if converter.scale is None else converter.scale), shape)
+    offset = np.broadcast_to(np.float64(0 if converter.offset is None else converter.offset),
+                             shape)
+    found = affine(mean=_rounded(-offset / scale), std=_rounded(1 / scale))
+    probe = np.linspace(0, 255, 3 * shape, dtype=np.float32).reshape(3, shape)
+    same = [p for p in PREPROCESSING.values() if p.channels in (1, shape)
+            and np.allclose(p(probe), found(probe), rtol=1e-5, atol=1e-5)]
+    return same[0] if same else found
+
+
+def _rounded(values):
+    """Numbers to 7 significant digits (float32's), zeros unsigned; one number where all
+    are equal."""
+    values = tuple(float(f"{v:.7g}") + 0.0 for v in values)
+    return values[:1] if len(set(values)) == 1 else values
