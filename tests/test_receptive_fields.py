@@ -196,3 +196,19 @@ def test_every_spatial_node_of_mobilenet_v3_has_a_field(mobilenet_v3_small):
     assert fields[add] == fields[multiply] == ReceptiveField((35, 35), (32, 32), (17.0, 17.0))
     assert fields["expanded_conv_squeeze_excite_mul"] == fields["expanded_conv_depthwise"] \
         == ReceptiveField((7, 7), (4, 4), (3.0, 3.0))
+
+
+def test_a_one_unit_map_padded_to_a_larger_one_keeps_its_field():
+    # ResNet50V2 at 32 px: conv5's 1x1 input is zero-padded to 3x3 before a valid 3x3 conv
+    ones = dict(kernel_initializer="ones", use_bias=False)
+    inputs = keras.Input((21, 21, 1))
+    x = keras.layers.Conv2D(1, 21, name="whole", **ones)(inputs)
+    x = keras.layers.ZeroPadding2D(1, name="pad1")(x)
+    x = keras.layers.Conv2D(1, 3, name="after", **ones)(x)
+    model = keras.Model(inputs, x)
+    fields = receptive_fields(model)
+    assert fields["pad1"] == ReceptiveField((21, 21), (1, 1), (9.0, 9.0))
+    assert fields["after"] == ReceptiveField((23, 23), (1, 1), (10.0, 10.0))
+    top, left, bottom, right = fields["after"].box(0, 0)
+    assert (max(top, 0), max(left, 0), min(bottom, 20), min(right, 20)) == \
+        _support_box(model, "after", 0, 0)

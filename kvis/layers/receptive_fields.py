@@ -92,7 +92,10 @@ def _propagate(node, fields):
     layer, output = node.layer, node.output
     if not isinstance(output, keras.KerasTensor):
         return None
-    located = [(t, f) for t, f in zip(node.inputs, fields) if not _broadcast(t, output)]
+    # A one-unit input of a merge is broadcast over the others' positions (a gate); a lone
+    # input is not, even one unit padded to a larger map.
+    located = [(t, f) for t, f in zip(node.inputs, fields)
+               if len(fields) == 1 or not _broadcast(t, output)]
     if not located or any(f is None for _, f in located):
         return None
     if len(located) > 1:
