@@ -1,5 +1,6 @@
 import types
 
+import keras
 import numpy as np
 import pytest
 
@@ -86,3 +87,18 @@ def test_checkpoints_and_bad_input(demo):
     with pytest.raises(KvisError, match="unknown attention method 'gradcam'; choose from "
                                         "grad-cam, grad-cam\\+\\+"):
         cascading_randomization(demo, x, ["saliency", "gradcam"], progress=False)
+
+
+def test_separable_convolutions_are_randomized_in_both_kernels():
+    from kvis.attribution.sanity import _reinitialize, _weighted_layers
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.SeparableConv2D(4, 3, name="sep")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, name="depth")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(x)))
+    assert _weighted_layers(model) == ["head", "depth", "sep"]
+    layer = model.get_layer("sep")
+    before = [np.array(layer.depthwise_kernel), np.array(layer.pointwise_kernel)]
+    _reinitialize(layer, np.random.default_rng(0))
+    after = [np.array(layer.depthwise_kernel), np.array(layer.pointwise_kernel)]
+    assert all(not np.allclose(b, a) for b, a in zip(before, after))

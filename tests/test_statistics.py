@@ -46,3 +46,22 @@ def test_the_figure_plots_fraction_mean_and_peak_and_marks_dead_channels():
     dead = [line for line in top.lines if line.get_label().startswith("dead")][0]
     np.testing.assert_array_equal(dead.get_xdata(), [2])  # the dead channel, drawn visibly
     assert dead.get_marker() == "x" and dead.get_label() == "dead (1)"
+
+
+def test_a_separable_convolution_has_the_spectrum_of_its_equivalent_convolution():
+    inputs = keras.Input((12, 12, 3))
+    separable = keras.layers.SeparableConv2D(5, 4, depth_multiplier=2, use_bias=False,
+                                             name="sep")
+    conv = keras.layers.Conv2D(5, 4, use_bias=False, name="conv")
+    model = keras.Model(inputs, [separable(inputs), conv(inputs)])
+    depthwise = np.array(separable.depthwise_kernel)
+    # one kernel: input channel i reaches output o through its multiplied copies
+    kernel = np.einsum("hwim,imo->hwio", depthwise,
+                       np.array(separable.pointwise_kernel).reshape(3, 2, 5))
+    conv.kernel.assign(kernel)
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 3)).astype(np.float32)
+    by_separable, by_conv = model(x)
+    np.testing.assert_allclose(by_separable, by_conv, atol=1e-5)
+    found, expected = filter_spectrum(model, "sep"), filter_spectrum(model, "conv")
+    np.testing.assert_allclose(found.bands, expected.bands, atol=1e-6)
+    np.testing.assert_allclose(found.aliased, expected.aliased, atol=1e-6)

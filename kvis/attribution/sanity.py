@@ -173,19 +173,26 @@ def _clone(model):
 def _weighted_layers(model):
     """Paths of layers with a kernel, output first."""
     paths = [path for path, node in model_graph(model).nodes.items()
-             if not node.is_container and getattr(node.layer, "kernel", None) is not None]
+             if not node.is_container and _kernels(node.layer)]
     if not paths:
         raise KvisError(f"model {model.name!r} has no layer with weights to randomize")
     return paths[::-1]
 
 
+def _kernels(layer):
+    """A layer's kernels: `kernel`, or a separable convolution's depthwise and pointwise
+    kernels."""
+    return [kernel for name in ("kernel", "depthwise_kernel", "pointwise_kernel")
+            if (kernel := getattr(layer, name, None)) is not None]
+
+
 def _reinitialize(layer, rng):
-    """Glorot-uniform kernel, zero bias: the layer forgets what it learned."""
-    kernel = layer.kernel
-    receptive = int(np.prod(kernel.shape[:-2])) if len(kernel.shape) > 2 else 1
-    fan_in, fan_out = kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
-    kernel.assign(rng.uniform(-limit, limit, kernel.shape).astype(keras.backend.floatx()))
+    """Glorot-uniform kernels, zero bias: the layer forgets what it learned."""
+    for kernel in _kernels(layer):
+        receptive = int(np.prod(kernel.shape[:-2])) if len(kernel.shape) > 2 else 1
+        fan_in, fan_out = kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        kernel.assign(rng.uniform(-limit, limit, kernel.shape).astype(keras.backend.floatx()))
     if getattr(layer, "bias", None) is not None:
         layer.bias.assign(np.zeros(layer.bias.shape, keras.backend.floatx()))
 

@@ -11,7 +11,7 @@ from kvis.core.vocabulary import SCORES
 
 _POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 _PADDING = (keras.layers.ZeroPadding2D, keras.layers.Cropping2D)
-_CONV = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+_CONV = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 
 
 def is_spatial(node):
@@ -44,7 +44,8 @@ def spatial_node(graph, layer, purpose):
 
 
 def conv_layers(model):
-    """Paths of the model's Conv2D and DepthwiseConv2D layers (nested ones included)."""
+    """Paths of the model's Conv2D, DepthwiseConv2D and SeparableConv2D layers (nested ones
+    included)."""
     return [path for path, node in model_graph(model).nodes.items()
             if isinstance(node.layer, _CONV)]
 

@@ -10,6 +10,7 @@ import numpy as np
 from kvis.core.anatomy import conv_layers
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
+from kvis.layers.filters import conv_filters
 from kvis.plot.figures import NotebookFigure, fit_texts, per_row
 
 BANDS = ("low", "mid", "high")
@@ -64,7 +65,7 @@ def filter_spectrum(model, layer=None, *, size=64):
     node = model_graph(model).node(layer or convs[0])
     if node.path not in convs:
         raise KvisError(f"layer {node.path!r} ({type(node.layer).__name__}) is not a convolution")
-    kernel = np.asarray(node.layer.kernel, np.float64)  # (kh, kw, in, out)
+    kernel = conv_filters(model, node.path).kernel.astype(np.float64)  # (kh, kw, in, out)
     energy = (np.abs(np.fft.fft2(kernel, s=(size, size), axes=(0, 1))) ** 2).sum(axis=2)
     fy, fx = np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij")
     radius = np.hypot(fy, fx)[..., None]
