@@ -22,7 +22,8 @@ PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 FIGURES = sorted(p for p in (DOCS / "figures").iterdir() if p.is_file())
 
 # Options of other tools that the docs' prose names in inline code.
-OTHER_TOOLS_OPTIONS = {"--jit", "--memory", "--only"}  # scripts/benchmark.py, bench_work.py
+# scripts/benchmark.py, bench_work.py, compatibility.py
+OTHER_TOOLS_OPTIONS = {"--jit", "--memory", "--only", "--record", "--readme"}
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([\w+-]*)")
 _ATX = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)(?:\s+#+)?\s*$")
