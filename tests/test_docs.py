@@ -392,6 +392,11 @@ def test_kvis_commands_and_options_in_the_docs_exist(page):
     problems = []
     for number, line in _kvis_lines(text):
         tokens = shlex.split(line.split(" # ")[0].replace("|", " "), comments=True)[1:]
+        after = tokens
+        while after and after[0] in group_options:  # kvis --xla COMMAND ...
+            after = after[1:]
+        if after and after[0] in commands:
+            tokens = after
         words = [t for t in tokens if not t.startswith("-")]
         if tokens and tokens[0].startswith("-"):
             command, known = "kvis", group_options

@@ -114,14 +114,6 @@ def test_images_of_another_size_are_resized_for_a_fixed_input(tiny):
     assert result.images.shape == (1, 24, 24, 3)
 
 
-@pytest.mark.slow
-def test_xla_compiles_the_same_optimization(tiny):
-    plain, xla = (render(tiny, objectives.channel("conv2", 0), seeds=[0],
-                         settings=QUICK.replace(jit_compile=jit), progress=False)
-                  for jit in (False, True))
-    np.testing.assert_allclose(plain.images, xla.images, atol=2e-3)
-
-
 @pytest.mark.parametrize("changes, message", [
     (dict(learning_rate=0), "learning_rate must be above 0; got 0"),
     (dict(learning_rate=-1), "learning_rate must be above 0; got -1"),

@@ -18,14 +18,19 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 class _Command(click.Command):
     """A command that imports TensorFlow before it runs (after its options are parsed, so
-    --help stays instant), quietly unless `kvis --verbose`."""
+    --help stays instant), quietly unless `kvis --verbose`, and compiles its passes with XLA
+    under `kvis --xla`."""
 
     def invoke(self, ctx):
         for param in self.params:
             if isinstance(param.type, FigureFile) and ctx.params.get(param.name) is not None:
                 writable(ctx.params[param.name])
-        _import_tensorflow(verbose=ctx.find_root().params.get("verbose", False))
-        return super().invoke(ctx)
+        group = ctx.find_root().params
+        _import_tensorflow(verbose=group.get("verbose", False))
+        from kvis.core.runner import jit_compile
+
+        with jit_compile(group.get("xla", False)):
+            return super().invoke(ctx)
 
 
 class _Group(click.Group):
@@ -75,7 +80,9 @@ def _echo_warning(message, category, filename, lineno, file=None, line=None):
 @click.version_option(package_name="kvis")
 @click.option("--verbose", is_flag=True,
               help="Show TensorFlow's start-up and log lines (hidden by default).")
-def main(verbose):
+@click.option("--xla", is_flag=True,
+              help="Compile every pass with XLA (jit_compile): often faster on a GPU.")
+def main(verbose, xla):
     """See what a convolutional network sees: layers, filters and feature maps.
 
     MODEL is vgg16, resnet50, demo (a small Fashion-MNIST CNN that ships with kvis), or the

@@ -23,10 +23,9 @@ from kvis.core.vocabulary import PARAMETERIZATIONS
 @click.option("--lr", "learning_rate", default=0.05, show_default=True,
               type=click.FloatRange(0, min_open=True), help="Adam learning rate, above 0.")
 @common.seed_option("Seed of the starting noise.")
-@click.option("--xla", is_flag=True, help="Compile with XLA (jit_compile); fastest on a GPU.")
 @common.save_maps_option
 def maximize(model, weights, labels, layer, channels, classes, out, steps, size,
-             parameterization, learning_rate, seed, xla, preprocess, save_maps):
+             parameterization, learning_rate, seed, preprocess, save_maps):
     """Synthesize the images that most excite channels of a LAYER, or classes, of MODEL.
 
     Gradient ascent from noise, with jitter, scaling and rotation each step and a
@@ -48,7 +47,7 @@ def maximize(model, weights, labels, layer, channels, classes, out, steps, size,
     net = common.load_network(model, weights, labels, preprocess)
     image_size = None if size is None else (size, size)
     settings = default_settings(net, image_size, steps=steps, learning_rate=learning_rate,
-                                parameterization=parameterization, jit_compile=xla)
+                                parameterization=parameterization)
     options = dict(seed=seed, settings=settings, size=image_size)
     if classes is None:
         result = maximize_filters(net, layer, channels, **options)

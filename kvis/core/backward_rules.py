@@ -109,15 +109,17 @@ def layer_gradient_pass(model, layer, rule="gradient"):
     """The compiled pass of `layer_gradients`: `(x, weights) -> (gradients, scores)`, for
     running over inputs made a batch at a time (`kvis.core.runner.run_batches`)."""
     path = model_graph(model).node(layer).path
-    return compiled(model, (path, rule), lambda: _layer_step(model, path, rule))
+    return compiled(model, ("layer gradients", path, rule),
+                    lambda jit: _layer_step(model, path, rule, jit))
 
 
-def _layer_step(model, path, rule):
+def _layer_step(model, path, rule, jit):
     graph = model_graph(model)
     backward, output = relu_following(rule), graph.nodes[path].output
 
     @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:])),
-                                  tf.TensorSpec((None, *output.shape[1:]))])
+                                  tf.TensorSpec((None, *output.shape[1:]))],
+                 jit_compile=jit)
     def step(batch, weights):
         with tf.GradientTape() as tape:
             tape.watch(batch)

@@ -5,11 +5,17 @@ A compiled pass is a `tf.function` traced once per model and key (tracing a larg
 more than a batch) and kept in a cache that holds the model weakly. It reads the model's
 variables, so later weight changes are seen. `run_batches` feeds it equal-sized batches of
 per-image arrays and concatenates what it returns.
+
+One switch, `jit_compile`, compiles every pass with XLA: score passes, probes, the scan,
+dissection, the explicit deconvnet, the maximization and inversion steps. A pass with an op XLA
+cannot compile runs without it, after one warning.
 """
 
 import contextlib
 import logging
+import re
 import threading
+import warnings
 import weakref
 
 import numpy as np
@@ -21,22 +27,67 @@ from kvis.core.progress import progress_bar
 
 _compiled = weakref.WeakKeyDictionary()
 _lock = threading.RLock()
+_jit = False  # the switch, process-wide as Keras's own settings are
+# How TensorFlow says that XLA cannot compile an op of a graph (errors of the computation itself,
+# such as a bad reshape, are raised as they are).
+_NOT_COMPILABLE = re.compile(r"Detected unsupported operations|must be a compile-time constant")
+
+
+def jit_compile(enabled=True):
+    """Compile every pass built from now on with XLA (`tf.function(jit_compile=True)`), or not.
+
+    Called alone, it sets the switch for the process; in a `with` statement, for the block
+    only (the previous value comes back on leaving it). Passes are cached per setting, so
+    switching never reuses a pass compiled the other way. XLA fuses ops: usually faster on a
+    GPU, on a CPU it depends on the model (docs/performance.md#xla).
+
+    Args:
+        enabled: compile with XLA.
+
+    Returns:
+        A context manager that restores the previous setting on exit.
+
+    Example:
+        >>> with jit_compile():
+        ...     result = kvis.saliency(model, images)
+    """
+    global _jit
+    previous, _jit = _jit, bool(enabled)
+    return _Restore(previous)
+
+
+def jit_compile_enabled():
+    """Whether passes built now are compiled with XLA (see `jit_compile`)."""
+    return _jit
 
 
 def compiled(model, key, build):
-    """The `tf.function` `build()` returns, traced once per model and key, and cached.
+    """The `tf.function` `build(jit_compile)` returns, traced once per model, key and XLA
+    setting, and cached.
 
-    `build` must return a `tf.function` with an input signature. The cache holds the model
-    weakly, so it does not keep the model alive; it is safe to use from several threads.
+    `build` takes whether to compile with XLA and must return a `tf.function` with an input
+    signature made with `jit_compile=` that value. With XLA on, a pass whose ops XLA cannot
+    compile is rebuilt without it on its first call, with one warning. The cache holds the
+    model weakly, so it does not keep the model alive; it is safe to use from several threads.
+
+    Args:
+        model: the Keras model the pass runs.
+        key: what tells this pass from the model's others (hashable), or None for a pass
+            built for one call and not cached.
+        build: `build(jit_compile) -> tf.function`.
+
+    Returns:
+        The pass, a callable like the `tf.function`.
     """
+    jit = jit_compile_enabled()
+    if key is None:
+        return _traced(_XlaOrPlain("a pass", build) if jit else build(False))
     with _lock:
         functions = _compiled.setdefault(model, {})
-        if key not in functions:
-            function = build()
-            with quiet_retracing():
-                function.get_concrete_function()
-            functions[key] = function
-        return functions[key]
+        if (key, jit) not in functions:
+            name = key[0] if isinstance(key, tuple) else key
+            functions[key, jit] = _traced(_XlaOrPlain(name, build) if jit else build(False))
+        return functions[key, jit]
 
 
 def run_batches(step, inputs, *, count=None, batch_size=32, desc="batches", progress=True):
@@ -126,6 +177,49 @@ def quiet_retracing():
         yield
     finally:
         logger.removeFilter(quiet)
+
+
+def _traced(function):
+    with quiet_retracing():
+        function.get_concrete_function()
+    return function
+
+
+class _XlaOrPlain:
+    """A pass compiled with XLA that turns, for good, into its plain build the first time XLA
+    cannot compile it (an op without an XLA kernel on this device, a `py_function`)."""
+
+    def __init__(self, name, build):
+        self.name, self.build = name, build
+        self.function, self.plain = build(True), False
+
+    def __getattr__(self, name):  # the rest of the tf.function's interface
+        return getattr(self.function, name)
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return self.function(*args, **kwargs)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+            if self.plain or not _NOT_COMPILABLE.search(str(error)):
+                raise
+            ops = sorted(set(re.findall(r"No registered '(\w+)' OpKernel", str(error))))
+            warnings.warn(f"XLA cannot compile {self.name} ({', '.join(ops) or 'an op'}): it "
+                          "runs without XLA", stacklevel=2)
+            self.function, self.plain = _traced(self.build(False)), True
+            return self.function(*args, **kwargs)
+
+
+class _Restore:
+    """Puts the XLA switch back at the end of a `with jit_compile(...)` block."""
+
+    def __init__(self, previous):
+        self.previous = previous
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        jit_compile(self.previous)
 
 
 def _padded(array, size):

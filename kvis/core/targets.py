@@ -158,12 +158,12 @@ def score_pass(model, target, *, layers=(), gradient=None, rule=None, every_scor
             bound.key, tuple((value.shape, value.dtype) for value in fed))
         key = ("score", target.score, what, target.classes is None, tuple(layers), gradient,
                rule, every_score, layer_sums)
-    step = compiled(model, key, lambda: _build(model, target, bound, fed, tuple(layers),
-                                               gradient, rule, every_score, layer_sums))
+    step = compiled(model, key, lambda jit: _build(model, target, bound, fed, tuple(layers),
+                                                   gradient, rule, every_score, layer_sums, jit))
     return step if not fed else lambda *inputs: step(*inputs, *fed)
 
 
-def _build(model, target, bound, fed, layers, gradient, rule, every_score, layer_sums):
+def _build(model, target, bound, fed, layers, gradient, rule, every_score, layer_sums, jit):
     graph = model_graph(model)
     if target is None:
         needed = ()
@@ -220,7 +220,7 @@ def _build(model, target, bound, fed, layers, gradient, rule, every_score, layer
         specs.append(tf.TensorSpec((None,), tf.int32))
     specs += [tf.TensorSpec(value.shape, value.dtype) for value in fed]
     # Plain Python control flow only: no autograph, so a KvisError while tracing stays one.
-    return tf.function(traced, input_signature=specs, autograph=False)
+    return tf.function(traced, input_signature=specs, autograph=False, jit_compile=jit)
 
 
 def resolved_classes(model, x, classes=None, *, batch_size=32):

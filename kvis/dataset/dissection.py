@@ -232,7 +232,7 @@ def _thresholds(model, data, paths, groups, quantile, preprocess, batch_size, pr
         for size, ids in groups.items():
             shape = _input_shape(model, size)
             run = compiled(model, ("dissection thresholds", paths, shape),
-                           lambda shape=shape: _top_step(model, paths, shape))
+                           lambda jit, shape=shape: _top_step(model, paths, shape, jit))
             limit = {p: tf.constant(keep[p], tf.int32) for p in paths}
             for chunk in _chunks(ids, batch_size):
                 x = read_images(data, chunk, shape=shape, preprocess=preprocess, notes=notes)
@@ -261,8 +261,8 @@ def _overlaps(model, data, paths, groups, thresholds, preprocess, batch_size, pr
         for size, ids in groups.items():
             shape = _input_shape(model, size)
             run = compiled(model, ("dissection overlaps", paths, shape, size, concepts),
-                           lambda shape=shape, size=size: _overlap_step(model, paths, shape, size,
-                                                                        concepts))
+                           lambda jit, shape=shape, size=size: _overlap_step(
+                               model, paths, shape, size, concepts, jit))
             for chunk in _chunks(ids, batch_size):
                 x = read_images(data, chunk, shape=shape, preprocess=preprocess, notes=notes)
                 masks = np.stack([read_mask(data.masks[i], concepts) for i in chunk])
@@ -276,11 +276,12 @@ def _overlaps(model, data, paths, groups, thresholds, preprocess, batch_size, pr
     return inter, units, pixels
 
 
-def _top_step(model, paths, shape):
+def _top_step(model, paths, shape, jit):
     sub = probe(model, paths)
 
     @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32),
-                                  {p: tf.TensorSpec((), tf.int32) for p in paths}])
+                                  {p: tf.TensorSpec((), tf.int32) for p in paths}],
+                 jit_compile=jit)
     def run(x, keep):
         outputs = sub(x, training=False)
         found = {}
@@ -295,13 +296,14 @@ def _top_step(model, paths, shape):
     return run
 
 
-def _overlap_step(model, paths, shape, size, concepts):
+def _overlap_step(model, paths, shape, size, concepts, jit):
     sub = probe(model, paths)
     labels = concepts + 1
 
     @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32),
                                   tf.TensorSpec((None, *size), tf.uint8),
-                                  tuple(tf.TensorSpec((None,), tf.float32) for _ in paths)])
+                                  tuple(tf.TensorSpec((None,), tf.float32) for _ in paths)],
+                 jit_compile=jit)
     def run(x, masks, thresholds):
         outputs = sub(x, training=False)
         count = tf.shape(masks)[0]

@@ -217,7 +217,7 @@ def batch_runner(model, paths, *, count, strongest="images", strategy=None):
     every way to scan: in process, on a `tf.distribute` strategy, in an Apache Beam worker."""
     per_image = checked_strongest(strongest) == "images"
     step = compiled(model, ("scan", tuple(paths), count, strongest),
-                    lambda: _scan_step(model, paths, count, per_image))
+                    lambda jit: _scan_step(model, paths, count, per_image, jit))
 
     def run(state, batch):
         if not len(batch.x):
@@ -355,10 +355,11 @@ def _merge_batch(state, batch, parts):
                                batches=state.batches + 1)
 
 
-def _scan_step(model, paths, k, per_image):
+def _scan_step(model, paths, k, per_image, jit):
     outputs_of = probe(model, list(paths))
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]))])
+    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]))],
+                 jit_compile=jit)
     def step(images):
         outputs = outputs_of(images, training=False)
         return {path: _batch_summary(outputs[path], k, per_image) for path in paths}

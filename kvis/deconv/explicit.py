@@ -37,13 +37,13 @@ def explicit_deconvnet(model, x, path, signal, *, before_activation=False, guide
         KvisError: a layer between `path` and the input that the deconvnet has no rule for.
     """
     step = compiled(model, ("explicit deconvnet", path, before_activation, guided),
-                    lambda: _explicit_pass(model, path, before_activation, guided))
+                    lambda jit: _explicit_pass(model, path, before_activation, guided, jit))
     return run_batches(step, (np.asarray(x, np.float32), np.asarray(signal, np.float32)),
                        batch_size=batch_size, desc="guided" if guided else "deconvnet",
                        progress=progress)
 
 
-def _explicit_pass(model, path, before_activation, guided):
+def _explicit_pass(model, path, before_activation, guided, jit):
     graph = model_graph(model)
     order = list(graph.nodes.values())
     end = [node.path for node in order].index(path)
@@ -51,7 +51,7 @@ def _explicit_pass(model, path, before_activation, guided):
     # Without autograph, a layer the deconvnet cannot pass raises its KvisError as it is.
     @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:])),
                                   tf.TensorSpec((None, *order[end].output.shape[1:]))],
-                 autograph=False)
+                 autograph=False, jit_compile=jit)
     def step(x, signal):
         return _projection(graph, order, end, x, signal, before_activation, guided)
 

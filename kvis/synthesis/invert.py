@@ -126,13 +126,14 @@ def plot_inversion(result, *, fig=None, title=None):
 def _representations(model, layers, x):
     """`{layer: its output}` for model input x, by a pass compiled once per model and layers."""
     step = compiled(model, ("synthesis.representations", tuple(layers)),
-                    lambda: _probe_pass(probe(model, layers), model.input_shape))
+                    lambda jit: _probe_pass(probe(model, layers), model.input_shape, jit))
     return run_batches(step, (np.asarray(x, np.float32),), progress=False)
 
 
-def _probe_pass(sub, input_shape):
+def _probe_pass(sub, input_shape, jit):
     return tf.function(lambda x: sub(x, training=False),
-                       input_signature=[tf.TensorSpec((None, *input_shape[1:]))])
+                       input_signature=[tf.TensorSpec((None, *input_shape[1:]))],
+                       jit_compile=jit)
 
 
 def _normalized_error(reached, target):

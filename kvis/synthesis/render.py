@@ -1,7 +1,8 @@
 """The image-optimization engine shared by activation maximization and network inversion.
 
 A batch of images is optimized against an objective by gradient ascent (GradientTape, Adam),
-compiled with `tf.function` (optionally XLA), several steps per call. Each image has its own
+compiled with `tf.function` (with XLA under `kvis.core.runner.jit_compile`), several steps
+per call. Each image has its own
 random stream, seeded by the caller, for its starting noise and its per-step transforms, and
 Adam works element by element: an image's result depends on its seed and unit alone, not on
 the rest of the batch. Readability comes from the parameterization (Fourier-space,
@@ -12,7 +13,8 @@ regularizer objectives (Lp decay, total variation).
 The optimization step and the final scoring are compiled once per model and cached
 (`kvis.core.runner.compiled`), keyed by what shapes their graph: the objective's structure
 (`Bound.key`), the batch and image shape, the parameterization, the model's preprocessing and
-the settings that add or remove ops (transforms on or off, gradient normalization, XLA).
+the settings that add or remove ops (transforms on or off, gradient normalization); the
+runner adds the XLA switch.
 Everything that changes from call to call (the units each image maximizes, inversion targets,
 the starting noise, the transforms, the learning rate, Adam's state) goes in as tensors, so a
 second call on the same model, layer and batch shape, for other units, traces nothing.
@@ -68,7 +70,6 @@ class Settings:
         decay: weight of the L2 decay regularizer.
         tv: weight of the total-variation regularizer.
         normalize_gradients: divide each image's gradient by its RMS before Adam.
-        jit_compile: compile the step with XLA (on a GPU, usually faster).
         chunk: steps per compiled call (the progress bar moves once per chunk).
     """
 
@@ -86,7 +87,6 @@ class Settings:
     decay: float = 0.0
     tv: float = 0.0
     normalize_gradients: bool = False
-    jit_compile: bool = False
     chunk: int = 16
 
     def __post_init__(self):
@@ -233,11 +233,10 @@ class _Passes:
         signature = [value, value, value, tf.TensorSpec((shape[0], None, 4)),
                      tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.float32), self.specs]
         key = ("synthesis.step", self.bound.key, s.parameterization, param.shape, tuple(shape),
-               self.model_size, self.preprocess, transforms, s.normalize_gradients,
-               s.jit_compile, self.specs)
-        return self._compiled(self.bound, key, lambda: _step(
+               self.model_size, self.preprocess, transforms, s.normalize_gradients, self.specs)
+        return self._compiled(self.bound, key, lambda jit: _step(
             self._outputs(self.bound), _read(self.bound), param, signature, transforms,
-            s.normalize_gradients, s.jit_compile))
+            s.normalize_gradients, jit))
 
     def evaluate(self, param, shape):
         """`evaluate(value, values)`: the images (B, H, W, C) in [0, 1] that the numbers
@@ -245,13 +244,12 @@ class _Passes:
         signature = [tf.TensorSpec(shape), self.plain_specs]
         key = ("synthesis.evaluate", self.plain.key, self.settings.parameterization,
                param.shape, tuple(shape), self.model_size, self.preprocess, self.plain_specs)
-        return self._compiled(self.plain, key, lambda: _evaluate(
-            self._outputs(self.plain), _read(self.plain), param, signature))
+        return self._compiled(self.plain, key, lambda jit: _evaluate(
+            self._outputs(self.plain), _read(self.plain), param, signature, jit))
 
     def _compiled(self, bound, key, build):
-        if bound.key is None:  # a custom score: its graph is unknown, traced for this call
-            return build()
-        return compiled(self.model, key, build)
+        # A custom score's graph is unknown: its passes are traced for this call, not cached.
+        return compiled(self.model, None if bound.key is None else key, build)
 
     def _outputs(self, bound):
         """`outputs(images)`: the layer outputs `bound` reads, of images in [0, 1]."""
@@ -266,8 +264,8 @@ class _Passes:
         return outputs
 
 
-def _evaluate(outputs, read, param, signature):
-    @tf.function(input_signature=signature)
+def _evaluate(outputs, read, param, signature, jit_compile):
+    @tf.function(input_signature=signature, jit_compile=jit_compile)
     def evaluate(value, values):
         images = param.image(value)
         return images, read(outputs(images), images, *values)
