@@ -84,7 +84,7 @@ def grad_cam_plus_plus(model, images, *, classes=None, score="logit", target=Non
 
 
 def score_cam(model, images, *, classes=None, score="logit", target=None, layer=None,
-              upsampling="bilinear", max_channels=None, batch_size=32, memory_mb=1024,
+              upsampling="bilinear", count=None, batch_size=32, memory_mb=1024,
               progress=True):
     """Score-CAM: each feature map weighted by the class score of the image it masks.
 
@@ -98,7 +98,7 @@ def score_cam(model, images, *, classes=None, score="logit", target=None, layer=
 
     The model runs once per channel and image, a batch of masked images per pass (made on
     the device from the maps and the pixels); channels whose map is zero everywhere add
-    nothing to the map and are skipped. `max_channels` (Faster Score-CAM, tf-keras-vis's
+    nothing to the map and are skipped. `count` (Faster Score-CAM, tf-keras-vis's
     `max_N`) keeps only each image's channels of largest variance over the map, the others
     weighing 0. The default keeps all: on VGG16 (random weights, 128 px, 512 channels),
     64 channels take an eighth of the time but the map differs from the full one by a mean
@@ -108,7 +108,7 @@ def score_cam(model, images, *, classes=None, score="logit", target=None, layer=
     Args:
         model, images, classes, layer, upsampling, progress: as for `grad_cam`.
         score: "logit" or "probability" (the paper's).
-        max_channels: None (every channel) or how many channels of largest variance to weigh
+        count: None (every channel) or how many channels of largest variance to weigh
             per image, at least 1; more than the layer has keeps them all.
         batch_size: masked images per compiled forward pass (the channels of all images), at
             most what `memory_mb` allows.
@@ -118,16 +118,16 @@ def score_cam(model, images, *, classes=None, score="logit", target=None, layer=
         An `Explanation` with method "score-cam".
 
     Raises:
-        KvisError: as for `grad_cam`; a `max_channels` below 1 or not a whole number; a model
+        KvisError: as for `grad_cam`; a `count` below 1 or not a whole number; a model
             whose preprocessing kvis cannot tell.
 
     Example:
-        >>> result = kvis.score_cam(model, image, score="probability", max_channels=64)
+        >>> result = kvis.score_cam(model, image, score="probability", count=64)
     """
-    if max_channels is not None and (isinstance(max_channels, bool) or not isinstance(
-            max_channels, (int, np.integer)) or max_channels < 1):
-        raise KvisError(f"max_channels must be a whole number of channels, at least 1, or None; "
-                        f"got {max_channels!r}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, (int, np.integer))
+                              or count < 1):
+        raise KvisError(f"score-cam: count (how many channels to weigh) must be a whole number, "
+                        f"at least 1, or None; got {count!r}")
     batch, target, path = _prepare(model, images, "score-cam", classes=classes, score=score,
                                    target=target, layer=layer, upsampling=upsampling)
     preprocessing_for(model)  # the masks are defined on pixels: refused before any pass
@@ -139,17 +139,16 @@ def score_cam(model, images, *, classes=None, score="logit", target=None, layer=
     if target.is_class:
         target = dataclasses.replace(target, classes=outputs["classes"])
     weights = _score_weights(model, target, batch.x, activations, upsampling=upsampling,
-                             max_channels=max_channels, batch_size=batch_size,
-                             progress=progress)
+                             count=count, batch_size=batch_size, progress=progress)
     raw = np.einsum("nijk,nk->nij", activations, weights)
     return _explanation(model, batch, "score-cam", target, outputs, raw, path, upsampling)
 
 
-def _score_weights(model, target, x, activations, *, upsampling, max_channels, batch_size,
+def _score_weights(model, target, x, activations, *, upsampling, count, batch_size,
                    progress):
     """Score-CAM's channel weights, float32 (N, K): the target's score on each image masked
     by each of its scored channels' maps (`_scored_channels`), 0 for the others."""
-    image_of, channel_of = _scored_channels(activations, max_channels)
+    image_of, channel_of = _scored_channels(activations, count)
     weights = np.zeros((len(activations), activations.shape[-1]), np.float32)
     if not len(image_of):
         return weights
@@ -167,23 +166,23 @@ def _score_weights(model, target, x, activations, *, upsampling, max_channels, b
     return weights
 
 
-def _scored_channels(activations, max_channels=None):
-    """The (image, channel) pairs Score-CAM scores: per image, the `max_channels` channels of
+def _scored_channels(activations, count=None):
+    """The (image, channel) pairs Score-CAM scores: per image, the `count` channels of
     largest variance over the map (all when None; ties to the lower index), less those
     whose map is zero everywhere (they add nothing whatever their weight).
 
     Args:
         activations: float32 (N, h, w, K), the explained layer's maps.
-        max_channels: None or an int at least 1.
+        count: None or an int at least 1.
 
     Returns:
         Two int64 arrays (P,): the image and the channel of each pair, by image.
     """
-    count, channels = activations.shape[0], activations.shape[-1]
-    kept = min(channels, max_channels or channels)
+    channels = activations.shape[-1]
+    kept = min(channels, count or channels)
     order = np.argsort(-activations.var(axis=(1, 2)), axis=-1, kind="stable")[:, :kept]
     live = np.take_along_axis(activations.any(axis=(1, 2)), order, axis=-1)
-    return np.repeat(np.arange(count), kept)[live.ravel()], order[live]
+    return np.repeat(np.arange(len(activations)), kept)[live.ravel()], order[live]
 
 
 def guided_grad_cam(model, images, *, classes=None, score="logit", target=None, layer=None,
