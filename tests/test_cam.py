@@ -351,3 +351,26 @@ def test_the_model_is_unchanged_and_not_kept_alive(images):
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_the_command_passes_count_to_score_cam_alone(tmp_path, demo):
+    from click.testing import CliRunner
+
+    from kvis.cli import main
+    from kvis.core.images import load_image
+
+    path = tmp_path / "boot.png"
+    cv2.imwrite(str(path), demo_images()[0][0])
+    run = CliRunner().invoke
+    done = run(main, ["attention", "demo", str(path), "-m", "score-cam", "--count", "5",
+                      "--save-maps", str(tmp_path / "m.npz"), "--out", str(tmp_path / "m.png")])
+    assert done.exit_code == 0, done.output
+    image = load_image(path, demo)
+    expected = score_cam(demo, image, count=5, progress=False)
+    np.testing.assert_allclose(np.load(tmp_path / "m.npz")["raw"], expected.raw, rtol=1e-5,
+                               atol=1e-6)
+    assert not np.allclose(expected.raw, score_cam(demo, image, progress=False).raw)
+    for args, message in ((["-m", "grad-cam", "--count", "5"], "--count is for --method score-cam"),
+                          (["-m", "score-cam", "--count", "0"], "0 is not in the range x>=1")):
+        done = run(main, ["attention", "demo", str(path), *args, "--out", str(tmp_path / "x.png")])
+        assert done.exit_code == 2 and message in done.output
