@@ -37,14 +37,16 @@ keras = tf.keras
 
 # Fixed settings per model: a batch for the per-image techniques, the conv layer whose filters
 # are maximized, maximization steps for 1 and for 16 filters, SmoothGrad samples, the occluder
-# (size = stride, as tf-explain slides it), and the images of the dataset scan.
+# (size = stride, as tf-explain slides it), the images of the dataset scan, and Score-CAM's
+# images and channels (None: all; else the channels of largest variance, tf-keras-vis's max_N)
+# at the last conv layer.
 SETTINGS = {
     "demo": dict(batch=64, layer="block3_conv1", steps={1: 16, 16: 64}, samples=16, patch=4,
-                 scan=4096),
+                 scan=4096, score_cam=(8, None)),
     "vgg16": dict(batch=4, layer="block5_conv3", steps={1: 16, 16: 2}, samples=4, patch=32,
-                  scan=32),
+                  scan=32, score_cam=(1, 64)),
     "resnet50": dict(batch=4, layer="conv5_block3_out", steps={1: 16, 16: 2}, samples=4,
-                     patch=32, scan=32),
+                     patch=32, scan=32, score_cam=(1, 64)),
 }
 
 # The memory rows (`--memory`): SmoothGrad and Integrated Gradients at full size, and the
@@ -178,6 +180,20 @@ def conv_names(model):
     return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
 
 
+def last_conv(model):
+    """The layer the CAMs explain: the last conv layer (ResNet50's last block output)."""
+    return "conv5_block3_out" if model.name == "resnet50" else conv_names(model)[-1]
+
+
+def _score_cam_work(model, settings):
+    """Score-CAM's row: its technique name, images, channels kept (None: all), and the
+    masked images it scores (images x channels)."""
+    images, count = settings["score_cam"]
+    channels = count or model.get_layer(last_conv(model)).output.shape[-1]
+    name = f"score-cam, {channels} channels" + ("" if count else " (all)")
+    return name, images, count, images * channels
+
+
 def trunk(model, layer):
     """The model up to `layer`: what maximizing one of its filters runs through."""
     return keras.Model(model.input, model.get_layer(layer).output, name=f"to_{layer}")
@@ -240,6 +256,13 @@ def _kvis_attribution_rows(model, settings, limits, repeats, only):
                               batch_size=batch, progress=False, **options)
         rows.append(row(method, "kvis", f"{batch} images", seconds, peak,
                         passes * batch * limits.backward(batch)))
+    technique, images, count, masked = _score_cam_work(model, settings)
+    if wanted(only, technique):
+        seconds, peak = timed(repeats, kvis.score_cam, model, x[:images],
+                              classes=0, score="probability", layer=last_conv(model),
+                              count=count, batch_size=batch, progress=False)
+        rows.append(row(technique, "kvis", f"{masked} masked images", seconds, peak,
+                        masked * limits.forward(batch)))
     positions = _positions(model, settings["patch"])
     if wanted(only, "occlusion"):
         seconds, peak = timed(repeats, kvis.occlusion, model, x[:1], size=settings["patch"],
@@ -308,6 +331,7 @@ def tf_keras_vis_rows(model, name, settings, limits, repeats, jit):
     from tf_keras_vis.activation_maximization import ActivationMaximization
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.saliency import Saliency
+    from tf_keras_vis.scorecam import Scorecam
     from tf_keras_vis.utils.model_modifiers import ExtractIntermediateLayer, ReplaceToLinear
     from tf_keras_vis.utils.scores import CategoricalScore
 
@@ -336,6 +360,13 @@ def tf_keras_vis_rows(model, name, settings, limits, repeats, jit):
     seconds, peak = timed(repeats, gradcam, score, x)
     rows.append(row("grad-cam", "tf-keras-vis", f"{batch} images", seconds, peak,
                     batch * limits.backward(batch)))
+    technique, images, count, masked = _score_cam_work(model, settings)
+    scorecam = Scorecam(model, model_modifier=ReplaceToLinear(), clone=True)
+    seconds, peak = timed(repeats, scorecam, CategoricalScore([0] * images),
+                          x[:images], penultimate_layer=last_conv(model),
+                          seek_penultimate_conv_layer=False, batch_size=batch, max_N=count)
+    rows.append(row(technique, "tf-keras-vis", f"{masked} masked images", seconds, peak,
+                    masked * limits.forward(batch)))
     return rows
 
 
@@ -346,13 +377,12 @@ def tf_explain_rows(model, name, settings, limits, repeats, jit):
     from tf_explain.core.vanilla_gradients import VanillaGradients
 
     batch, x = settings["batch"], inputs(model, settings["batch"])
-    last_conv = conv_names(model)[-1] if name != "resnet50" else "conv5_block3_out"
     rows = []
     for method, passes, explainer, options in (
             ("saliency", 1, VanillaGradients(), {}),
             ("smoothgrad", settings["samples"], SmoothGrad(),
              {"num_samples": settings["samples"]}),
-            ("grad-cam", 1, GradCAM(), {"layer_name": last_conv})):
+            ("grad-cam", 1, GradCAM(), {"layer_name": last_conv(model)})):
         seconds, peak = timed(repeats, explainer.explain, (x, None), model, 0, **options)
         rows.append(row(method, "tf-explain", f"{batch} images", seconds, peak,
                         passes * batch * limits.backward(batch)))

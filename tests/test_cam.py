@@ -14,8 +14,10 @@ from kvis.core.anatomy import last_conv_layer
 from kvis.core.demo import demo_images
 from kvis.core.errors import KvisError
 from kvis.core.models import configure_model
+from kvis.core.runner import rows_within
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
+UPSAMPLINGS = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 
 
 def gap_model():
@@ -80,14 +82,16 @@ def plus_plus_cam(activations, gradients):
     return raw
 
 
-def brute_force_score_cam(scores_of, activations, pixels, classes, preprocess):
+def brute_force_score_cam(scores_of, activations, pixels, classes, preprocess,
+                          interpolation=cv2.INTER_LINEAR, channels=None):
     """Score-CAM one masked image at a time: the mask multiplies the pixels, which are then
-    preprocessed; `scores_of(x)` gives the class scores (C,) of one model input (1, H, W, C)."""
+    preprocessed; `scores_of(x)` gives the class scores (C,) of one model input (1, H, W, C).
+    `channels` (one list per image) weighs only those channels; the others weigh 0."""
     raw = np.zeros(activations.shape[:3])
     for n in range(len(pixels)):
-        for k in range(activations.shape[-1]):
+        for k in range(activations.shape[-1]) if channels is None else channels[n]:
             mask = cv2.resize(activations[n, ..., k], pixels.shape[1:3][::-1],
-                              interpolation=cv2.INTER_LINEAR)
+                              interpolation=interpolation)
             span = mask.max() - mask.min()
             mask = (mask - mask.min()) / span if span > 0 else np.zeros_like(mask)
             raw[n] += scores_of(preprocess(pixels[n:n + 1] * mask[None, ..., None]))[
@@ -186,6 +190,54 @@ def test_score_cam_matches_a_brute_force_loop(build, classes, score, tiny, image
                                          batch_size=64).raw, result.raw, **TOLERANCE)
 
 
+def dead_and_constant_channels(model):
+    """`model` (tiny_cnn) with conv2's channel 0 zero everywhere and channel 1 constant 0.5:
+    the first adds nothing, the second masks with zeros (a black image) and still counts."""
+    kernel, bias = (w.numpy() for w in model.get_layer("conv2").weights)
+    kernel[..., :2], bias[:2] = 0.0, (-1.0, 0.5)
+    model.get_layer("conv2").set_weights([kernel, bias])
+    return model
+
+
+@pytest.mark.parametrize("batch_size, memory_mb, upsampling", [
+    (1, 1024, "bilinear"), (7, 1024, "nearest"), (32, 0.03, "bilinear"), (64, 1024, "bilinear")])
+def test_score_cam_at_any_batch_size_or_budget_is_the_brute_force_loop(batch_size, memory_mb,
+                                                                       upsampling, tiny, images):
+    model = configure_model(dead_and_constant_channels(tiny), preprocessing="tf")
+    if memory_mb < 1:  # the budget cuts the batch to a few rows
+        assert 1 < rows_within(model, memory_mb, batch_size=batch_size) < 8
+    x = np.concatenate([images, images[:, ::-1]])
+    activations = keras.Model(model.input, model.get_layer("conv2").output)(x).numpy()
+    assert np.all(activations[..., 0] == 0) and np.all(activations[..., 1] == 0.5)
+    result = score_cam(model, x, classes=[0, 1, 2, 0], upsampling=upsampling,
+                       batch_size=batch_size, memory_mb=memory_mb, progress=False)
+    features = keras.Model(model.input, model.get_layer("gap").output)
+    dense = model.get_layer("predictions")
+    expected = brute_force_score_cam(
+        lambda v: (features(v).numpy() @ dense.kernel.numpy() + dense.bias.numpy())[0],
+        activations, (x + 1.0) * 127.5, [0, 1, 2, 0], lambda p: p / 127.5 - 1.0,
+        interpolation=UPSAMPLINGS[upsampling])
+    np.testing.assert_allclose(result.raw, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("count", [1, 3, 5, 8, 20])
+def test_count_weighs_exactly_the_channels_of_largest_variance(count, images):
+    model = configure_model(nested_sequential(tiny_base()), preprocessing="none")
+    x = np.concatenate([images, -images])
+    activations = model.get_layer("base")(x).numpy()
+    variances = activations.reshape(len(x), -1, 8).var(axis=1)
+    chosen = [sorted(range(8), key=lambda k: -v[k])[:count] for v in variances]
+    assert len({tuple(sorted(c)) for c in chosen}) > 1 or count in (1, 8, 20)  # per image
+    result = score_cam(model, x, classes=[4, 1, 0, 2], count=count, batch_size=3,
+                       progress=False)
+    expected = brute_force_score_cam(lambda v: model(v).numpy()[0], activations, x,
+                                     [4, 1, 0, 2], lambda p: p, channels=chosen)
+    np.testing.assert_allclose(result.raw, expected, **TOLERANCE)
+    if count >= 8:  # every channel: the full Score-CAM
+        np.testing.assert_allclose(result.raw, score_cam(model, x, classes=[4, 1, 0, 2],
+                                                         progress=False).raw, **TOLERANCE)
+
+
 def test_score_cam_masks_the_pixels_not_the_model_input(tiny, images):
     configure_model(tiny, preprocessing="tf")  # input in [-1, 1]: a black pixel is -1
     activations = keras.Model(tiny.input, tiny.get_layer("conv2").output)(images).numpy()
@@ -282,6 +334,11 @@ def test_bad_input_is_refused_with_one_line(tiny, images):
         grad_cam(tiny, images, batch_size=0)
     with pytest.raises(KvisError, match="cannot tell how model 'tiny' expects its pixels"):
         score_cam(tiny, images)  # the masks are defined on pixels
+    configure_model(tiny, preprocessing="none")
+    for count in (0, -2, 2.5, True, "3"):
+        with pytest.raises(KvisError, match=r"^score-cam: count \(how many channels to weigh\) "
+                                            r"must be a whole number, at least 1, or None; got "):
+            score_cam(tiny, images, count=count)
 
 
 def test_the_model_is_unchanged_and_not_kept_alive(images):
@@ -294,3 +351,26 @@ def test_the_model_is_unchanged_and_not_kept_alive(images):
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_the_command_passes_count_to_score_cam_alone(tmp_path, demo):
+    from click.testing import CliRunner
+
+    from kvis.cli import main
+    from kvis.core.images import load_image
+
+    path = tmp_path / "boot.png"
+    cv2.imwrite(str(path), demo_images()[0][0])
+    run = CliRunner().invoke
+    done = run(main, ["attention", "demo", str(path), "-m", "score-cam", "--count", "5",
+                      "--save-maps", str(tmp_path / "m.npz"), "--out", str(tmp_path / "m.png")])
+    assert done.exit_code == 0, done.output
+    image = load_image(path, demo)
+    expected = score_cam(demo, image, count=5, progress=False)
+    np.testing.assert_allclose(np.load(tmp_path / "m.npz")["raw"], expected.raw, rtol=1e-5,
+                               atol=1e-6)
+    assert not np.allclose(expected.raw, score_cam(demo, image, progress=False).raw)
+    for args, message in ((["-m", "grad-cam", "--count", "5"], "--count is for --method score-cam"),
+                          (["-m", "score-cam", "--count", "0"], "0 is not in the range x>=1")):
+        done = run(main, ["attention", "demo", str(path), *args, "--out", str(tmp_path / "x.png")])
+        assert done.exit_code == 2 and message in done.output

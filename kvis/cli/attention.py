@@ -33,9 +33,11 @@ from kvis.core.vocabulary import ATTENTION_METHODS, SIGNS
               help="Show the signed attributions (Captum's signs): their absolute value, "
                    "positive or negative part, or all on a diverging colour map centred at 0 "
                    "(default: each method's own map).")
+@common.count_option("score-cam only: weigh just the N channels of largest variance (Faster "
+                     "Score-CAM, tf-keras-vis's max_N); default: every channel.", default=None)
 @common.save_maps_option
 def attention(model, weights, labels, preprocess, image, methods, score, classes, target, layer,
-              batch, out, sign, save_maps):
+              batch, out, sign, count, save_maps):
     """Show which pixels drive MODEL's class score for IMAGE, overlaid on the image.
 
     With --batch, every image of the folder IMAGE gets a figure OUT/<image>_<class>_<method>.png
@@ -46,6 +48,7 @@ def attention(model, weights, labels, preprocess, image, methods, score, classes
     \b
     kvis attention demo boot.png --method grad-cam --out cam.png
     kvis attention resnet50 cat.jpg --method score-cam --class tabby --out cam.png
+    kvis attention vgg16 cat.jpg --method score-cam --count 64 --out cam.png
     kvis attention demo boot.png --method saliency --target block3_conv1:5 --out ch5.png
     kvis attention simpsons.keras photos/ --batch --method grad-cam++ --out cams/
     kvis attention demo boot.png -m grad-cam,saliency --sign all --save-maps m.npz --out m.png
@@ -55,6 +58,8 @@ def attention(model, weights, labels, preprocess, image, methods, score, classes
     from kvis.core.images import load_image
     from kvis.core.io import save_figure
 
+    if count is not None and "score-cam" not in methods:
+        raise click.BadParameter("--count is for --method score-cam", param_hint="--count")
     if not batch and Path(image).is_dir():
         raise click.BadParameter(f"{image} is a folder: pass --batch to explain every image "
                                  "in it", param_hint="IMAGE")
@@ -68,9 +73,11 @@ def attention(model, weights, labels, preprocess, image, methods, score, classes
         chosen = [chosen[i] for i in kept]
     # --layer goes to the methods that take one (to all when none does, which refuses it).
     at_layer = [m for m in methods if takes_layer(m)] or methods
+    channels = {} if count is None else {"count": count}
     results = [explain(net, images, method, layer=layer if method in at_layer else None,
                        classes=chosen[0] if chosen and len(chosen) == 1 else chosen,
-                       score=score, target=common.target_objective(target))
+                       score=score, target=common.target_objective(target),
+                       **(channels if method == "score-cam" else {}))
                for method in methods]
     result = results[0]
     if batch:
