@@ -227,7 +227,7 @@ def _masking(model, preprocess, layer_size, image_shape, upsampling):
     rows, columns = (_interpolation(small, large, UPSAMPLING[upsampling])
                      for small, large in zip(layer_size, image_shape))
 
-    def build():
+    def build(jit_compile):
         def masked(pixels, images, maps):
             up = tf.einsum("bHw,Ww->bHW", tf.einsum("Hh,bhw->bHw", rows, maps), columns)
             low = tf.reduce_min(up, axis=(1, 2), keepdims=True)
@@ -235,7 +235,7 @@ def _masking(model, preprocess, layer_size, image_shape, upsampling):
             mask = tf.math.divide_no_nan(up - low, span)
             return preprocess(tf.gather(pixels, images) * mask[..., None])
 
-        return tf.function(masked, autograph=False, input_signature=[
+        return tf.function(masked, autograph=False, jit_compile=jit_compile, input_signature=[
             tf.TensorSpec((None, *image_shape)), tf.TensorSpec((None,), tf.int32),
             tf.TensorSpec((None, *layer_size))])
 
