@@ -6,10 +6,11 @@ promises. tests/test_compatibility.py runs the same cells and checks that the RE
 script's table.
 
 Usage: python scripts/compatibility.py [--only NAME,...] [--record docs/compatibility.json]
-       [--readme README.md]
+       [--readme README.md] [--no-run]
 
 --record keeps each cell's result (None, or why it failed) per architecture, merged into what
-the file already holds, so rows can be run a few at a time; --readme redraws the table from it.
+the file already holds, so rows can be run a few at a time; --readme redraws the table from it
+(with --no-run, without running any row).
 """
 
 import argparse
@@ -253,10 +254,10 @@ def markdown(rows):
 def replace_table(readme, table):
     """`readme`'s text with the table between the compatibility markers replaced."""
     text = Path(readme).read_text(encoding="utf-8")
-    pattern = r"(<!-- compatibility:start -->\n).*?(\n<!-- compatibility:end -->)"
+    pattern = r"(<!-- compatibility:start -->\n).*?(<!-- compatibility:end -->)"
     if not re.search(pattern, text, flags=re.S):
         raise SystemExit(f"{readme} has no <!-- compatibility:start/end --> markers")
-    return re.sub(pattern, lambda m: m.group(1) + table + m.group(2), text, flags=re.S)
+    return re.sub(pattern, lambda m: m.group(1) + table + "\n" + m.group(2), text, flags=re.S)
 
 
 def main():
@@ -264,8 +265,10 @@ def main():
     parser.add_argument("--only", help="comma-separated architectures (default: all)")
     parser.add_argument("--record", type=Path, help="keep the results in this JSON file")
     parser.add_argument("--readme", type=Path, help="draw the recorded table into this README")
+    parser.add_argument("--no-run", action="store_true",
+                        help="run no architecture: only redraw the table from --record")
     args = parser.parse_args()
-    names = args.only.split(",") if args.only else list(ARCHITECTURES)
+    names = [] if args.no_run else args.only.split(",") if args.only else list(ARCHITECTURES)
     rows = {}
     for name in names:
         began = time.monotonic()

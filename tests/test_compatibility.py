@@ -14,6 +14,10 @@ matrix = compatibility_matrix()
 # explicit deconvnet's backward rules, the replayed forward of the scan and top-9, and a
 # gradient through the whole model.
 GRAPH_CELLS = ("layer table", "deconvnet", "scan + top-9", "grad-cam")
+# Deeper stacks of the blocks of a row tested in full: their graph walk only, to keep the
+# suite within its time.
+DEEPER = {"ResNet101": "ResNet50", "ResNet152": "ResNet50", "ResNet101V2": "ResNet50V2",
+          "ResNet152V2": "ResNet50V2"}
 
 
 def test_the_readme_shows_the_recorded_matrix_and_every_cell_passes():
@@ -32,5 +36,6 @@ def test_the_readme_shows_the_recorded_matrix_and_every_cell_passes():
 @pytest.mark.integration
 @pytest.mark.parametrize("name", list(matrix.ARCHITECTURES))
 def test_every_architecture_runs_the_graph_cells(name):
-    cells = matrix.run_row(name, {t: matrix.TECHNIQUES[t] for t in GRAPH_CELLS})
+    cells = matrix.run_row(name, {t: matrix.TECHNIQUES[t]
+                                  for t in (["layer table"] if name in DEEPER else GRAPH_CELLS)})
     assert {t: why for t, (why, _) in cells.items() if why} == {}

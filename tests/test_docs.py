@@ -23,7 +23,7 @@ FIGURES = sorted(p for p in (DOCS / "figures").iterdir() if p.is_file())
 
 # Options of other tools that the docs' prose names in inline code.
 # scripts/benchmark.py, bench_work.py, compatibility.py
-OTHER_TOOLS_OPTIONS = {"--jit", "--memory", "--only", "--record", "--readme"}
+OTHER_TOOLS_OPTIONS = {"--jit", "--memory", "--only", "--record", "--readme", "--no-run"}
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([\w+-]*)")
 _ATX = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)(?:\s+#+)?\s*$")
