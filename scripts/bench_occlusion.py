@@ -6,6 +6,9 @@ difference of the sensitivity map, relative to the exact map's range).
 
     python scripts/bench_occlusion.py                    # VGG16 and ResNet50, both occluders
     python scripts/bench_occlusion.py --models vgg16 --repeats 1
+    python scripts/bench_occlusion.py --models demo --occluders 4/1,6/2   # trained, 28 px
+
+The CPU count and load come first: on a shared machine, say so beside the numbers.
 """
 
 import argparse
@@ -58,7 +61,7 @@ def rows(model, image, repeats, settings, occluders):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="vgg16,resnet50")
+    parser.add_argument("--models", default="vgg16,resnet50", help="vgg16, resnet50, demo")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, default=224, help="input side in pixels")
     parser.add_argument("--settings", default=",".join(name for name, _ in SETTINGS))
@@ -70,13 +73,23 @@ def main():
     print("| model | occluder | inference | s / call | speedup | error max / mean | fallback |")
     print("|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
-        keras.utils.set_random_seed(0)
-        builder = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}
-        model = builder[name](weights=None, input_shape=(args.size, args.size, 3))
-        image = np.random.default_rng(0).uniform(0, 255, (1, args.size, args.size, 3))
-        image = kvis.preprocessing_for(model)(image.astype(np.float32))
+        model, image = subject(name, args.size)
         for row in rows(model, image, args.repeats, settings, occluders):
             print(f"| {row} |", flush=True)
+
+
+def subject(name, size):
+    """The model and its image: the trained demo model and a real ankle boot, or a random-weight
+    keras.applications model at `size` px and an image of uniform noise."""
+    if name == "demo":
+        images, labels = kvis.demo_images()
+        model = kvis.load_model("demo")
+        return model, kvis.load_image(images[np.flatnonzero(labels == 9)[0]], model)
+    keras.utils.set_random_seed(0)
+    builder = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}
+    model = builder[name](weights=None, input_shape=(size, size, 3))
+    image = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
+    return model, kvis.preprocessing_for(model)(image)
 
 
 if __name__ == "__main__":

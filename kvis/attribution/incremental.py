@@ -9,11 +9,12 @@ input with the input's changed patch laid over it, by the layer's own weights (V
 crop). A layer's windows all have one size (a window that would cross a border is moved inside:
 extra but exact work), so each layer is one batched op. Where a window grows to most of its
 map (`FULL_AT`), or at a layer it cannot window (Flatten, Dense, global pooling, an average
-pool that pads), the patches are pasted into P copies of the kept maps and the rest of the graph
-runs as usual: the *fallback*.
+pool that pads: TensorFlow averages only the pixels it has), the patches are pasted into P
+copies of the kept maps and the rest of the graph runs as usual: the *fallback*.
 
-Krypton's projective-field threshold is the approximation here: a window's side stops growing
-at a fraction of its map's side, centred where the change is; changes outside it are ignored.
+Krypton's approximations: the projective-field threshold (a window's side stops growing at a
+fraction of its map's side, centred where the change is; changes outside it are ignored) and
+adaptive drill-down (`drill`).
 """
 
 from dataclasses import dataclass
@@ -120,15 +121,16 @@ def plan(model, corners, size, needed, *, threshold=None):
         if all(s is None for s in ins):
             continue
         step = _windowed(node, ins, offsets, threshold)
-        if step is None:
+        if isinstance(step, str):
+            fallback = fallback or f"{node.path} ({step})"
             step = _Step(node.path, _FULL, inputs=ins)
-            fallback = fallback or f"{node.path} ({_why(node, ins)})"
         done += cost if step.kind == _FULL else cost * np.prod(step.size) / np.prod(
             node.output.shape[1:3])
         steps.append(step)
         for tensor, state in zip(node.inputs, ins):
             if step.kind in ("sliding", "merge") or (step.kind == _FULL and state != _FULL):
-                bases.setdefault(id(tensor), _producer(graph, tensor))
+                bases.setdefault(id(tensor), "" if tensor is graph.input else
+                                 graph.producer(tensor))
         for tensor in keras.tree.flatten(node.output):
             states[id(tensor)] = _FULL if step.kind == _FULL else (step.index, step.size)
     for path in needed:
@@ -225,41 +227,55 @@ def floats_per_position(model, plan_):
 
 
 def _windowed(node, ins, offsets, threshold):
-    """The step of a node some of whose inputs the occluder changes; None: compute it in full
-    (a kind kvis cannot window, an input already full, or a window grown too large)."""
-    if _FULL in ins or not _spatial_node(node):
-        return None
-    layer, out = node.layer, tuple(node.output.shape[1:3])
-    if isinstance(layer, _POINTWISE) and len(node.inputs) == 1 and _channel_axis(layer):
+    """The step of a node some of whose inputs the occluder changes, or why it runs in full:
+    an input already full, a kind kvis does not window, or a window grown too large."""
+    layer, kind = node.layer, _kind(node)
+    if _FULL in ins:
+        return "an input already full"
+    if kind is None:
+        return f"{type(layer).__name__} is not windowed"
+    out = tuple(node.output.shape[1:3])
+    if kind in ("pointwise", "shift"):
         ((index, size),) = ins
-        return _Step(node.path, "pointwise", size, index, ins)
-    if isinstance(layer, keras.layers.ZeroPadding2D):
-        ((index, size),) = ins
+        if kind == "pointwise":
+            return _Step(node.path, kind, size, index, ins)
         offsets.append(offsets[index] + [before for before, _ in layer.padding])
-        return _Step(node.path, "shift", size, len(offsets) - 1, ins)
-    if isinstance(layer, _SLIDING):
-        geometry = _geometry(node)
-        if geometry is None:
-            return None
+        return _Step(node.path, kind, size, len(offsets) - 1, ins)
+    geometry = _geometry(node) if kind == "sliding" else ()
+    if kind == "sliding":
         ((index, size),) = ins
         low = [-((e - 1 - c - b) // s) for (e, s, b, _), c in zip(geometry, offsets[index].T)]
         high = [(c + n - 1 + b) // s for (_, s, b, _), c, n in
                 zip(geometry, offsets[index].T, size)]
-        kind = "sliding"
-    elif isinstance(layer, _MERGES) and all(tuple(t.shape[1:3]) == out for t in node.inputs):
-        geometry = ()
+    else:
         changed = [(offsets[s[0]], s[1]) for s in ins if s is not None]
         low = [np.min([o[:, a] for o, _ in changed], 0) for a in range(2)]
         high = [np.max([o[:, a] + n[a] - 1 for o, n in changed], 0) for a in range(2)]
-        kind = "merge"
-    else:
-        return None
     sides, corner = zip(*(_reach(lo, hi, n, threshold) for lo, hi, n in zip(low, high, out)))
     if np.prod(sides) >= FULL_AT * np.prod(out) and threshold is None:
-        return None
+        return f"its window covers at least {FULL_AT:.0%} of the map"
     offsets.append(np.stack(corner, 1))
     fill = -np.inf if isinstance(layer, keras.layers.MaxPooling2D) else 0.0
     return _Step(node.path, kind, tuple(sides), len(offsets) - 1, ins, geometry, fill)
+
+
+def _kind(node):
+    """How a node is windowed: "pointwise", "shift", "sliding", "merge", or None."""
+    layer, output = node.layer, node.output
+    if not isinstance(layer, keras.layers.Layer) or not isinstance(output, keras.KerasTensor) \
+            or len(output.shape) != 4 or any(len(t.shape) != 4 for t in node.inputs):
+        return None
+    if isinstance(layer, _POINTWISE) and len(node.inputs) == 1 and _channel_axis(layer):
+        return "pointwise"
+    if isinstance(layer, keras.layers.ZeroPadding2D):
+        return "shift"
+    if isinstance(layer, _SLIDING) and not (  # TensorFlow averages only the pixels it has
+            isinstance(layer, keras.layers.AveragePooling2D) and layer.padding == "same"):
+        return "sliding"
+    if isinstance(layer, _MERGES) and all(t.shape[1:3] == output.shape[1:3]
+                                          for t in node.inputs):
+        return "merge"
+    return None
 
 
 def _reach(low, high, length, threshold):
@@ -276,8 +292,7 @@ def _reach(low, high, length, threshold):
 
 
 def _geometry(node):
-    """Per axis (extent, stride, padding before, padding after) of a conv or pooling layer;
-    None for an average pool that pads (TensorFlow averages only the pixels it has)."""
+    """Per axis (extent, stride, padding before, padding after) of a conv or pooling layer."""
     layer, shape = node.layer, node.inputs[0].shape[1:3]
     kernel = getattr(layer, "kernel_size", None) or layer.pool_size
     dilation = getattr(layer, "dilation_rate", (1, 1))
@@ -286,26 +301,7 @@ def _geometry(node):
         extent = d * (k - 1) + 1
         total = max((-(-n // s) - 1) * s + extent - n, 0) if layer.padding == "same" else 0
         geometry.append((extent, s, total // 2, total - total // 2))
-    if isinstance(layer, keras.layers.AveragePooling2D) and any(g[2] or g[3] for g in geometry):
-        return None
     return tuple(geometry)
-
-
-def _why(node, ins):
-    if _FULL in ins:
-        return "an input already full"
-    if not _spatial_node(node) or not isinstance(
-            node.layer, (*_SLIDING, *_POINTWISE, *_MERGES, keras.layers.ZeroPadding2D)):
-        return f"{type(node.layer).__name__} is not windowed"
-    if isinstance(node.layer, keras.layers.AveragePooling2D):
-        return "an average pool that pads is not windowed"
-    return f"its window covers at least {FULL_AT:.0%} of the map"
-
-
-def _spatial_node(node):
-    return isinstance(node.layer, keras.layers.Layer) and isinstance(
-        node.output, keras.KerasTensor) and len(node.output.shape) == 4 and all(
-        len(t.shape) == 4 for t in node.inputs)
 
 
 def _channel_axis(layer):
@@ -326,10 +322,6 @@ def _cost(node):
     per_unit = taps * out.shape[-1] / getattr(layer, "groups", 1) \
         if isinstance(layer, keras.layers.Conv2D) else taps * (1 + out.shape[-1])
     return float(np.prod(out.shape[1:3]) * per_unit)
-
-
-def _producer(graph, tensor):
-    return "" if tensor is graph.input else graph.producer(tensor)
 
 
 def _build(model, plan_, layer, score, head, bases, patch_shape):
