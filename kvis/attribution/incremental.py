@@ -32,7 +32,7 @@ from kvis.core.targets import score_pass
 # A window covering this fraction of its map's area is computed as the whole map instead.
 FULL_AT = 0.5
 # "auto" computes incrementally when that does at most this fraction of a full pass's work.
-AUTO_AT = 0.5
+AUTO_AT = 0.65
 
 _SLIDING = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
             keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
