@@ -10,6 +10,8 @@ unoccluded image minus the score with the occluder there.
 
 The occluded images are made on the device from the occluder's corners, a batch at a time,
 with a batch size set by a memory budget: memory does not grow with the number of positions.
+Where it is less work, only the window of each layer an occluder changes is recomputed from the
+unoccluded image's maps (`kvis.attribution.incremental`, after Krypton), with the same results.
 """
 
 import dataclasses
@@ -52,6 +54,12 @@ class Occlusion:
         label_names: {class index: name} for every class in `label` and `unoccluded`.
         pixels: uint8 (1, H, W, C) the image, for display.
         names: the image's name, in a one-element list.
+        inference: "full" (one pass per position), "incremental" (Krypton's incremental
+            inference, exact) or "approximate" (a threshold or drill-down).
+        fallback: where incremental inference went back to full maps, and why ("" for full
+            passes).
+        error: with `check=True`, `(max, mean)` absolute difference of `sensitivity` from the
+            full recomputation's, relative to its range (`measured_error`); else None.
     """
 
     feature: np.ndarray
@@ -103,6 +111,16 @@ def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classe
         batch_size: occluded images per pass, at most; fewer where `memory_mb` needs it.
         memory_mb: budget for one batch of occluded images and all their activations.
         progress: show progress.
+        incremental: True: recompute only the window of each layer the occluder changes
+            (`kvis.attribution.incremental`; the same results within float32 round-off);
+            False: one full pass per position; "auto" (default): incremental where it plans
+            at most `AUTO_AT` of the full passes' work.
+        threshold: None (exact), or a fraction in (0, 1]: approximate, no window side grows
+            past that fraction of its map's side (Krypton's projective-field threshold).
+        drill_down: None (every position), or a fraction in (0, 1]: approximate, every other
+            position in each direction first, then that fraction of the others, next to the
+            largest score changes; the rest copy their coarse neighbour.
+        check: also run the full recomputation and set the result's `error`.
 
     Returns:
         An `Occlusion`.
@@ -110,7 +128,9 @@ def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classe
     Raises:
         KvisError: not one image, an occluder size below 1 or larger than the image, a
             stride below 1, a fill outside [0, 255], an unknown score, a layer that is not
-            spatial, an unknown class, or a model whose preprocessing kvis cannot tell.
+            spatial, an unknown class, a model whose preprocessing kvis cannot tell, an
+            `incremental` other than True, False or "auto", a threshold or drill-down
+            outside (0, 1], or a threshold with `incremental=False`.
 
     Example:
         >>> boot = kvis.load_image("boot.png", model)
