@@ -24,14 +24,16 @@ def _seeded(model):
 
 
 def vgg_shaped():
-    """Every windowed kind in a stack: SAME and VALID, strides, dilation, depthwise and
-    separable convs, max (padded with -inf: it sees negative inputs) and average pools, batch
-    normalization, rescaling, zero padding; then Flatten and Dense (the fallback)."""
+    """Every windowed kind in a stack: SAME and VALID, strides, dilation, a concatenation,
+    depthwise and separable convs, max (padded with -inf: it sees negative inputs) and
+    average pools, batch normalization, rescaling, zero padding; then Flatten and Dense (the
+    fallback)."""
     keras.utils.set_random_seed(5)
     layers = keras.layers
     inputs = keras.Input((32, 32, 3))
     x = layers.Rescaling(2.0, offset=-1.0, name="rescale")(inputs)
     x = layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(x)
+    x = layers.Concatenate(name="concat")([x, layers.Conv2D(2, 1, name="side")(x)])
     x = layers.Conv2D(8, 3, strides=2, padding="same", name="conv2")(x)  # 16 x 16
     x = layers.BatchNormalization(name="bn")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)  # 8 x 8

@@ -8,9 +8,10 @@ window: a patch (P, h, w, c), with one offset per position, from a crop of the k
 input with the input's changed patch laid over it, by the layer's own weights (VALID on the
 crop). A layer's windows all have one size (a window that would cross a border is moved inside:
 extra but exact work), so each layer is one batched op. Where a window grows to most of its
-map (`FULL_AT`), or at a layer it cannot window (Flatten, Dense, global pooling, an average
-pool that pads: TensorFlow averages only the pixels it has), the patches are pasted into P
-copies of the kept maps and the rest of the graph runs as usual: the *fallback*.
+map (`FULL_AT`), or at a layer it cannot window (Flatten, Dense, global pooling, a gate
+broadcast over the map, an average pool that pads: TensorFlow averages only the pixels it has),
+the patches are pasted into P copies of the kept maps and the rest of the graph runs as usual:
+the *fallback*.
 
 Krypton's approximations: the projective-field threshold (a window's side stops growing at a
 fraction of its map's side, centred where the change is; changes outside it are ignored) and
@@ -272,8 +273,9 @@ def _kind(node):
     if isinstance(layer, _SLIDING) and not (  # TensorFlow averages only the pixels it has
             isinstance(layer, keras.layers.AveragePooling2D) and layer.padding == "same"):
         return "sliding"
-    if isinstance(layer, _MERGES) and all(t.shape[1:3] == output.shape[1:3]
-                                          for t in node.inputs):
+    merge = isinstance(layer, _MERGES) or (
+        isinstance(layer, keras.layers.Concatenate) and layer.axis in (-1, 3))
+    if merge and all(t.shape[1:3] == output.shape[1:3] for t in node.inputs):
         return "merge"
     return None
 
