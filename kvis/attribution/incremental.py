@@ -88,6 +88,7 @@ class Plan:
 
     @property
     def key(self):
+        """What the compiled pass depends on: each step's kind and window sizes."""
         return tuple((s.path, s.kind, s.size, s.index, s.inputs) for s in self.steps)
 
 
