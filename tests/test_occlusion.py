@@ -234,3 +234,35 @@ def test_occlusion_as_an_attention_method_is_the_sensitivity_map(demo):
         assert result.classes[n] == cls and result.scores[n] == direct.unoccluded[1]
     with pytest.raises(KvisError, match="occlusion explains a class"):
         kvis.attention(demo, pair, "occlusion", target=kvis.objectives.channel("block1_conv1", 0))
+
+
+def test_cli_chooses_the_inference_and_reports_the_error(tmp_path, boot):
+    from click.testing import CliRunner
+
+    from kvis.cli.common import main
+
+    image = tmp_path / "boot.png"
+    keras.utils.save_img(image, boot.pixels)
+
+    def run(*options):
+        return CliRunner().invoke(main, ["occlusion", "demo", str(image), "--size", "4",
+                                         "--stride", "3", "--out", str(tmp_path / "o.png"),
+                                         *options])
+
+    full, kept = run("--full"), run("--incremental")
+    assert full.exit_code == 0 and kept.exit_code == 0, full.output + kept.output
+    assert "inference: full\n" in full.output and full.output.splitlines()[0] == \
+        kept.output.splitlines()[0]
+    assert "inference: incremental, full maps from block2_pool (its window" in kept.output
+    approximate = run("--threshold", "0.3", "--drill-down", "0.5", "--check")
+    assert approximate.exit_code == 0, approximate.output
+    expected = occlusion(kvis.load_model("demo"), load_image(str(image), kvis.load_model("demo")),
+                         size=4, stride=3, threshold=0.3, drill_down=0.5, check=True,
+                         progress=False).error
+    assert "inference: approximate, full maps from flatten" in approximate.output
+    assert (f"error against the exact map: max {expected[0]:.3g}, mean {expected[1]:.3g} of "
+            "its range") in approximate.output
+    for option, value in (("--threshold", "0"), ("--threshold", "1.5"),
+                          ("--drill-down", "-1")):
+        bad = run(option, value)
+        assert bad.exit_code == 2 and f"Invalid value for '{option}'" in bad.output

@@ -10,17 +10,18 @@ unoccluded image minus the score with the occluder there.
 
 The occluded images are made on the device from the occluder's corners, a batch at a time,
 with a batch size set by a memory budget: memory does not grow with the number of positions.
+Where it is less work, only the window of each layer an occluder changes is recomputed from the
+unoccluded image's maps (`kvis.attribution.incremental`, after Krypton), with the same results.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from kvis.attribution.explanation import make_explanation, unit_maps
-from kvis.core.anatomy import (
-    last_conv_layer,
-    spatial_node,
-)
+from kvis.attribution.incremental import AUTO_AT, drill, floats_per_position, plan, responses
+from kvis.core.anatomy import class_scores, last_conv_layer, spatial_node
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
 from kvis.core.images import as_images, one_image
@@ -53,6 +54,12 @@ class Occlusion:
         label_names: {class index: name} for every class in `label` and `unoccluded`.
         pixels: uint8 (1, H, W, C) the image, for display.
         names: the image's name, in a one-element list.
+        inference: "full" (one pass per position), "incremental" (Krypton's incremental
+            inference, exact) or "approximate" (a threshold or drill-down).
+        fallback: where incremental inference went back to full maps, and why ("" for full
+            passes).
+        error: with `check=True`, `(max, mean)` absolute difference of `sensitivity` from the
+            full recomputation's, relative to its range (`measured_error`); else None.
     """
 
     feature: np.ndarray
@@ -72,10 +79,14 @@ class Occlusion:
     label_names: dict
     pixels: np.ndarray
     names: list
+    inference: str = "full"
+    fallback: str = ""
+    error: tuple | None = None
 
 
 def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classes=None,
-              score="probability", batch_size=32, memory_mb=1024, progress=True):
+              score="probability", batch_size=32, memory_mb=1024, progress=True,
+              incremental="auto", threshold=None, drill_down=None, check=False):
     """Slide a square occluder over one image and record the model's responses.
 
     Follows the paper (Z&F Fig. 7) for the per-position grids, which record the class's
@@ -100,6 +111,16 @@ def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classe
         batch_size: occluded images per pass, at most; fewer where `memory_mb` needs it.
         memory_mb: budget for one batch of occluded images and all their activations.
         progress: show progress.
+        incremental: True: recompute only the window of each layer the occluder changes
+            (`kvis.attribution.incremental`; the same results within float32 round-off);
+            False: one full pass per position; "auto" (default): incremental where it plans
+            at most `AUTO_AT` of the full passes' work.
+        threshold: None (exact), or a fraction in (0, 1]: approximate, no window side grows
+            past that fraction of its map's side (Krypton's projective-field threshold).
+        drill_down: None (every position), or a fraction in (0, 1]: approximate, every other
+            position in each direction first, then that fraction of the others, next to the
+            largest score changes; the rest copy their coarse neighbour.
+        check: also run the full recomputation and set the result's `error`.
 
     Returns:
         An `Occlusion`.
@@ -107,7 +128,9 @@ def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classe
     Raises:
         KvisError: not one image, an occluder size below 1 or larger than the image, a
             stride below 1, a fill outside [0, 255], an unknown score, a layer that is not
-            spatial, an unknown class, or a model whose preprocessing kvis cannot tell.
+            spatial, an unknown class, a model whose preprocessing kvis cannot tell, an
+            `incremental` other than True, False or "auto", a threshold or drill-down
+            outside (0, 1], or a threshold with `incremental=False`.
 
     Example:
         >>> boot = kvis.load_image("boot.png", model)
@@ -125,34 +148,32 @@ def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classe
     target = make_target(model, 1, classes=classes, score=score, purpose="occlusion")
     path = spatial_node(model_graph(model), layer or last_conv_layer(model), "occlusion").path
     fill = _fill(model, fill, channels)
-
     tops = np.arange(0, height - size + 1, stride)
     lefts = np.arange(0, width - size + 1, stride)
+    grid = (len(tops), len(lefts))
     corners = np.stack(np.meshgrid(tops, lefts, indexing="ij"), -1).reshape(-1, 2)
-    # The first "position" covers nothing: the unoccluded image rides in the first batch.
-    corners = np.concatenate([[[-size, -size]], corners])
-    image = batch.x[0]
     value = preprocessing_for(model)(fill[None, None, None])[0, 0, 0].astype(np.float32)
-    rows_of, cols_of = np.arange(height)[None, :, None], np.arange(width)[None, None, :]
+    needed = (path, class_scores(model_graph(model), score)[0])
+    way = _inference(model, corners, size, needed, incremental, threshold, drill_down)
+    budget = dict(batch_size=batch_size, memory_mb=memory_mb, progress=progress)
 
-    def occluded(rows):
-        top, left = corners[rows, 0, None, None], corners[rows, 1, None, None]
-        inside = (rows_of >= top) & (rows_of < top + size) & (cols_of >= left) \
-            & (cols_of < left + size)
-        return np.where(inside[..., None], value, image), *target.rows(np.zeros_like(top[:, 0, 0]))
+    def measure(chosen):
+        """Row 0: the unoccluded image; then one row per corner of `chosen`."""
+        if way.plan is None:
+            return _full_responses(model, batch.x, chosen, size, value, path, target, **budget)
+        return _incremental_responses(model, batch.x, chosen, size, value, needed, score,
+                                      threshold, **budget)
 
-    outputs = run_batches(
-        score_pass(model, target, layers=[path], layer_sums=True, every_score=True), occluded,
-        count=len(corners), batch_size=rows_within(model, memory_mb, batch_size=batch_size),
-        desc="occlusion", progress=progress)
-    features, scores = outputs[path], outputs["every_score"]
+    if drill_down is None:
+        features, scores = measure(corners)
+    else:
+        features, scores = drill(grid, corners, measure, drill_down, target)
     channel = int(np.argmax(features[0]))
     cls = int(np.argmax(scores[0])) if target.classes is None else int(target.classes[0])
-    grid = (len(tops), len(lefts))
     labels = scores[1:].argmax(axis=1).reshape(grid).astype(np.int64)
     top_label = int(np.argmax(scores[0]))
     grid_scores = scores[1:, cls].reshape(grid)
-    return Occlusion(
+    result = Occlusion(
         feature=features[1:, channel].reshape(grid), scores=grid_scores, label=labels,
         sensitivity=sensitivity_map(scores[0, cls] - grid_scores, tops, lefts, size,
                                     (height, width)),
@@ -161,7 +182,13 @@ def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classe
         unoccluded=(float(features[0, channel]), float(scores[0, cls]), top_label),
         label_names={int(c): class_label(model, int(c))
                      for c in sorted({*np.unique(labels).tolist(), top_label})},
-        pixels=batch.pixels, names=list(batch.names))
+        pixels=batch.pixels, names=list(batch.names), inference=way.name, fallback=way.fallback)
+    if not check:
+        return result
+    exact = occlusion(model, batch.x, size=size, stride=stride, fill=fill, layer=path,
+                      classes=cls, score=score, incremental=False, **budget)
+    return dataclasses.replace(result, error=measured_error(result.sensitivity,
+                                                            exact.sensitivity))
 
 
 def occlusion_map(model, images, *, classes=None, score="logit", target=None, size=None,
@@ -287,6 +314,87 @@ def plot_occlusion(result, *, fig=None, title=None):
     fig.suptitle(title or f"{result.names[0]}: occlusion sensitivity of {result.class_label} "
                           "(Zeiler & Fergus 2014, Fig. 7)")
     return fit_texts(fig)
+
+
+def measured_error(approximate, exact):
+    """`(max, mean)` absolute difference of two sensitivity maps, relative to the exact map's
+    range (its maximum minus its minimum; 1 where that is 0)."""
+    span = float(np.ptp(exact)) or 1.0
+    difference = np.abs(np.asarray(approximate, np.float64) - exact)
+    return float(difference.max()) / span, float(difference.mean()) / span
+
+
+@dataclass(frozen=True)
+class _Way:
+    """How the occluded images are computed: "full", "incremental" or "approximate"; with
+    `plan` None, by full passes."""
+
+    name: str
+    plan: object = None
+    fallback: str = ""
+
+
+def _inference(model, corners, size, needed, incremental, threshold, drill_down):
+    """How to compute, from the options; "auto" is incremental where its plan does at most
+    `AUTO_AT` of a full pass's work."""
+    if incremental not in (True, False, "auto"):
+        raise KvisError(f"incremental must be True, False or 'auto'; got {incremental!r}")
+    for name, fraction in (("threshold", threshold), ("drill_down", drill_down)):
+        if fraction is not None and not 0 < fraction <= 1:
+            raise KvisError(f"{name} must be a fraction in (0, 1] or None; got {fraction}")
+    if threshold is not None and incremental is False:
+        raise KvisError("threshold= approximates incremental inference: not with "
+                        "incremental=False")
+    approximate = threshold is not None or drill_down is not None
+    name = "approximate" if approximate else "incremental"
+    if incremental is False:
+        return _Way("approximate" if approximate else "full")
+    found = plan(model, np.concatenate([[[0, 0]], corners]), size, needed, threshold=threshold)
+    if incremental == "auto" and threshold is None and found.work > AUTO_AT:
+        return _Way("approximate" if approximate else "full")
+    return _Way(name, found, found.fallback)
+
+
+def _full_responses(model, x, corners, size, value, path, target, *, batch_size, memory_mb,
+                    progress):
+    """Features and every score of the unoccluded image (row 0) and of the image occluded at
+    each corner: one full pass each, on images made a batch at a time."""
+    height, width = x.shape[1:3]
+    # The first "position" covers nothing: the unoccluded image rides in the first batch.
+    corners = np.concatenate([[[-size, -size]], corners])
+    rows_of, cols_of = np.arange(height)[None, :, None], np.arange(width)[None, None, :]
+
+    def occluded(rows):
+        top, left = corners[rows, 0, None, None], corners[rows, 1, None, None]
+        inside = (rows_of >= top) & (rows_of < top + size) & (cols_of >= left) \
+            & (cols_of < left + size)
+        return np.where(inside[..., None], value, x[0]), *target.rows(np.zeros_like(top[:, 0, 0]))
+
+    outputs = run_batches(
+        score_pass(model, target, layers=[path], layer_sums=True, every_score=True), occluded,
+        count=len(corners), batch_size=rows_within(model, memory_mb, batch_size=batch_size),
+        desc="occlusion", progress=progress)
+    return outputs[path], outputs["every_score"]
+
+
+def _incremental_responses(model, x, corners, size, value, needed, score, threshold, *,
+                           batch_size, memory_mb, progress):
+    """As `_full_responses`, by incremental inference: row 0 "occludes" the image with its
+    own pixels, so it is the unoccluded image computed the same way."""
+    rows_within(model, memory_mb, batch_size=batch_size)  # checks the budget
+    corners = np.concatenate([[[0, 0]], corners])
+    found = plan(model, corners, size, needed, threshold=threshold)
+    own = x[:, :size, :size]
+
+    def patches(rows):
+        made = np.broadcast_to(value, (len(corners[rows]), size, size, x.shape[-1])).copy()
+        if rows.start == 0:
+            made[0] = own[0]
+        return made
+
+    rows = int(memory_mb * 2 ** 20 // (4 * floats_per_position(model, found)))
+    return responses(model, x, patches, found, layer=needed[0], score=score,
+                     batch_size=max(1, min(rows, batch_size)), progress=progress)
 
 
 def _fill(model, fill, channels):

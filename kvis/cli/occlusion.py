@@ -22,10 +22,21 @@ from kvis.cli.common import main
               help="Occluder gray level in pixels, 0-255 (default: the dataset's mean pixel).")
 @click.option("--memory-mb", default=1024, show_default=True, type=click.IntRange(1),
               help="Memory budget in MiB for one batch of occluded images.")
+@click.option("--incremental/--full", default=None,
+              help="Recompute only the window of each layer the occluder changes (Krypton), or "
+                   "every position in full (default: incremental where that is less work).")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
+              help="Approximate: no window side grows past this fraction of its map's side "
+                   "(default: exact).")
+@click.option("--drill-down", type=click.FloatRange(0, 1, min_open=True),
+              help="Approximate: every other position first, then this fraction of the others, "
+                   "where the score changes most (default: every position).")
+@click.option("--check", is_flag=True,
+              help="Also compute the exact map and print the approximation's error.")
 @common.figure_option
 @common.save_maps_option
 def occlusion(model, weights, labels, preprocess, image, size, stride, layer, classes, score, fill,
-              memory_mb, out, save_maps):
+              memory_mb, incremental, threshold, drill_down, check, out, save_maps):
     """Slide a square over IMAGE and map what MODEL says (Zeiler & Fergus, Fig. 7).
 
     For each position: the total activation of the layer's strongest feature map, the
@@ -35,6 +46,7 @@ def occlusion(model, weights, labels, preprocess, image, size, stride, layer, cl
     \b
     kvis occlusion demo boot.png --size 6 --stride 2 --out occlusion.png
     kvis occlusion vgg16 dog.jpg --size 32 --stride 14 --class 215 --out occlusion.png
+    kvis occlusion vgg16 dog.jpg --size 16 --threshold 0.4 --check --out occlusion.png
     """
     from kvis.attribution.occlusion import occlusion as occlude
     from kvis.attribution.occlusion import plot_occlusion
@@ -44,12 +56,19 @@ def occlusion(model, weights, labels, preprocess, image, size, stride, layer, cl
     maps_file = common.maps_path(save_maps)
     net = common.load_network(model, weights, labels, preprocess)
     result = occlude(net, load_image(image, net), size=size, stride=stride, fill=fill,
-                     layer=layer, classes=classes, score=score, memory_mb=memory_mb)
+                     layer=layer, classes=classes, score=score, memory_mb=memory_mb,
+                     incremental="auto" if incremental is None else incremental,
+                     threshold=threshold, drill_down=drill_down, check=check)
     save_figure(plot_occlusion(result), out)
     feature, value, _ = result.unoccluded
     name = "p" if score == "probability" else "logit"
     click.echo(f"unoccluded: {result.layer} #{result.channel} total {feature:.4g}, "
                f"{name}({result.class_label}) {value:.4f}; lowest with the occluder: "
                f"{result.scores.min():.4f}")
+    click.echo(f"inference: {result.inference}" + (
+        f", full maps from {result.fallback}" if result.fallback else ""))
+    if result.error is not None:
+        click.echo(f"error against the exact map: max {result.error[0]:.3g}, mean "
+                   f"{result.error[1]:.3g} of its range")
     click.echo(f"wrote {out}")
     common.save_maps(maps_file, result)
