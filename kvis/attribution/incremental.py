@@ -165,7 +165,8 @@ def responses(model, x, patches, plan_, *, layer, score, batch_size, progress=Tr
     bases = tuple([tf.constant(x) if p == "" else found[p] for p in plan_.bases])
     shape = patches(slice(0, 1)).shape[1:]
     key = ("incremental occlusion", plan_.key, plan_.bases, layer, score, shape)
-    step = compiled(model, key, lambda: _build(model, plan_, layer, score, head, bases, shape))
+    step = compiled(model, key, lambda jit: _build(model, plan_, layer, score, head, bases, shape,
+                                                   jit))
     outputs = run_batches(lambda o, p: step(o, p, *bases),
                           lambda rows: (plan_.offsets[rows], patches(rows)),
                           count=len(plan_.offsets), batch_size=batch_size, desc="occlusion",
@@ -327,7 +328,7 @@ def _cost(node):
     return float(np.prod(out.shape[1:3]) * per_unit)
 
 
-def _build(model, plan_, layer, score, head, bases, patch_shape):
+def _build(model, plan_, layer, score, head, bases, patch_shape, jit_compile):
     graph = model_graph(model)
     _, read = class_scores(graph, score)
     kept = {id(graph.input if p == "" else graph.nodes[p].output): i
@@ -345,7 +346,7 @@ def _build(model, plan_, layer, score, head, bases, patch_shape):
     specs = [tf.TensorSpec((None, *plan_.offsets.shape[1:]), tf.int32),
              tf.TensorSpec((None, *patch_shape)),
              *[tf.TensorSpec(b.shape, b.dtype) for b in bases]]
-    return tf.function(traced, input_signature=specs, autograph=False)
+    return tf.function(traced, input_signature=specs, autograph=False, jit_compile=jit_compile)
 
 
 def _run(graph, plan_, base, offsets, patches):
