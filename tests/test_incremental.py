@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kvis.attribution import incremental
+from kvis.attribution import incremental_plan
 from kvis.attribution.occlusion import measured_error, occlusion, sensitivity_map
 from kvis.core.anatomy import class_scores
 from kvis.core.errors import KvisError
@@ -95,12 +95,12 @@ def shaped(request):
     return model, x, "dilated" if request.param == "vgg" else "block2_conv"
 
 
-@pytest.mark.parametrize("full_at", [incremental.FULL_AT, 1.01])
+@pytest.mark.parametrize("full_at", [incremental_plan.FULL_AT, 1.01])
 @pytest.mark.parametrize("size, stride", [(5, 3), (8, 5)])
 def test_exact_incremental_equals_full_and_brute_force(shaped, monkeypatch, full_at, size,
                                                        stride):
     model, x, layer = shaped
-    monkeypatch.setattr(incremental, "FULL_AT", full_at)  # 1.01: never back to full maps
+    monkeypatch.setattr(incremental_plan, "FULL_AT", full_at)  # 1.01: never back to full maps
     kept = occlusion(model, x, size=size, stride=stride, fill=0, layer=layer, score="logit",
                      incremental=True, progress=False)
     full = occlusion(model, x, size=size, stride=stride, fill=0, layer=layer, score="logit",
@@ -127,7 +127,7 @@ def test_each_window_holds_every_unit_the_occluder_changes(shaped):
     model, x, layer = shaped
     graph = model_graph(model)
     size, corners = 6, np.array([[0, 0], [26, 26], [13, 4], [3, 21], [17, 17]])
-    found = incremental.plan(model, corners, size, (layer, class_scores(graph, "logit")[0]),
+    found = incremental_plan.plan(model, corners, size, (layer, class_scores(graph, "logit")[0]),
                              threshold=1.0)
     windowed = [s for s in found.steps if s.kind != "full"]
     maps_of = probe(model, [s.path for s in windowed])
@@ -149,10 +149,10 @@ def test_the_fallback_is_named_where_windows_fill_the_map(demo):
     result = occlusion(demo, x, size=7, stride=3, incremental=True, progress=False)
     assert result.fallback == "block2_conv2 (its window covers at least 50% of the map)"
     head = class_scores(model_graph(demo), "logit")[0]
-    at_once = incremental.plan(demo, np.zeros((1, 2), int), 28, ("block3_conv1", head))
+    at_once = incremental_plan.plan(demo, np.zeros((1, 2), int), 28, ("block3_conv1", head))
     assert at_once.work == pytest.approx(1.0)
     assert at_once.fallback.startswith("block1_conv1 (its window covers at least")
-    capped = incremental.plan(demo, np.array([[12, 12]]), 4, ("block3_conv1", head),
+    capped = incremental_plan.plan(demo, np.array([[12, 12]]), 4, ("block3_conv1", head),
                               threshold=0.3)
     assert capped.fallback == "flatten (Flatten is not windowed)"
     assert [s.size for s in capped.steps[:4]] == [(6, 6), (8, 8), (4, 4), (5, 5)]

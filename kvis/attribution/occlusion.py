@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvis.attribution.explanation import make_explanation, unit_maps
-from kvis.attribution.incremental import AUTO_AT, drill, floats_per_position, plan, responses
+from kvis.attribution.incremental import AUTO_AT, drill, responses
+from kvis.attribution.incremental_plan import floats_per_position, plan
 from kvis.core.anatomy import class_scores, last_conv_layer, spatial_node
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
