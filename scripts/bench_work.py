@@ -6,11 +6,15 @@ the tf-keras package for the peers that need Keras 2. It imports no kvis outside
 rows, and builds every model with `tf.keras` and random weights, so each library times the
 same network on the same inputs.
 
-Each row: the median of `repeats` timed calls after one warm-up call, the work done (images,
-or optimization steps), the time the model itself needs for that work (its "limit": forward
-or forward+backward passes at the same batch size, compiled), and the peak resident memory of
-the process during the row. A maximization row warms up on other filters than it times: a
-fresh call on an already-used model, which must trace nothing.
+Each row: the median of `repeats` timed calls after one warm-up call (2 calls where one call
+took over `LONG` seconds, 1 where one took over `VERY_LONG`), the work done (images,
+optimization steps, or occluder positions), the time the model itself needs for that work
+(its "limit": forward or forward+backward passes at the same batch size, compiled), and the
+peak resident memory of the process during the row. A maximization row warms up on other
+filters than it times: a fresh call on an already-used model, which must trace nothing. The
+occlusion rows of VGG16 and ResNet50 time each occluder of `SETTINGS` in each of
+`OCCLUSION_WAYS`, and record the inference kvis ran, its fallback layer and the error of its
+sensitivity map against the full recomputation's (`kvis.attribution.occlusion.measured_error`).
 
 With `--memory TECHNIQUE` the process does that one thing once and reports its peak resident
 memory (VmHWM, the kernel's high-water mark, so one process per measurement): "model" (the
@@ -37,24 +41,30 @@ keras = tf.keras
 
 # Fixed settings per model: a batch for the per-image techniques, the conv layer whose filters
 # are maximized, maximization steps for 1 and for 16 filters, SmoothGrad samples, the occluder
-# (size = stride, as tf-explain slides it), the images of the dataset scan, and Score-CAM's
-# images and channels (None: all; else the channels of largest variance, tf-keras-vis's max_N)
-# at the last conv layer.
+# (size = stride, as tf-explain slides it), the occluders (size, stride) timed full against
+# incremental, the images of the dataset scan, and Score-CAM's images and channels (None: all;
+# else the channels of largest variance, tf-keras-vis's max_N) at the last conv layer.
 SETTINGS = {
     "demo": dict(batch=64, layer="block3_conv1", steps={1: 16, 16: 64}, samples=16, patch=4,
-                 scan=4096, score_cam=(8, None)),
+                 occluders=(), scan=4096, score_cam=(8, None)),
     "vgg16": dict(batch=4, layer="block5_conv3", steps={1: 16, 16: 2}, samples=4, patch=32,
-                  scan=32, score_cam=(1, 64)),
+                  occluders=((16, 8), (32, 16)), scan=32, score_cam=(1, 64)),
     "resnet50": dict(batch=4, layer="conv5_block3_out", steps={1: 16, 16: 2}, samples=4,
-                     patch=32, scan=32, score_cam=(1, 64)),
+                     patch=32, occluders=((16, 8), (32, 16)), scan=32, score_cam=(1, 64)),
 }
 
 # The memory rows (`--memory`): SmoothGrad and Integrated Gradients at full size, and the
 # budget passed as `memory_mb=` to the functions that take it.
 MEMORY = dict(images=32, samples=50, steps=128, batch=32, memory_mb=1024)
 
+# Occlusion's ways for the occluders of SETTINGS: the full recomputation, exact incremental
+# inference, and Krypton's two approximations.
+OCCLUSION_WAYS = (("full", dict(incremental=False)),
+                  ("incremental exact", dict(incremental=True)),
+                  ("threshold 0.4", dict(incremental=True, threshold=0.4)),
+                  ("drill-down 0.25", dict(incremental=True, drill_down=0.25)))
 
-LONG = 5.0
+LONG, VERY_LONG = 5.0, 60.0
 
 
 def build(name):
@@ -117,19 +127,18 @@ def _hwm_mb():
 
 
 def timed(repeats, function, *args, warm=None, **kwargs):
-    """`(median seconds, peak MB)` of `function(*args, **kwargs)` over `repeats` calls (2
-    where the warm-up call took over `LONG` seconds), after a warm-up call (`warm()` where
-    given, else the same call)."""
+    """`(median seconds, peak MB)` of `function(*args, **kwargs)` over `repeats` calls after a
+    warm-up call (`warm()` where given, else the same call): at most 2 calls once a call (the
+    warm-up included) has taken over `LONG` seconds, 1 once one has taken over `VERY_LONG`."""
     start = time.perf_counter()
     warm() if warm else function(*args, **kwargs)
-    if time.perf_counter() - start > LONG:
-        repeats = min(repeats, 2)
-    times = []
+    longest, times = time.perf_counter() - start, []
     with PeakMemory() as memory:
-        for _ in range(repeats):
+        while len(times) < (1 if longest > VERY_LONG else 2 if longest > LONG else repeats):
             start = time.perf_counter()
             function(*args, **kwargs)
             times.append(time.perf_counter() - start)
+            longest = max(longest, times[-1])
     return statistics.median(times), memory.peak
 
 
@@ -263,13 +272,7 @@ def _kvis_attribution_rows(model, settings, limits, repeats, only):
                               count=count, batch_size=batch, progress=False)
         rows.append(row(technique, "kvis", f"{masked} masked images", seconds, peak,
                         masked * limits.forward(batch)))
-    positions = _positions(model, settings["patch"])
-    if wanted(only, "occlusion"):
-        seconds, peak = timed(repeats, kvis.occlusion, model, x[:1], size=settings["patch"],
-                              stride=settings["patch"], classes=0, batch_size=batch,
-                              progress=False)
-        rows.append(row(f"occlusion, {settings['patch']} px", "kvis", f"{positions} positions",
-                        seconds, peak, positions * limits.forward(batch)))
+    rows += _kvis_occlusion_rows(model, settings, limits, repeats, only)
     if wanted(only, "top-9 scan"):
         data = inputs(model, settings["scan"], seed=1)
         seconds, peak = timed(repeats, kvis.scan, model, data, batch_size=batch,
@@ -277,6 +280,66 @@ def _kvis_attribution_rows(model, settings, limits, repeats, only):
         rows.append(row("top-9 scan, stage layers", "kvis", f"{settings['scan']} images",
                         seconds, peak, settings["scan"] * limits.forward(batch)))
     return rows
+
+
+def _kvis_occlusion_rows(model, settings, limits, repeats, only):
+    """Occlusion at tf-explain's setting (size = stride, kvis's default inference), then each
+    occluder of the settings in each of `OCCLUSION_WAYS`, with the error of its sensitivity map
+    against the full recomputation's."""
+    from kvis.attribution.occlusion import measured_error
+
+    patch = settings["patch"]
+    ways = [(patch, patch, "auto", {})] if wanted(only, f"occlusion, {patch} px") else []
+    ways += [(size, stride, way, options) for size, stride in settings["occluders"]
+             for way, options in OCCLUSION_WAYS
+             if wanted(only, _occlusion_name(size, stride, way))]
+    rows, exact = [], {}
+    for size, stride, way, options in ways:
+        seconds, peak, result = _timed_occlusion(model, settings, repeats, size, stride,
+                                                 options)
+        if way == "full":
+            exact[size, stride] = result
+        if way != "auto" and (size, stride) not in exact:  # --only left the full row out
+            exact[size, stride] = _occlusion(model, settings, size, stride, incremental=False)
+        positions = _positions(model, size, stride)
+        entry = row(_occlusion_name(size, stride, way), "kvis", f"{positions} positions",
+                    seconds, peak, positions * limits.forward(settings["batch"]))
+        entry.update(occluder=[size, stride], way=way, inference=result.inference,
+                     fallback=result.fallback)
+        if way not in ("auto", "full"):
+            entry["error"] = measured_error(result.sensitivity,
+                                            exact[size, stride].sensitivity)
+        rows.append(entry)
+    return rows
+
+
+def _timed_occlusion(model, settings, repeats, size, stride, options):
+    """`(seconds, peak MB, the last result)` of one occlusion row. The full recomputation
+    warms up on 4 positions: the same compiled pass as the timed call's, in a fraction of its
+    time."""
+    results = []
+    side = model.input_shape[1]
+    warm = None if options.get("incremental", True) else (
+        lambda: _occlusion(model, settings, size, side - size, **options))
+    seconds, peak = timed(repeats, lambda: results.append(
+        _occlusion(model, settings, size, stride, **options)), warm=warm)
+    return seconds, peak, results[-1]
+
+
+def _occlusion(model, settings, size, stride, **options):
+    """kvis's occlusion of the first benchmark image, class 0."""
+    import kvis
+
+    return kvis.occlusion(model, inputs(model, 1), size=size, stride=stride, classes=0,
+                          batch_size=settings["batch"], progress=False, **options)
+
+
+def _occlusion_name(size, stride, way):
+    """The technique of an occlusion row: at tf-explain's setting ("auto": size = stride,
+    kvis's default) only the occluder's size, else size, stride and way."""
+    if way == "auto":
+        return f"occlusion, {size} px"
+    return f"occlusion, {size} px / stride {stride}, {way}"
 
 
 def wanted(only, technique):
@@ -312,22 +375,27 @@ def memory_row(model, name, technique, jit):
                 limit_seconds=None, note="VmHWM")
 
 
-def _positions(model, patch):
+def _positions(model, size, stride):
+    """Occluder positions over the model's input (kvis's and tf-explain's grids agree where
+    size = stride divides the side)."""
     height, width = model.input_shape[1:3]
-    return (height // patch) * (width // patch)
+    return ((height - size) // stride + 1) * ((width - size) // stride + 1)
 
 
-def keract_rows(model, name, settings, limits, repeats, jit):
+def keract_rows(model, name, settings, limits, repeats, jit, only=None):
+    convs = conv_names(model)
+    technique = f"feature maps, {len(convs)} conv layers"
+    if not wanted(only, technique):
+        return []
     import keract
 
     batch, x = settings["batch"], inputs(model, settings["batch"])
-    convs = conv_names(model)
     seconds, peak = timed(repeats, keract.get_activations, model, x, layer_names=convs)
-    return [row(f"feature maps, {len(convs)} conv layers", "keract", f"{batch} images",
-                seconds, peak, batch * limits.forward(batch))]
+    return [row(technique, "keract", f"{batch} images", seconds, peak,
+                batch * limits.forward(batch))]
 
 
-def tf_keras_vis_rows(model, name, settings, limits, repeats, jit):
+def tf_keras_vis_rows(model, name, settings, limits, repeats, jit, only=None):
     from tf_keras_vis.activation_maximization import ActivationMaximization
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.saliency import Saliency
@@ -338,39 +406,47 @@ def tf_keras_vis_rows(model, name, settings, limits, repeats, jit):
     batch, x = settings["batch"], inputs(model, settings["batch"])
     rows = []
     to_layer = trunk(model, settings["layer"])
-    maximizer = ActivationMaximization(
-        model, model_modifier=[ExtractIntermediateLayer(settings["layer"]), ReplaceToLinear()],
-        clone=True)
-    for count, steps in settings["steps"].items():
+    counts = [c for c in settings["steps"] if wanted(only, f"maximize {c} filter{'s' * (c > 1)}")]
+    if counts:
+        maximizer = ActivationMaximization(
+            model, model_modifier=[ExtractIntermediateLayer(settings["layer"]),
+                                   ReplaceToLinear()], clone=True)
+    for count in counts:
+        steps = settings["steps"][count]
         seed = tf.random.uniform((count, *model.input_shape[1:]), 0, 255, seed=0)
         seconds, peak = timed(repeats, maximizer, CategoricalScore(list(range(count))),
                               seed_input=seed, steps=steps, callbacks=[])
         rows.append(row(f"maximize {count} filter{'s' * (count > 1)}", "tf-keras-vis",
                         f"{steps} steps", seconds, peak,
                         steps * count * limits.backward(count, to_layer)))
-    saliency = Saliency(model, model_modifier=ReplaceToLinear(), clone=True)
     score = CategoricalScore([0] * batch)
     for method, passes, options in (("saliency", 1, {}),
                                     ("smoothgrad", settings["samples"],
                                      {"smooth_samples": settings["samples"]})):
+        if not wanted(only, method):
+            continue
+        saliency = Saliency(model, model_modifier=ReplaceToLinear(), clone=True)
         seconds, peak = timed(repeats, saliency, score, x, **options)
         rows.append(row(method, "tf-keras-vis", f"{batch} images", seconds, peak,
                         passes * batch * limits.backward(batch)))
-    gradcam = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
-    seconds, peak = timed(repeats, gradcam, score, x)
-    rows.append(row("grad-cam", "tf-keras-vis", f"{batch} images", seconds, peak,
-                    batch * limits.backward(batch)))
+    if wanted(only, "grad-cam"):
+        gradcam = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
+        seconds, peak = timed(repeats, gradcam, score, x)
+        rows.append(row("grad-cam", "tf-keras-vis", f"{batch} images", seconds, peak,
+                        batch * limits.backward(batch)))
     technique, images, count, masked = _score_cam_work(model, settings)
-    scorecam = Scorecam(model, model_modifier=ReplaceToLinear(), clone=True)
-    seconds, peak = timed(repeats, scorecam, CategoricalScore([0] * images),
-                          x[:images], penultimate_layer=last_conv(model),
-                          seek_penultimate_conv_layer=False, batch_size=batch, max_N=count)
-    rows.append(row(technique, "tf-keras-vis", f"{masked} masked images", seconds, peak,
-                    masked * limits.forward(batch)))
+    if wanted(only, technique):
+        scorecam = Scorecam(model, model_modifier=ReplaceToLinear(), clone=True)
+        seconds, peak = timed(repeats, scorecam, CategoricalScore([0] * images),
+                              x[:images], penultimate_layer=last_conv(model),
+                              seek_penultimate_conv_layer=False, batch_size=batch,
+                              max_N=count)
+        rows.append(row(technique, "tf-keras-vis", f"{masked} masked images", seconds, peak,
+                        masked * limits.forward(batch)))
     return rows
 
 
-def tf_explain_rows(model, name, settings, limits, repeats, jit):
+def tf_explain_rows(model, name, settings, limits, repeats, jit, only=None):
     from tf_explain.core.grad_cam import GradCAM
     from tf_explain.core.occlusion_sensitivity import OcclusionSensitivity
     from tf_explain.core.smoothgrad import SmoothGrad
@@ -383,14 +459,19 @@ def tf_explain_rows(model, name, settings, limits, repeats, jit):
             ("smoothgrad", settings["samples"], SmoothGrad(),
              {"num_samples": settings["samples"]}),
             ("grad-cam", 1, GradCAM(), {"layer_name": last_conv(model)})):
+        if not wanted(only, method):
+            continue
         seconds, peak = timed(repeats, explainer.explain, (x, None), model, 0, **options)
         rows.append(row(method, "tf-explain", f"{batch} images", seconds, peak,
                         passes * batch * limits.backward(batch)))
-    positions = _positions(model, settings["patch"])
-    seconds, peak = timed(repeats, OcclusionSensitivity(batch_size=batch).explain,
-                          (x[:1], None), model, 0, settings["patch"])
-    rows.append(row(f"occlusion, {settings['patch']} px", "tf-explain",
-                    f"{positions} positions", seconds, peak, positions * limits.forward(batch)))
+    patch = settings["patch"]
+    if wanted(only, _occlusion_name(patch, patch, "auto")):
+        positions = _positions(model, patch, patch)
+        seconds, peak = timed(repeats, OcclusionSensitivity(batch_size=batch).explain,
+                              (x[:1], None), model, 0, patch)
+        rows.append(row(_occlusion_name(patch, patch, "auto"), "tf-explain",
+                        f"{positions} positions", seconds, peak,
+                        positions * limits.forward(batch)))
     return rows
 
 
@@ -424,14 +505,9 @@ def main():
                                              ("forward+backward pass", limits.backward))
                 if wanted(args.only, technique)]
     for library in args.libraries:
-        try:
-            if library == "kvis":  # skips what --only leaves out; the peers' rows are filtered
-                rows += kvis_rows(model, args.model, settings, limits, args.repeats, args.jit,
-                                  args.only)
-            else:
-                rows += [r for r in LIBRARIES[library](model, args.model, settings, limits,
-                                                       args.repeats, args.jit)
-                         if wanted(args.only, r["technique"])]
+        try:  # each library skips the rows --only leaves out
+            rows += LIBRARIES[library](model, args.model, settings, limits, args.repeats,
+                                       args.jit, args.only)
         except Exception as error:  # a peer that does not run here: reported, not dropped
             message = f"{type(error).__name__}: {error}".splitlines()[0][:200]
             rows.append(row("(all)", library, "", None, None, None, f"fails: {message}"))

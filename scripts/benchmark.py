@@ -6,18 +6,23 @@ same work, compiled forward or forward+backward passes at the same batch size ("
 next to keract, tf-keras-vis and tf-explain on the same model, inputs and settings. The peers
 live in their own virtual environment (`--setup` makes it, `.bench-peers/`): each runs first
 on Keras 3; one that fails there is reported with its error and run again on tf-keras
-(`TF_USE_LEGACY_KERAS=1`). Then the peak resident memory (VmHWM) of SmoothGrad (32 VGG16
-images x 50 samples) and Integrated Gradients (32 images x 128 steps), each in a fresh
-process, beside the model's own footprint and the `memory_mb` budget they were given. Then the
-commands users run: `kvis report` with no arguments and `kvis features resnet50 IMAGE --all`,
-with compute and drawing separately.
+(`TF_USE_LEGACY_KERAS=1`). Occlusion on VGG16 and ResNet50 is also timed full against
+incremental inference (exact, and Krypton's two approximations), in a table with the speedups
+over the full recomputation and over tf-explain and the approximations' error. Then the peak
+resident memory (VmHWM) of SmoothGrad (32 VGG16 images x 50 samples) and Integrated Gradients
+(32 images x 128 steps), each in a fresh process, beside the model's own footprint and the
+`memory_mb` budget they were given; and a summary line per model: the rows where kvis is
+behind a peer or below `TARGET` of the limit. Then the commands users run: `kvis report` with
+no arguments and `kvis features resnet50 IMAGE --all`, with compute and drawing separately.
 
 Usage (from the repository root, kvis installed in the running Python):
     python scripts/benchmark.py --setup            # once: the peers' environment
-    python scripts/benchmark.py                    # the tables (about 30 min on 2 cores)
+    python scripts/benchmark.py                    # everything (about 45 min on 2 cores)
     python scripts/benchmark.py --jit both         # on a GPU: XLA off and on
     python scripts/benchmark.py --no-peers --no-memory --no-commands \
         --models demo vgg16 --only "maximize 1 filter"   # a few rows
+    python scripts/benchmark.py --models vgg16 resnet50 --no-memory --no-commands \
+        --only occlusion                           # the occlusion rows, with tf-explain's
 """
 
 import argparse
@@ -38,6 +43,7 @@ PEER_LIBRARIES = ("keract", "tf-keras-vis", "tf-explain")
 MODELS = ("demo", "vgg16", "resnet50")
 MEMORY_TECHNIQUES = ("model", "smoothgrad", "integrated-gradients")
 MEMORY_MODEL = "vgg16"
+TARGET = 0.8  # the fraction of the limit every kvis row should reach
 
 
 def setup():
@@ -92,20 +98,23 @@ def memory_table(rows):
     return "\n".join(lines)
 
 
-def peer_rows(model, repeats):
-    """The peers on Keras 3, and those that fail there again on tf-keras."""
+def peer_rows(model, repeats, only=None):
+    """The peers on Keras 3, and those that fail there again on tf-keras (only the rows whose
+    technique contains one of `only`, where given)."""
     if not (PEERS / "bin" / "python").exists():
         return [dict(technique="(all)", library=lib, model=model,
                      note="not installed: run scripts/benchmark.py --setup")
                 for lib in PEER_LIBRARIES]
-    rows = [r for r in work(PEERS / "bin" / "python", model, PEER_LIBRARIES, repeats)
+    rows = [r for r in work(PEERS / "bin" / "python", model, PEER_LIBRARIES, repeats,
+                            only=only)
             if r["library"] != "model"]  # the same limit as kvis's process measures
     failed = [r["library"] for r in rows if r["technique"] == "(all)"]
     for entry in rows:
         if entry["technique"] == "(all)":
             entry["note"] = entry["note"].replace("fails:", "does not run on Keras 3:")
     if failed:
-        legacy = work(PEERS / "bin" / "python", model, failed, repeats, legacy=True)
+        legacy = work(PEERS / "bin" / "python", model, failed, repeats, legacy=True,
+                      only=only)
         for entry in legacy:
             entry["library"] += " (tf-keras)"
         rows += legacy
@@ -138,14 +147,87 @@ def table(rows):
             lines.append(f"| {r['model']} | {r['technique']} | {r['library']} | "
                          f"{r.get('note', '')} | | | |")
             continue
-        amount, unit = r["work"].split(" ", 1)
-        ratio = f"{r['limit_seconds'] / r['seconds']:.0%}" if r.get("limit_seconds") else ""
+        unit = r["work"].split(" ", 1)[1]
+        ratio = f"{_of_limit(r):.0%}" if r.get("limit_seconds") else ""
         peak = f"{r['peak_mb']:,.0f}" if r.get("peak_mb") else ""
         jit = " (XLA)" if r.get("jit") and r["library"] in ("kvis", "model") else ""
         lines.append(f"| {r['model']} | {r['technique']} | {r['library']}{jit} | "
-                     f"{_duration(r['seconds'])} | {float(amount) / r['seconds']:,.3g} {unit}/s | "
+                     f"{_duration(r['seconds'])} | {_amount(r) / r['seconds']:,.3g} {unit}/s | "
                      f"{ratio} | {peak} |")
     return "\n".join(lines)
+
+
+def add_speedups(rows):
+    """Each kvis occlusion row gains its speedup over the full recomputation of its occluder
+    (`speedup_full`) and over tf-explain's occlusion at tf-explain's own setting, position for
+    position (`speedup_tf_explain`: one full pass per position, whatever the occluder)."""
+    for r in rows:
+        if r["library"] != "kvis" or "occluder" not in r or r.get("seconds") is None:
+            continue
+        same = [o for o in rows if o["model"] == r["model"] and o.get("seconds")
+                and o["technique"].startswith("occlusion")]
+        full = next((o["seconds"] for o in same if o["library"] == "kvis"
+                     and o.get("way") == "full" and o["occluder"] == r["occluder"]
+                     and o["jit"] == r["jit"]), None)
+        peer = next((o for o in same if o["library"].startswith("tf-explain")), None)
+        r["speedup_full"] = full / r["seconds"] if full else None
+        r["speedup_tf_explain"] = (peer["seconds"] / _amount(peer) * _amount(r) / r["seconds"]
+                                   if peer else None)
+
+
+def occlusion_table(rows):
+    """A markdown table of kvis's occlusion rows: time, the speedups, the error, the fallback."""
+    lines = ["| model | occluder (positions) | inference | time | of the limit | over full | "
+             "over tf-explain | error max / mean | fallback |",
+             "|---|---|---|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        if r["library"] != "kvis" or "occluder" not in r or r.get("seconds") is None:
+            continue
+        size, stride = r["occluder"]
+        way = f"default: {r['inference']}" if r["way"] == "auto" else r["way"]
+        error = " / ".join(f"{e:.2g}" for e in r["error"]) if r.get("error") else ""
+        lines.append(f"| {r['model']} | {size} px / stride {stride} ({_amount(r):.0f}) | {way} | "
+                     f"{_duration(r['seconds'])} | {r['limit_seconds'] / r['seconds']:.0%} | "
+                     f"{_times(r['speedup_full'])} | {_times(r['speedup_tf_explain'])} | "
+                     f"{error} | {r['fallback'] or '-'} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def summary(rows, models):
+    """Per model, the kvis rows behind a peer (the same technique, a peer at a larger fraction
+    of its own process's limit) and those below `TARGET` of the limit, with a line."""
+    found = {model: dict(behind=[], below=[]) for model in models}
+    timed = [r for r in rows if r.get("seconds") and r.get("limit_seconds")]
+    for r in timed:
+        if r["library"] != "kvis":
+            continue
+        name, mine = r["technique"] + (" (XLA)" if r["jit"] else ""), _of_limit(r)
+        found[r["model"]]["behind"] += [
+            dict(technique=name, peer=p["library"], peer_of_limit=_of_limit(p), of_limit=mine)
+            for p in timed if p["model"] == r["model"] and p["technique"] == r["technique"]
+            and p["library"] not in ("kvis", "model") and _of_limit(p) > mine]
+        if mine < TARGET:
+            found[r["model"]]["below"].append(dict(technique=name, of_limit=mine))
+    for model, entry in found.items():
+        parts = [f"{what}: " + ", ".join(
+            f"{b['technique']} ({b['peer']} {b['peer_of_limit']:.0%} vs kvis {b['of_limit']:.0%})"
+            if "peer" in b else f"{b['technique']} ({b['of_limit']:.0%})" for b in entry[key])
+            for key, what in (("behind", "behind a peer"),
+                              ("below", f"below {TARGET} of the limit")) if entry[key]]
+        entry["line"] = f"{model}: " + ("; ".join(parts) or "none")
+    return found
+
+
+def _of_limit(r):
+    return r["limit_seconds"] / r["seconds"]
+
+
+def _amount(r):
+    return float(r["work"].split(" ", 1)[0])
+
+
+def _times(speedup):
+    return f"{speedup:.1f}x" if speedup else ""
 
 
 def _duration(seconds):
@@ -173,7 +255,7 @@ def main():
     parser.add_argument("--no-memory", action="store_true", help="skip the memory rows")
     parser.add_argument("--no-commands", action="store_true", help="skip the commands' times")
     parser.add_argument("--only", nargs="+", help="only the rows whose technique contains one "
-                        "of these (kvis and the limits), e.g. 'maximize 1 filter'")
+                        "of these (kvis, the limits and the peers), e.g. 'maximize 1 filter'")
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"),
                         help="the rows as JSON")
     args = parser.parse_args()
@@ -181,24 +263,30 @@ def main():
     if args.setup:
         setup()
     start = time.perf_counter()
-    print(machine(), flush=True)
+    about = machine()
+    print(about, flush=True)
     rows = []
     for model in args.models:
         for jit in {"off": [False], "on": [True], "both": [False, True]}[args.jit]:
             rows += work(sys.executable, model, ["kvis"], args.repeats, jit=jit, only=args.only)
         if not args.no_peers:
-            rows += peer_rows(model, args.repeats)
+            rows += peer_rows(model, args.repeats, args.only)
         print(f"{model} done, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    add_speedups(rows)
+    found = summary(rows, args.models)
     print(table(rows))
+    if occlusion_table(rows):
+        print(f"\n{occlusion_table(rows)}")
     if not args.no_memory and MEMORY_MODEL in args.models:
         memory = memory_rows(MEMORY_MODEL, jit=args.jit == "on")
-        print(memory_table(memory))
+        print(f"\n{memory_table(memory)}")
         rows += memory
+    print("", *(entry["line"] for entry in found.values()), sep="\n")
     if not args.no_commands:
         image = _demo_like_image()
         for name, seconds, detail in command_rows(image):
             print(f"{name}: {seconds:.1f} s ({detail})")
-    args.out.write_text(json.dumps(rows, indent=1))
+    args.out.write_text(json.dumps(dict(machine=about, rows=rows, summary=found), indent=1))
     print(f"benchmark: {time.perf_counter() - start:.0f} s in all; rows in {args.out}")
 
 
