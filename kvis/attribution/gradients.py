@@ -77,8 +77,10 @@ def smoothgrad(model, images, *, classes=None, score="logit", target=None, sampl
     image's value range (max - min), the paper's convention.
 
     Args:
-        model, images, classes, score, target, batch_size, memory_mb, progress: as for
-            `saliency`; the noisy copies are made a batch at a time.
+        model, images, classes, score, target, memory_mb, progress: as for `saliency`;
+            the noisy copies are made a batch at a time.
+        batch_size: images per pass, each with all its noisy copies, as many rows as
+            `memory_mb` allows.
         samples: noisy copies per image.
         noise: the noise's standard deviation as a fraction of each image's value range.
         seed: seeds the noise.
@@ -115,8 +117,10 @@ def integrated_gradients(model, images, *, classes=None, score="logit", target=N
     (`kvis.preprocessing_for`), so the default, 0, is a black image whatever the model expects.
 
     Args:
-        model, images, classes, score, target, batch_size, memory_mb, progress: as for
-            `saliency`; the path's points are made a batch at a time.
+        model, images, classes, score, target, memory_mb, progress: as for `saliency`;
+            the path's points are made a batch at a time.
+        batch_size: images per pass, each with all its points, as many rows as `memory_mb`
+            allows.
         baseline: pixels in [0, 255]: a number (every pixel), (H, W, C) for every image, or
             (N, H, W, C) one per image. Captum's default, a zero *input*, is the baseline
             `preprocessing_for(model).invert(0)` where that lies in [0, 255].
@@ -198,12 +202,13 @@ def _clean_pass(model, images, method, *, classes, score, target, batch_size, me
 def _mean_gradient(model, target, count, per_image, make, method, batch_size, memory_mb,
                    progress):
     """The mean input gradient over `per_image` rows of each of `count` images, the rows made
-    a batch at a time by `make(rows)`: float32 (count, H, W, C)."""
+    a batch at a time by `make(rows)`, `batch_size` images' rows to a pass where `memory_mb`
+    allows (larger passes run faster): float32 (count, H, W, C)."""
     step = score_pass(model, target, gradient="input", rule="gradient")
     total = None
     for rows, outputs in stream_batches(
             step, count * per_image, make, desc=method, progress=progress,
-            batch_size=rows_within(model, memory_mb, batch_size=batch_size)):
+            batch_size=rows_within(model, memory_mb, batch_size=batch_size * per_image)):
         gradient = outputs["gradient"].astype(np.float64)
         if total is None:
             total = np.zeros((count,) + gradient.shape[1:])
