@@ -1,11 +1,19 @@
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from kvis.core.errors import KvisError
-from kvis.core.runner import compiled, jit_compile, jit_compile_enabled, run_batches
+from kvis.core.runner import (
+    compiled,
+    floats_per_row,
+    jit_compile,
+    jit_compile_enabled,
+    rows_within,
+    run_batches,
+)
 
 
 def test_batches_are_equal_sized_and_outputs_concatenated_in_order():
@@ -22,6 +30,29 @@ def test_batches_are_equal_sized_and_outputs_concatenated_in_order():
     np.testing.assert_array_equal(out["plus"], x + np.arange(7)[:, None])
     with pytest.raises(KvisError, match="batch_size must be at least 1"):
         run_batches(step, (x, np.arange(7)), batch_size=0)
+    sizes.clear()
+    run_batches(step, (np.zeros((16, 2), np.float32), np.arange(16)), batch_size=7,
+                progress=False)
+    assert sizes == [6, 6, 6]  # the fewest batches, as even as they go
+
+
+def test_the_memory_budget_counts_what_a_backward_pass_keeps():
+    """Per row: a rectifier's output, both sides of other nonlinear layers, nothing for
+    fixed linear maps (a convolution without activation, batch normalization, an
+    addition), and the largest output once more."""
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # linear: nothing
+    b = keras.layers.BatchNormalization()(a)  # linear: nothing
+    c = keras.layers.ReLU()(b)  # 256 floats kept
+    d = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(c)  # 256
+    e = keras.layers.Add()([c, d])  # nothing
+    f = keras.layers.Conv2D(2, 1, activation="sigmoid")(e)  # fused: 2 x 128
+    g = keras.layers.MaxPooling2D()(f)  # its input (counted) and 32
+    h = keras.layers.Activation("tanh")(keras.layers.Flatten()(g))  # both sides: 32 + 32
+    model = keras.Model(inputs, keras.layers.Dense(3)(h))
+    assert floats_per_row(model) == 256 + 256 + 2 * 128 + 32 + 2 * 32 + 256
+    assert rows_within(model, 1) == 2 ** 20 // (4 * floats_per_row(model))
+    assert rows_within(model, 1, batch_size=5) == 5
 
 
 def test_compiled_passes_are_traced_once_per_model_and_key(tiny):

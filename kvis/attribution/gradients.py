@@ -93,13 +93,13 @@ def smoothgrad(model, images, *, classes=None, score="logit", target=None, sampl
                                        memory_mb=memory_mb)
     x = batch.x
     rng = np.random.default_rng(seed)
-    spread = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
+    spread = (noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))).astype(np.float32)
 
     def noisy(rows):
         images = np.arange(rows.start, rows.stop) // samples
-        copies = x[images] + rng.normal(size=(len(images),) + x.shape[1:]) \
-            * spread[images][:, None, None, None]
-        return copies.astype(np.float32), *target.rows(images)
+        noise = rng.standard_normal((len(images),) + x.shape[1:], dtype=np.float32)
+        noise *= spread[images][:, None, None, None]
+        return noise + x[images], *target.rows(images)
 
     values = _mean_gradient(model, target, len(x), samples, noisy, "smoothgrad", batch_size,
                             memory_mb, progress)

@@ -18,6 +18,7 @@ import threading
 import warnings
 import weakref
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -122,9 +123,10 @@ def stream_batches(step, count, make, *, batch_size=32, desc="batches", progress
     """Make `count` rows of input a batch at a time, run `step` on each batch, and yield
     `(rows, outputs)`: the slice of rows and `step`'s outputs for them as NumPy arrays.
 
-    Only one batch of inputs exists at a time, so memory does not grow with `count`. Every
-    batch has the same size, min(batch_size, count): the last one is padded by repeating its
-    final row and the padding is dropped from the outputs. Every row then runs through the
+    Only one batch of inputs exists at a time, so memory does not grow with `count`. The
+    rows go in the fewest batches of at most `batch_size`, all of one size (as even as they
+    go: 16 rows at 7 are three batches of 6); the last one is padded by repeating its final
+    row and the padding is dropped from the outputs. Every row then runs through the
     same kernels, since backends pick kernels by batch size.
 
     Args:
@@ -139,7 +141,7 @@ def stream_batches(step, count, make, *, batch_size=32, desc="batches", progress
     """
     if batch_size < 1:
         raise KvisError(f"batch_size must be at least 1; got {batch_size}")
-    size = min(batch_size, count)
+    size = -(-count // -(-count // batch_size))  # the fewest batches, as even as they go
     with progress_bar(-(-count // size), desc, progress=progress) as bar:
         for start in range(0, count, size):
             rows = slice(start, min(start + size, count))
@@ -151,8 +153,9 @@ def stream_batches(step, count, make, *, batch_size=32, desc="batches", progress
 
 
 def rows_within(model, memory_mb, *, batch_size=None):
-    """Rows per pass so that one pass's activations (every layer, float32, kept for a
-    backward pass) fit `memory_mb`; at most `batch_size` when given, at least 1.
+    """Rows per pass so that what one pass holds per row fits `memory_mb`: the tensors a
+    backward pass to the input keeps (`floats_per_row`), float32; at most `batch_size` when
+    given, at least 1.
 
     Raises:
         KvisError: a budget that is not positive.
@@ -161,10 +164,51 @@ def rows_within(model, memory_mb, *, batch_size=None):
         raise KvisError(f"memory_mb must be a positive number of MiB; got {memory_mb}")
     if batch_size is not None and batch_size < 1:
         raise KvisError(f"batch_size must be at least 1; got {batch_size}")
-    floats = sum(int(np.prod(node.output.shape[1:])) for node in model_graph(model).nodes.values()
-                 if not node.is_container and hasattr(node.output, "shape"))
-    rows = max(1, int(memory_mb * 2 ** 20 // (4 * max(floats, 1))))
+    rows = max(1, int(memory_mb * 2 ** 20 // (4 * max(floats_per_row(model), 1))))
     return rows if batch_size is None else max(1, min(rows, batch_size))
+
+
+def floats_per_row(model):
+    """The floats one input row makes a pass hold: the tensors a backward pass to the input
+    keeps (a rectifier's output; both sides of any other nonlinear layer; nothing for a
+    layer whose input gradient is a fixed linear map at inference, such as a convolution
+    without activation, batch normalization or an addition), plus the largest output (the
+    gradient in flight). A forward-only pass holds less."""
+    kept, largest = {}, 0
+    for node in model_graph(model).nodes.values():
+        if not node.is_container and hasattr(node.output, "shape"):
+            kept.update(_kept(node))
+            largest = max(largest, _floats(node.output))
+    return sum(kept.values()) + largest
+
+
+# Layers whose input gradient is a fixed linear map at inference, without an activation.
+_LINEAR = (keras.layers.BatchNormalization, keras.layers.Add, keras.layers.Subtract,
+           keras.layers.Average, keras.layers.Rescaling, keras.layers.Normalization,
+           keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+           keras.layers.AlphaDropout, keras.layers.ZeroPadding2D, keras.layers.Cropping2D,
+           keras.layers.Reshape, keras.layers.Flatten, keras.layers.Permute,
+           keras.layers.Concatenate, keras.layers.AveragePooling2D,
+           keras.layers.GlobalAveragePooling2D, keras.layers.Identity, keras.layers.InputLayer,
+           keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+           keras.layers.Dense)
+_RECTIFIERS = ("relu", "relu6", "leaky_relu")
+
+
+def _kept(node):
+    """{key: floats per row} of the tensors one layer call makes a backward pass keep."""
+    layer, output = node.layer, node.output
+    activation = getattr(getattr(layer, "activation", None), "__name__", "linear")
+    if isinstance(layer, keras.layers.ReLU) or activation in _RECTIFIERS:
+        return {id(output): _floats(output)}
+    if isinstance(layer, _LINEAR):  # with a fused nonlinearity: its input and output
+        return {} if activation == "linear" else {id(output): _floats(output),
+                                                  (id(output), "inside"): _floats(output)}
+    return {id(t): _floats(t) for t in (*node.inputs, output) if hasattr(t, "shape")}
+
+
+def _floats(tensor):
+    return int(np.prod(tensor.shape[1:]))
 
 
 @contextlib.contextmanager
