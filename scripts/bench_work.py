@@ -229,7 +229,8 @@ def _kvis_rows(model, name, settings, limits, repeats, only):
     convs = conv_names(model)
     rows = []
     if wanted(only, "feature maps"):
-        seconds, peak = timed(repeats, kvis.feature_maps, model, x, convs, progress=False)
+        seconds, peak = timed(repeats, kvis.feature_maps, model, x, convs, batch_size=batch,
+                              progress=False)
         rows.append(row(f"feature maps, {len(convs)} conv layers", "kvis", f"{batch} images",
                         seconds, peak, batch * limits.forward(batch)))
     to_layer = trunk(model, settings["layer"])

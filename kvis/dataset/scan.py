@@ -156,7 +156,7 @@ def scan(model, data, layers=None, *, count=9, strongest="images", batch_size=32
     state = empty_scan(model, scan_layers(model, layers), source, count=count,
                        strongest=strongest)
     total = _length(source)
-    fingerprint = _fingerprint(model, state, batch_size)
+    fingerprint = None if checkpoint is None else _fingerprint(model, state, batch_size)
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint, fingerprint)
     run = batch_runner(model, state.layers, count=count, strongest=strongest,
