@@ -211,27 +211,35 @@ def empty_scan(model, paths, source, *, count, strongest="images"):
                 strongest=checked_strongest(strongest))
 
 
-def batch_runner(model, paths, *, count, strongest="images", strategy=None):
+def batch_runner(model, paths, *, count, strongest="images", strategy=None, on_peaks=None):
     """`run(state, batch) -> state`: one batch through the compiled scan step (split over the
     replicas of `strategy`, if any), merged into the state. The one per-batch function of
-    every way to scan: in process, on a `tf.distribute` strategy, in an Apache Beam worker."""
+    every way to scan: in process, on a `tf.distribute` strategy, in an Apache Beam worker.
+    With `on_peaks`, the same pass also calls `on_peaks(ids int64 (n,), {path: float32 (n,
+    C)})` for every part of a batch: each image's largest activation of each channel."""
     per_image = checked_strongest(strongest) == "images"
-    step = compiled(model, ("scan", tuple(paths), count, strongest),
-                    lambda jit: _scan_step(model, paths, count, per_image, jit))
+    peaks = on_peaks is not None
+    step = compiled(model, ("scan", tuple(paths), count, strongest, peaks),
+                    lambda jit: _scan_step(model, paths, count, per_image, peaks, jit))
 
     def run(state, batch):
         if not len(batch.x):
-            return _merge_batch(state, batch, [])
-        if strategy is None:
-            return _merge_batch(state, batch, [(batch.ids, step(tf.constant(batch.x)))])
-        shards = np.array_split(np.arange(len(batch.x)), strategy.num_replicas_in_sync)
-        values = strategy.experimental_distribute_values_from_function(
-            lambda context: tf.constant(batch.x[shards[context.replica_id_in_sync_group]]))
-        # A plain callable: each replica then calls the compiled step on its own shard.
-        outputs = strategy.experimental_local_results(
-            strategy.run(lambda images: step(images), args=(values,)))
-        return _merge_batch(state, batch, [(batch.ids[shard], output) for shard, output
-                                           in zip(shards, outputs) if len(shard)])
+            parts = []
+        elif strategy is None:
+            parts = [(batch.ids, step(tf.constant(batch.x)))]
+        else:
+            shards = np.array_split(np.arange(len(batch.x)), strategy.num_replicas_in_sync)
+            values = strategy.experimental_distribute_values_from_function(
+                lambda context: tf.constant(batch.x[shards[context.replica_id_in_sync_group]]))
+            # A plain callable: each replica then calls the compiled step on its own shard.
+            outputs = strategy.experimental_local_results(
+                strategy.run(lambda images: step(images), args=(values,)))
+            parts = [(batch.ids[shard], output) for shard, output in zip(shards, outputs)
+                     if len(shard)]
+        if peaks:
+            for ids, outputs in parts:
+                on_peaks(ids, {path: outputs[path][-1].numpy().T for path in paths})
+        return _merge_batch(state, batch, parts)
 
     return run
 
@@ -344,7 +352,7 @@ def _merge_batch(state, batch, parts):
     top, stats = dict(state.top), dict(state.stats)
     for ids, outputs in parts:
         for path in state.layers:
-            values, flat, total, peak, active, size = (t.numpy() for t in outputs[path])
+            values, flat, total, peak, active, size = (t.numpy() for t in outputs[path][:6])
             image, row, col = np.unravel_index(flat, (len(ids), *size))
             top[path] = merge(top[path], TopK(values, ids[image],
                                               np.stack([row, col], -1).astype(np.int32)))
@@ -355,24 +363,24 @@ def _merge_batch(state, batch, parts):
                                batches=state.batches + 1)
 
 
-def _scan_step(model, paths, k, per_image, jit):
+def _scan_step(model, paths, k, per_image, peaks, jit):
     outputs_of = probe(model, list(paths))
 
     @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]))],
                  jit_compile=jit)
     def step(images):
         outputs = outputs_of(images, training=False)
-        return {path: _batch_summary(outputs[path], k, per_image) for path in paths}
+        return {path: _batch_summary(outputs[path], k, per_image, peaks) for path in paths}
 
     return step
 
 
-def _batch_summary(maps, k, per_image):
+def _batch_summary(maps, k, per_image, with_peaks=False):
     """What one batch adds to a layer's state: per channel, the batch's k strongest images (each
     at its strongest position) or positions (values (C, k') and flat indices into (N, h, w), in
     the total order of `kvis.dataset.topk`), the sum (float32), the maximum, the count of
     activations above 0 (int64, exact: counted per image in float32, exact below 2**24
-    positions), and the map size."""
+    positions), and the map size; `with_peaks`: then each image's maximum, (C, N)."""
     count, height, width, channels = (tf.shape(maps)[0], tf.shape(maps)[1],
                                       tf.shape(maps)[2], maps.shape[-1])
     peaks = tf.transpose(tf.reduce_max(maps, axis=(1, 2)))  # (C, N)
@@ -381,8 +389,9 @@ def _batch_summary(maps, k, per_image):
     values, image, where = strongest(per_channel, peaks, k)
     active = tf.reduce_sum(tf.cast(tf.reduce_sum(tf.cast(maps > 0, tf.float32), (1, 2)),
                                    tf.int64), 0)
-    return (values, image * height * width + where, tf.reduce_sum(maps, (0, 1, 2)),
-            tf.reduce_max(peaks, 1), active, tf.shape(maps)[1:3])
+    summary = (values, image * height * width + where, tf.reduce_sum(maps, (0, 1, 2)),
+               tf.reduce_max(peaks, 1), active, tf.shape(maps)[1:3])
+    return (*summary, peaks) if with_peaks else summary
 
 
 def _strongest_images(per_channel, peaks, k):
