@@ -14,6 +14,8 @@ Definitions (docs/microscope.md):
 
 import numpy as np
 
+from kvis.microscope.wiring import strongest_links
+
 WIRES = 8       # units listed under "fed by" and "feeds"
 CLASSES = 5     # top classes of a unit
 CONCEPTS = 3    # best concepts of a unit
@@ -21,7 +23,8 @@ CLASS_UNITS = 16  # units of a class page, per list
 BINS = 24       # histogram bins
 
 
-def unit_facts(survey, layer, channel, *, names, class_names, into=None, out_of=None):
+def unit_facts(survey, layer, channel, *, names, labels, class_names, into=None,
+               out_of=None):
     """Everything a unit page shows.
 
     Args:
@@ -29,6 +32,7 @@ def unit_facts(survey, layer, channel, *, names, class_names, into=None, out_of=
         layer: one of `survey.layers`.
         channel: the unit.
         names: the dataset's image names by id (`ImageSource.names`).
+        labels: the dataset's class of each image id (`ImageSource.labels`), or None.
         class_names: a name per class index (None: "#k").
         into: the `Wiring` from the previous surveyed layer into `layer` (None: none known).
         out_of: the `Wiring` from `layer` into the next surveyed layer.
@@ -37,7 +41,6 @@ def unit_facts(survey, layer, channel, *, names, class_names, into=None, out_of=
         A dict of plain numbers and strings (see the keys below).
     """
     top, stats = survey.scan.top[layer], survey.scan.stats[layer]
-    labels = survey.labels
     examples = []
     for rank in range(top.values.shape[1]):
         value, image = float(top.values[channel, rank]), int(top.images[channel, rank])
@@ -58,7 +61,7 @@ def unit_facts(survey, layer, channel, *, names, class_names, into=None, out_of=
                   "dead": bool(channel in stats.dead), "rare": bool(channel in stats.rare),
                   "positions": int(stats.positions)},
         "histogram": {"counts": counts.tolist(), "edges": [float(e) for e in edges]},
-        "classes": _top_classes(peaks, labels, class_names),
+        "classes": _top_classes(peaks, survey.labels, class_names),
         "fed_by": _wires(into, channel, incoming=True),
         "feeds": _wires(out_of, channel, incoming=False),
         "concepts": _concepts(survey.dissection, layer, channel),
@@ -138,10 +141,9 @@ def _wires(found, channel, *, incoming):
     "strength"}], "convs"}; None where no wiring is known (the first layer, a branch)."""
     if found is None:
         return None
-    strength = found.strength[:, channel] if incoming else found.strength[channel, :]
-    order = [int(c) for c in np.argsort(-strength, kind="stable")[:WIRES] if strength[c] > 0]
+    links = strongest_links(found.strength, channel, WIRES, incoming=incoming)
     return {"layer": found.source if incoming else found.layer, "convs": list(found.convs),
-            "units": [{"channel": c, "strength": float(strength[c])} for c in order]}
+            "units": [{"channel": c, "strength": s} for c, s in links]}
 
 
 def _concepts(dissection, layer, channel):

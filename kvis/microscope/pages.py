@@ -70,7 +70,8 @@ def model_page(info):
         counts = ((row["channels"], row["dead"], row["rare"]) if row["surveyed"]
                   else ("", "", ""))
         rows.append("<tr>" + f"<td>{name}</td>" + "".join(
-            f'<td{" class=number" if i >= 2 else ""}>{_e(cell)}</td>' for i, cell in enumerate(
+            f'<td{" class=number" if i in (3, 6, 7, 8) else ""}>{_e(cell)}</td>'
+            for i, cell in enumerate(
                 (row["type"], row["shape"], f'{row["params"]:,}', row["field_size"],
                  row["field_stride"], *counts), start=1)) + "</tr>")
     body = [f"<h1>{_e(info['model'])}</h1>", _warning(info),
