@@ -212,9 +212,11 @@ def test_maximization_images_are_maximize_filters_for_the_units_asked(classifier
         for batch in ([0, 1, 2, 3], [4]):
             made = maximize_filters(model, "conv2", batch, seed=seed, batch_size=len(batch),
                                     settings=settings, progress=False)
-            for image, unit in zip(made.images, batch):
+            for image, score, unit in zip(made.images, made.scores, batch):
                 drawn = _rgb(site / layout.unit_image("conv2", unit, layout.maximization(seed)))
                 assert np.abs(drawn.astype(int) - _uint8(image)).max() <= 1
+                shown = page_data(site / layout.unit_page("conv2", unit))["maximization"]
+                assert shown[seed] == {"seed": seed, "score": pytest.approx(score, rel=1e-6)}
     assert not list(site.glob("layers/conv1/*/max-*.png"))
     assert not (site / layout.unit_image("conv2", 5, layout.maximization(0))).exists()
     unit = (site / layout.unit_page("conv2", 0)).read_text()

@@ -197,9 +197,10 @@ def _pages(build):
 def _maximize(build, plan):
     """Activation maximization of the planned units, in fixed batches; each batch's unit pages
     and its layer's page are rewritten as its images arrive."""
-    names = [layout.maximization(seed) for seed in range(build.seeds)]
+    names = [(layout.maximization(seed), layout.maximization_score(seed))
+             for seed in range(build.seeds)]
     todo = {layer: [chunk for chunk in images.chunks(channels, build.batch_size)
-                    if images.missing(build.out, layer, chunk, names)]
+                    if images.missing(build.out, layer, chunk, sum(names, ()))]
             for layer, channels in plan.items()}
     units = sum(len(chunk) for chunks in todo.values() for chunk in chunks)
     if not units:
@@ -214,8 +215,8 @@ def _maximize(build, plan):
                       progress=build.progress) as bar:
         for layer, chunks in todo.items():
             for chunk in chunks:
-                for seed, name in enumerate(names):
-                    if images.missing(build.out, layer, chunk, (name,)):
+                for seed, files in enumerate(names):
+                    if images.missing(build.out, layer, chunk, files):
                         images.write_maximization(build.model, build.out, layer=layer,
                                                   channels=chunk, seed=seed,
                                                   settings=build.settings, progress=False)
@@ -232,11 +233,20 @@ def _unit_page(build, layer, channel):
                              labels=build.image_labels,
                              class_names=build.class_names, into=build.into.get(layer),
                              out_of=build.out_of.get(layer))
-    seeds = [seed for seed in range(build.seeds)
-             if _exists(build, layer, channel, layout.maximization(seed))]
+    found["maximization"] = _made(build, layer, channel)
     _write(build.out / layout.unit_page(layer, channel),
-           pages.unit_page(found, model=model_label(build.model), seeds=seeds,
+           pages.unit_page(found, model=model_label(build.model),
                            steps=build.settings.steps, examples=_examples_caption(build)))
+
+
+def _made(build, layer, channel):
+    """The seeds whose maximization image of a unit exists, with the score each reached."""
+    made = []
+    for seed in range(build.seeds):
+        score = build.out / layout.unit_image(layer, channel, layout.maximization_score(seed))
+        if score.is_file() and _exists(build, layer, channel, layout.maximization(seed)):
+            made.append({"seed": seed, "score": float(score.read_text())})
+    return made
 
 
 def _layer_page(build, layer):

@@ -60,10 +60,15 @@ def write_examples(model, found, data, out, *, layer, channels, labels=None, bat
 
 def write_maximization(model, out, *, layer, channels, seed, settings, progress=True):
     """Write the activation-maximization image of each unit from one seed
-    (`layout.maximization(seed)`), all units in one batch (`kvis.maximize_filters`)."""
+    (`layout.maximization(seed)`), all units in one batch (`kvis.maximize_filters`), each after
+    the mean activation it reaches (`layout.maximization_score(seed)`, a number as text)."""
     result = maximize_filters(model, layer, channels, seed=seed, batch_size=len(channels),
                               settings=settings, progress=progress)
-    for channel, image in zip(channels, result.images):
+    for channel, image, score in zip(channels, result.images, result.scores):
+        text = f"{float(score)!r}\n"
+        write_atomically(Path(out) / layout.unit_image(layer, channel,
+                                                      layout.maximization_score(seed)),
+                         lambda temporary, text=text: Path(temporary).write_text(text))
         write_image(Path(out) / layout.unit_image(layer, channel, layout.maximization(seed)),
                     _uint8(image))
 

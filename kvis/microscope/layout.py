@@ -6,7 +6,8 @@ folder. Every other module asks here, so an address is spelled once and stays st
     assets/style.css, site.js, search-index.js
     layers/<layer path>.html          a layer page (a nested path makes folders)
     layers/<layer path>/<unit>.html   a unit page
-    layers/<layer path>/<unit>/       its images: max-<seed>.png, examples.png, patch.png
+    layers/<layer path>/<unit>/       its images: max-<seed>.png (and the mean activation it
+                                      reaches, max-<seed>.txt), examples.png, patch.png
     layers/<layer path>/filters.png   the first conv layer's filters, on the first layer's page
     classes/<k>.html                  a class page
 """
@@ -50,6 +51,12 @@ def unit_image(layer, channel, name):
 def maximization(seed):
     """The file name of a unit's maximization image from one seed: 'max-0.png'."""
     return f"max-{int(seed)}.png"
+
+
+def maximization_score(seed):
+    """The file holding the mean activation that image reached: 'max-0.txt' (written first:
+    where the image exists, so does its score)."""
+    return f"max-{int(seed)}.txt"
 
 
 def layer_image(layer, name):

@@ -133,14 +133,14 @@ def layer_page(facts, *, info, maximized, prev=None, next=None):
                  crumbs=[(layer, page)], prev=prev, next=next, data=facts)
 
 
-def unit_page(facts, *, model, seeds, steps, examples):
+def unit_page(facts, *, model, steps, examples):
     """One unit: its maximization images, its top dataset examples, the histogram and
     statistics of its activation, its classes and concepts, what feeds it and what it feeds.
 
     Args:
-        facts: `kvis.microscope.facts.unit_facts`.
+        facts: `kvis.microscope.facts.unit_facts`, with "maximization": `[{"seed", "score"}]`
+            the seeds whose maximization image exists and the mean activation each reaches.
         model: the model's label.
-        seeds: the seeds whose maximization image exists, in order.
         steps: the gradient steps of those images.
         examples: what the examples image shows, in words (`examples_caption`).
     """
@@ -156,7 +156,8 @@ def unit_page(facts, *, model, seeds, steps, examples):
             _steps(page, channel > 0 and layout.unit_page(layer, channel - 1),
                    channel + 1 < facts["channels"] and layout.unit_page(layer, channel + 1),
                    "unit"),
-            "<h2>Activation maximization</h2>", _maximization(page, layer, channel, seeds, steps),
+            "<h2>Activation maximization</h2>",
+            _maximization(page, layer, channel, facts["maximization"], steps),
             f"<h2>Top {len(facts['top'])} dataset examples</h2>", _examples(page, facts, examples),
             "<h2>Activation over the dataset</h2>", histogram_svg(facts["histogram"]),
             _table(("statistic", "value"), [
@@ -227,20 +228,21 @@ def histogram_svg(histogram, *, width=420, height=120):
             "(height) reach each level.</figcaption></figure>")
 
 
-def _maximization(page, layer, channel, seeds, steps):
-    if not seeds:
+def _maximization(page, layer, channel, made, steps):
+    if not made:
         return ('<p class="notes">Not computed (yet): this build left the unit out of '
                 "activation maximization (<code>--maximize</code>), or it is still running "
                 "(<code>--resume</code> finishes it).</p>")
     figures = "".join(
         f'<figure><img class="max pixels" '
         f'src="{_image(page, layer, channel, layout.maximization(s))}" '
-        f'alt="maximization, seed {s}"><figcaption>seed {s}</figcaption></figure>'
-        for s in seeds)
-    return (figures + f'<p class="notes">From noise, {steps} steps of gradient ascent on '
-            "Fourier-space, colour-decorrelated pixels with jitter, scaling and rotation "
-            "(Olah et al. 2017); each seed starts from other noise, so a unit that responds "
-            "to several things can show several.</p>")
+        f'alt="maximization, seed {s}"><figcaption>seed {s}: {_n(score)}</figcaption></figure>'
+        for s, score in ((m["seed"], m["score"]) for m in made))
+    return (figures + '<p class="notes">Under each image, the mean activation it reaches (0: '
+            f"the unit never rose above 0 from that noise). From noise, {steps} steps of "
+            "gradient ascent on Fourier-space, colour-decorrelated pixels with jitter, scaling "
+            "and rotation (Olah et al. 2017); each seed starts from other noise, so a unit that "
+            "responds to several things can show several.</p>")
 
 
 def _examples(page, facts, caption):
