@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import nested_functional, tiny_base
 
 from kvis.core.errors import KvisError
 from kvis.microscope.wiring import strongest_links, wiring
@@ -42,10 +43,10 @@ def test_two_convs_compose_through_pooling_relu_and_batch_normalization():
     x = keras.layers.Conv2D(4, 3, name="conv_a")(inputs)
     x = keras.layers.BatchNormalization(name="bn")(x)
     x = keras.layers.ReLU(name="relu")(x)
-    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
     x = keras.layers.Dropout(0.5, name="drop")(x)
     x = keras.layers.Conv2D(6, 3, activation="relu", name="conv_b")(x)
-    x = keras.layers.AveragePooling2D(name="pool_b")(x)
+    x = keras.layers.AveragePooling2D(2, name="pool_b")(x)
     model = keras.Model(inputs, x)
     a = _loop_norms(model.get_layer("conv_a").kernel.numpy())          # (2, 4)
     b = _loop_norms(model.get_layer("conv_b").kernel.numpy())          # (4, 6)
@@ -129,6 +130,17 @@ def test_the_demo_model_stages_are_products_of_kernel_norms(demo):
     expected = (_loop_norms(demo.get_layer("block2_conv1").kernel.numpy())
                 @ _loop_norms(demo.get_layer("block2_conv2").kernel.numpy()))
     np.testing.assert_allclose(found.strength, expected, rtol=1e-5)
+
+
+def test_layers_inside_a_nested_base_model_are_wired_by_path():
+    model = nested_functional(tiny_base())
+    base = model.get_layer("base")
+    found = wiring(model, None, "base/conv2")
+    assert (found.layer, found.convs) == ("base/conv2", ("base/conv1", "base/conv2"))
+    expected = (_loop_norms(base.get_layer("conv1").kernel.numpy())
+                @ _loop_norms(base.get_layer("conv2").kernel.numpy()))
+    np.testing.assert_allclose(found.strength, expected, rtol=1e-6)
+    assert wiring(model, "base/pool1", "base").convs == ("base/conv2",)
 
 
 def test_strongest_links_sort_by_strength_then_unit_and_leave_out_zeros():

@@ -73,17 +73,18 @@ def wiring(model, source, layer):
     """
     graph = model_graph(model)
     end = spatial_node(graph, layer, PURPOSE)
-    start = graph.input if source is None else spatial_node(graph, source, PURPOSE).output
-    chain = _chain(graph, start, end)
+    origin = None if source is None else spatial_node(graph, source, PURPOSE)
+    start = graph.input if origin is None else origin.output
+    # A nested model's node stands for its last inner layer (the same output tensor).
+    chain = _chain(graph, start, graph.nodes[graph.producer(end.output)])
     if chain is None or not all(_passes_units(node.layer) for node in chain):
         return None
     strength = np.eye(start.shape[-1])
     for node in chain:
         if isinstance(node.layer, _CONV):
             strength = strength @ conv_strength(node.layer)
-    name = start.name if source is None else graph.producer(start)
-    return Wiring(end.path, name, tuple(node.path for node in chain
-                                        if isinstance(node.layer, _CONV)),
+    return Wiring(end.path, start.name if origin is None else origin.path,
+                  tuple(node.path for node in chain if isinstance(node.layer, _CONV)),
                   strength.astype(np.float32))
 
 
@@ -108,9 +109,9 @@ def conv_strength(layer):
     step = outputs // layer.groups
     strength = np.zeros((per_group * layer.groups, outputs))
     for group in range(layer.groups):
-        inputs, served = slice(group * per_group, (group + 1) * per_group), \
-            slice(group * step, (group + 1) * step)
-        strength[inputs, served] = norms[:, served]
+        rows = slice(group * per_group, (group + 1) * per_group)
+        columns = slice(group * step, (group + 1) * step)
+        strength[rows, columns] = norms[:, columns]
     return strength
 
 
