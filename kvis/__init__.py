@@ -106,6 +106,8 @@ _EXPORTS = {
     "build_report": "kvis.report.sections",
     "Report": "kvis.report.sections",
     "write_report": "kvis.report.page",
+    # The microscope: a website of every unit
+    "build_microscope": "kvis.microscope.build",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

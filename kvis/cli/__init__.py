@@ -17,6 +17,7 @@ from kvis.cli import (  # noqa: F401
     invert,
     layers,
     maximize,
+    microscope,
     occlusion,
     report,
     sanity,
