@@ -95,13 +95,12 @@ def survey(model, data, layers=None, *, labels=None, concepts=None, count=9, bat
     """
     paths = surveyed_layers(model, layers)
     source = image_source(data, labels=labels)
-    if source.labels is not None and _is_classifier(model):
-        _check_labels(model, source)  # before the scan, not after it
+    wanted = has_contributions(model, source)  # labels checked before the scan
     found, ids, peaks = _scan_with_peaks(model, source, paths, count=count,
                                          batch_size=batch_size, progress=progress)
     known = None if source.labels is None else source.labels[ids]
     contributions = {}
-    if known is not None and np.any(known >= 0) and _is_classifier(model):
+    if wanted and np.any(known >= 0):
         contributions[paths[-1]] = class_contributions(
             model, source, paths[-1], batch_size=batch_size, memory_mb=memory_mb,
             progress=progress)
@@ -153,27 +152,70 @@ def class_contributions(model, source, layer, *, batch_size=32, memory_mb=1024, 
         KvisError: no labels, labels beyond the model's classes, or a model whose logits kvis
             cannot read (`kvis.core.anatomy.logits`).
     """
+    _check_labels(model, source)
+    with progress_bar(int(np.sum(source.labels >= 0)), "class contributions", unit="image",
+                      progress=progress) as bar:
+        totals, counts = contribution_sums(
+            model, source, layer, batches=source.batches(model, batch_size=batch_size),
+            batch_size=batch_size, memory_mb=memory_mb, on_batch=bar.update)
+    return contribution_means(totals, counts)
+
+
+def has_contributions(model, source):
+    """Whether a survey of `source` gives class contributions: `model` is a classifier and
+    the data has labels.
+
+    Raises:
+        KvisError: labels beyond the model's classes.
+    """
+    if source.labels is None or not _is_classifier(model):
+        return False
+    _check_labels(model, source)
+    return True
+
+
+def contribution_means(totals, counts):
+    """float32 (K, C) the class contributions from `contribution_sums`'s (summed) totals and
+    counts; 0 for a class without images."""
+    return (totals / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
+
+def contribution_sums(model, source, layer, *, batches, batch_size=32, memory_mb=1024,
+                      on_batch=None):
+    """The sums behind `class_contributions` over some batches of `source`: they merge by
+    addition, so shards of a dataset can be summed apart (`kvis.microscope.beam`).
+
+    Args:
+        model, source, layer, batch_size, memory_mb: as for `class_contributions`.
+        batches: `kvis.dataset.readers.Batch`es of `source`.
+        on_batch: called with the number of labelled images of each batch, or None.
+
+    Returns:
+        `(totals, counts)`: float64 (K, C) the sum over the labelled images of each class of
+        sum over positions of A_c * d logit_k / d A_c, and int64 (K,) those images' numbers.
+
+    Raises:
+        KvisError: as for `class_contributions`.
+    """
     classes = _check_labels(model, source)
     target = Target(source.labels, "logit")
     step = score_pass(model, target, layers=(layer,), gradient=layer)
     rows = rows_within(model, memory_mb, batch_size=batch_size)
     channels = spatial_node(model_graph(model), layer, PURPOSE).output.shape[-1]
     totals, counts = np.zeros((classes, channels)), np.zeros(classes, np.int64)
-    with progress_bar(int(np.sum(source.labels >= 0)), "class contributions", unit="image",
-                      progress=progress) as bar:
-        for batch in source.batches(model, batch_size=batch_size):
-            kept = source.labels[batch.ids] >= 0
-            if not kept.any():
-                continue
-            ids = batch.ids[kept]
-            outputs = run_batches(step, (batch.x[kept], *target.rows(ids)), batch_size=rows,
-                                  progress=False)
-            per_image = np.sum(outputs[layer] * outputs["gradient"], axis=(1, 2),
-                               dtype=np.float64)
-            np.add.at(totals, source.labels[ids], per_image)
-            counts += np.bincount(source.labels[ids], minlength=classes)
-            bar.update(len(ids))
-    return (totals / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    for batch in batches:
+        kept = source.labels[batch.ids] >= 0
+        if not kept.any():
+            continue
+        ids = batch.ids[kept]
+        outputs = run_batches(step, (batch.x[kept], *target.rows(ids)), batch_size=rows,
+                              progress=False)
+        per_image = np.sum(outputs[layer] * outputs["gradient"], axis=(1, 2), dtype=np.float64)
+        np.add.at(totals, source.labels[ids], per_image)
+        counts += np.bincount(source.labels[ids], minlength=classes)
+        if on_batch is not None:
+            on_batch(len(ids))
+    return totals, counts
 
 
 def save_survey(survey, path):
@@ -261,15 +303,24 @@ def load_survey(path):
                   dissection)
 
 
-def _scan_with_peaks(model, source, paths, *, count, batch_size, progress):
-    """The scan of `source` over `paths`, the ids of the images read (int64 (N,)) and their
-    peaks ({path: float32 (N, C)}), from one pass.
+def scan_with_peaks(model, source, paths, *, batches, count, on_batch=None):
+    """The scan of some batches of `source` over `paths` and their images' peaks, from one
+    pass (`kvis.dataset.scan.batch_runner` with `on_peaks`); shards of a dataset merge with
+    `kvis.dataset.scan.merge_scans` and by concatenating the rows.
 
-    Raises:
-        KvisError: no image could be read.
+    Args:
+        model, source, paths: the model, a `kvis.dataset.sources.ImageSource`, the layers.
+        batches: `kvis.dataset.readers.Batch`es of `source`.
+        count: images kept per unit.
+        on_batch: called with the number of images of each batch (skipped files included).
+
+    Returns:
+        `(scan, ids, peaks)`: the `Scan`, int64 (N,) the ids of the images read, and
+        {path: float32 (N, C)} their peaks, rows in the order of `ids`.
     """
     state = empty_scan(model, paths, source, count=count)
-    ids, peaks = [], {path: [] for path in paths}
+    ids = [np.zeros(0, np.int64)]
+    peaks = {path: [np.zeros((0, len(state.stats[path].peak)), np.float32)] for path in paths}
 
     def keep(batch_ids, batch_peaks):
         ids.append(batch_ids)
@@ -277,18 +328,54 @@ def _scan_with_peaks(model, source, paths, *, count, batch_size, progress):
             peaks[path].append(batch_peaks[path])
 
     run = batch_runner(model, paths, count=count, on_peaks=keep)
+    for batch in batches:
+        state = run(state, batch)
+        if on_batch is not None:
+            on_batch(len(batch.x) + len(batch.skipped))
+    return state, np.concatenate(ids), {path: np.concatenate(peaks[path]).astype(np.float32)
+                                        for path in paths}
+
+
+def checked_survey(path, model, layers, source, *, concepts=None):
+    """The survey saved in `path`, checked to be of `model` over `layers` (paths) and `source`.
+
+    Raises:
+        KvisError: an unreadable file, or a survey of another model, other layers or another
+            number of images, or `concepts` given (the survey's dissection gives them).
+    """
+    found = load_survey(path)
+    read = found.scan.images + len(found.scan.skipped)
+    if found.model != model.name:
+        raise KvisError(f"{path} is a survey of model {found.model!r}, not {model.name!r}")
+    if found.layers != tuple(layers):
+        raise KvisError(f"{path} surveys layers {', '.join(found.layers)}, not "
+                        f"{', '.join(layers)}: ask for its layers or survey these")
+    if source.names is not None and read != len(source.names):
+        raise KvisError(f"{path} surveyed {read} images; {source.description} has "
+                        f"{len(source.names)}")
+    if concepts is not None:
+        raise KvisError(f"concepts come from the survey {path} (its dissection); pass "
+                        "concepts or a survey, not both")
+    return found
+
+
+def _scan_with_peaks(model, source, paths, *, count, batch_size, progress):
+    """`scan_with_peaks` of all of `source`, with progress.
+
+    Raises:
+        KvisError: no image could be read.
+    """
     total = None if source.names is None else len(source.names)
     with progress_bar(total, "surveying", unit="image", progress=progress) as bar:
-        for batch in source.batches(model, batch_size=batch_size):
-            state = run(state, batch)
-            bar.update(len(batch.x) + len(batch.skipped))
+        state, ids, peaks = scan_with_peaks(
+            model, source, paths, batches=source.batches(model, batch_size=batch_size),
+            count=count, on_batch=bar.update)
     if not state.images:
         raise KvisError(f"{PURPOSE}: no image of {source.description} could be read")
     if state.skipped:
         warnings.warn(skipped_note(state.skipped, state.images + len(state.skipped)),
                       stacklevel=3)
-    return state, np.concatenate(ids), {path: np.concatenate(peaks[path]).astype(np.float32)
-                                        for path in paths}
+    return state, ids, peaks
 
 
 def _check_labels(model, source):
