@@ -55,8 +55,11 @@ class UnitSpec(click.ParamType):
 @click.option("--overwrite", is_flag=True, help="Replace the site in OUT.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1),
               help="Images per forward pass, and units optimized together.")
+@click.option("--survey", type=click.Path(exists=True, dir_okay=False),
+              help="A survey file of MODEL over DATA (kvis.microscope.beam.survey_on_beam, "
+                   "on a cluster) used instead of surveying DATA here.")
 def microscope(model, weights, labels, preprocess, data, out, layers, concepts, maximize,
-               seeds, steps, resume, overwrite, batch_size):
+               seeds, steps, resume, overwrite, batch_size, survey):
     """Write a website of every unit of MODEL over DATA, opened from disk in any browser.
 
     A page per unit: the images that excite it most (activation maximization from several
@@ -69,13 +72,15 @@ def microscope(model, weights, labels, preprocess, data, out, layers, concepts, 
     MNIST/Fashion-MNIST IDX images file, or demo. One pass over DATA serves every page; the
     dataset-driven pages come first, then activation maximization (the slow part: its cost is
     estimated and printed first) fills in each unit's images. An interrupted build is
-    finished with --resume.
+    finished with --resume. --survey takes that pass from a file made elsewhere (a Beam
+    pipeline over a dataset too large for one machine).
 
     \b
     kvis microscope demo demo --out site/
     kvis microscope vgg16 photos/ --layers block4_conv3,block5_conv3 \\
         --maximize block5_conv3:0-63 --out site/
     kvis microscope model.keras photos/ --concepts concepts/ --out site/ --resume
+    kvis microscope model.keras photos/ --survey survey.npz --out site/
     """
     from kvis.microscope.build import build_microscope
 
@@ -90,7 +95,7 @@ def microscope(model, weights, labels, preprocess, data, out, layers, concepts, 
     try:
         index = build_microscope(net, data, out, layers=layers, concepts=concepts,
                                  maximize=maximize, seeds=seeds, steps=steps, resume=resume,
-                                 overwrite=overwrite, batch_size=batch_size)
+                                 overwrite=overwrite, batch_size=batch_size, survey=survey)
     except KeyboardInterrupt:
         click.echo("\ninterrupted; what was written is kept: run the same command with "
                    "--resume to finish the site", err=True)

@@ -23,7 +23,13 @@ from kvis.dataset.sources import image_source
 from kvis.dataset.statistics import filter_spectrum
 from kvis.layers.inventory import layer_table
 from kvis.microscope import assets, facts, images, layout, manifest, pages
-from kvis.microscope.survey import load_survey, save_survey, survey, surveyed_layers
+from kvis.microscope.survey import (
+    checked_survey,
+    load_survey,
+    save_survey,
+    survey,
+    surveyed_layers,
+)
 from kvis.microscope.wiring import wiring
 from kvis.synthesis.render import default_settings
 
@@ -56,7 +62,7 @@ class _Build:
 
 def build_microscope(model, data, out, *, layers=None, labels=None, concepts=None,
                      maximize=None, seeds=3, steps=None, resume=False, overwrite=False,
-                     batch_size=32, progress=True):
+                     batch_size=32, survey=None, progress=True):
     """Write a microscope of `model`: a static website with a page for every unit of the
     chosen layers, what excites it in `data`, its maximization images, and what feeds it.
 
@@ -77,6 +83,9 @@ def build_microscope(model, data, out, *, layers=None, labels=None, concepts=Non
         resume: finish the site in `out` (it must be of this model, data and settings).
         overwrite: replace the site in `out`.
         batch_size: images per pass, and units optimized together.
+        survey: a survey file of `model` over `data` and `layers` (from
+            `kvis.microscope.beam.survey_on_beam` or `save_survey`), used instead of
+            surveying the data here; its dissection, if any, gives the concepts.
         progress: show progress.
 
     Returns:
@@ -84,7 +93,8 @@ def build_microscope(model, data, out, *, layers=None, labels=None, concepts=Non
 
     Raises:
         KvisError: a model without conv layers, a layer that is not spatial, an empty or
-            unreadable dataset, bad `maximize`, `seeds` or `batch_size`, an `out` that cannot be
+            unreadable dataset, bad `maximize`, `seeds` or `batch_size`, a `survey` of another
+            model, layers or number of images, or with `concepts`, an `out` that cannot be
             written or that holds a site this call must not touch (another model's; this
             model's without `resume` or `overwrite`), or a write that fails midway (what was
             written stays valid: `resume` finishes it).
@@ -96,6 +106,8 @@ def build_microscope(model, data, out, *, layers=None, labels=None, concepts=Non
     if int(seeds) < 1 or int(batch_size) < 1:
         raise KvisError(f"seeds and batch_size must be at least 1; got {seeds} and {batch_size}")
     source = image_source(data, labels=labels)
+    given = None if survey is None else checked_survey(survey, model, paths, source,
+                                                       concepts=concepts)
     plan = _plan(model, paths, maximize)
     settings = default_settings(model, **({} if steps is None else {"steps": steps}))
     out = Path(out)
@@ -107,7 +119,8 @@ def build_microscope(model, data, out, *, layers=None, labels=None, concepts=Non
                              overwrite=overwrite)
     build = _Build(model, data, labels, out, paths, settings, int(seeds), int(batch_size),
                    progress, names=source.names, image_labels=source.labels,
-                   class_names=model_info(model).class_names or source.class_names)
+                   class_names=model_info(model).class_names or source.class_names,
+                   survey=given)
     build.table = {row.path: row for row in layer_table(model)}
     build.spectrum = _spectrum(model)
     try:
@@ -143,15 +156,18 @@ def _plan(model, paths, maximize):
 
 
 def _survey(build, state, concepts):
-    """The survey: read from the site where a build already made it, else made and saved."""
+    """The survey: the one given, or read from the site where a build already made it, else
+    made; saved in the site."""
     path = build.out / layout.SURVEY
-    if "survey" in state["finished"] and path.is_file():
+    done = "survey" in state["finished"] and path.is_file()
+    if done and build.survey is None:
         build.survey = load_survey(path)
-    else:
-        _log.info("surveying the data over %s", ", ".join(build.layers))
-        build.survey = survey(build.model, build.data, build.layers, labels=build.labels,
-                              concepts=concepts, count=COUNT, batch_size=build.batch_size,
-                              progress=build.progress)
+    elif not done:
+        if build.survey is None:
+            _log.info("surveying the data over %s", ", ".join(build.layers))
+            build.survey = survey(build.model, build.data, build.layers, labels=build.labels,
+                                  concepts=concepts, count=COUNT, batch_size=build.batch_size,
+                                  progress=build.progress)
         manifest.write(build.out, state)
         save_survey(build.survey, path)
         manifest.finish(build.out, state, "survey")
