@@ -85,7 +85,7 @@ def test_a_site_from_the_survey_file_is_the_site_built_in_process(model, surveys
                                   load_survey(path).peaks["block3_pool"])
 
 
-def test_a_survey_of_another_model_or_layers_is_refused_in_one_line(model, surveys, tmp_path):
+def test_a_survey_of_another_model_layers_or_data_is_refused_in_one_line(model, surveys, tmp_path):
     path, single = surveys
     other = tmp_path / "other.npz"
     save_survey(dataclasses.replace(single, model="vgg16"), other)
@@ -97,6 +97,12 @@ def test_a_survey_of_another_model_or_layers_is_refused_in_one_line(model, surve
                                         "block3_pool"):
         build_microscope(model, "demo", tmp_path / "site", layers=["block3_pool"],
                          survey=path, progress=False)
+    with pytest.raises(KvisError, match=r"surveyed 400 images; .* has 10$"):
+        build_microscope(model, np.zeros((10, 28, 28, 1), np.float32), tmp_path / "site",
+                         layers=list(LAYERS), survey=path, progress=False)
+    with pytest.raises(KvisError, match="pass concepts or a survey, not both$"):
+        build_microscope(model, "demo", tmp_path / "site", layers=list(LAYERS), survey=path,
+                         concepts=tmp_path, progress=False)
     assert not (tmp_path / "site").exists()
     result = CliRunner().invoke(main, ["microscope", "demo", "demo", "--out",
                                        str(tmp_path / "site"), "--survey", str(other)])

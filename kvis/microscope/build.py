@@ -106,8 +106,10 @@ def build_microscope(model, data, out, *, layers=None, labels=None, concepts=Non
     if int(seeds) < 1 or int(batch_size) < 1:
         raise KvisError(f"seeds and batch_size must be at least 1; got {seeds} and {batch_size}")
     source = image_source(data, labels=labels)
-    given = None if survey is None else checked_survey(survey, model, paths, source,
-                                                       concepts=concepts)
+    if survey is not None and concepts is not None:
+        raise KvisError(f"concepts come from the survey {survey} (its dissection, if any); "
+                        "pass concepts or a survey, not both")
+    given = None if survey is None else checked_survey(survey, model, paths, source)
     plan = _plan(model, paths, maximize)
     settings = default_settings(model, **({} if steps is None else {"steps": steps}))
     out = Path(out)

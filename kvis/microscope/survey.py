@@ -336,12 +336,12 @@ def scan_with_peaks(model, source, paths, *, batches, count, on_batch=None):
                                         for path in paths}
 
 
-def checked_survey(path, model, layers, source, *, concepts=None):
+def checked_survey(path, model, layers, source):
     """The survey saved in `path`, checked to be of `model` over `layers` (paths) and `source`.
 
     Raises:
         KvisError: an unreadable file, or a survey of another model, other layers or another
-            number of images, or `concepts` given (the survey's dissection gives them).
+            number of images.
     """
     found = load_survey(path)
     read = found.scan.images + len(found.scan.skipped)
@@ -353,9 +353,6 @@ def checked_survey(path, model, layers, source, *, concepts=None):
     if source.names is not None and read != len(source.names):
         raise KvisError(f"{path} surveyed {read} images; {source.description} has "
                         f"{len(source.names)}")
-    if concepts is not None:
-        raise KvisError(f"concepts come from the survey {path} (its dissection); pass "
-                        "concepts or a survey, not both")
     return found
 
 
