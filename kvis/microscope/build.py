@@ -293,7 +293,9 @@ def _fed_by(build, at):
     if found is None:
         return (f"fed by {build.layers[at - 1]} through branches, merges or layers that mix "
                 "units: no unit-to-unit wiring shown")
-    return f"fed by {found.source} through {', '.join(found.convs) or 'no convolution'}"
+    if not found.convs:
+        return f"fed by {found.source}, unit to unit"
+    return f"fed by {found.source} through {', '.join(found.convs)}"
 
 
 def _model_info(build):
