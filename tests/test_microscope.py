@@ -338,9 +338,10 @@ def run(*args):
 
 def test_the_command_builds_a_site_and_says_what_it_does(tmp_path):
     out = tmp_path / "site"
-    result = run("microscope", "demo", "demo", "--layers", "block1_pool", "--maximize",
-                 "block1_pool:0-1", "--seeds", 1, "--steps", 4, "--out", out)
+    result = run("microscope", "demo", "demo", "--layers", "block1_pool,block2_pool",
+                 "--maximize", "block1_pool:0-1", "--seeds", 1, "--steps", 4, "--out", out)
     assert result.exit_code == 0, result.output
+    assert "warning:" not in result.output
     assert "activation maximization: 2 units x 1 seeds x 4 steps, about" in result.output
     assert f"wrote {out / 'index.html'}" in result.output
     assert [c["name"] for c in page_data(out / "index.html")["classes"]][:2] == [
