@@ -122,7 +122,7 @@ def build_report(model, image, *, classes=None, sections=None, fast=False, data=
     if classes is not None and len(model.output_shape) == 2:
         classes = class_index(model, classes)
     site = None if microscope is None else site_of(microscope, model)
-    job = _Job(model, _one(model, image), classes, fast, data, found, site, progress)
+    job = _Job(model, _one(model, image), classes, fast, data, found, progress, site=site)
     keys = [key for key in REPORT_SECTIONS if key in chosen]  # page order, once each
     done, left_out, start = [], [], time.monotonic()
     for number, key in enumerate(keys, 1):
@@ -145,7 +145,7 @@ class _Job:
     """What every section reads: the model, the image, the settings, the (lazy) scan and the
     microscope site its units link to (None: no links)."""
 
-    def __init__(self, model, image, classes, fast, data, found, site, progress):
+    def __init__(self, model, image, classes, fast, data, found, progress, *, site=None):
         self.model, self.image, self.classes, self.fast = model, image, classes, fast
         self.data, self.scanned, self.site, self.progress = data, found, site, progress
 
