@@ -1,4 +1,6 @@
 import json
+import time
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,22 @@ def test_several_results_share_some_fields_and_prefix_the_others(tmp_path):
     assert "names" in data.files and "one/names" not in data.files
     np.testing.assert_array_equal(data["two/maps"], 2 * data["one/maps"])
     assert json.loads(str(data["params"]))["two/layer"] == "conv"
+
+
+def test_the_same_arrays_give_the_same_bytes_whenever_they_are_written(tmp_path, monkeypatch):
+    arrays = {"maps": np.arange(12, dtype=np.float32).reshape(3, 4), "a/b": np.int64(7),
+              "params": json.dumps({"seed": 0}), "names": np.array(["x.png", "y.png"])}
+    io.write_arrays(tmp_path / "one.npz", arrays)
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    io.write_arrays(tmp_path / "two.npz", arrays)
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+    with zipfile.ZipFile(tmp_path / "one.npz") as archive:
+        assert {entry.date_time for entry in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    with np.load(tmp_path / "one.npz", allow_pickle=False) as found:
+        assert found.files == ["maps", "a/b", "params", "names"]
+        for name, value in arrays.items():
+            np.testing.assert_array_equal(found[name], value)
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):

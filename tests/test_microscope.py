@@ -92,15 +92,10 @@ def _files(folder):
 
 
 def _assert_same_site(folder, reference):
-    """Every file byte for byte; the survey (an .npz: a zip that records when it was written)
-    array for array."""
+    """Every file byte for byte, the survey's .npz included."""
     files, expected = _files(folder), _files(reference)
-    assert files.keys() == expected.keys()
-    assert [name for name in files if files[name] != expected[name]
-            and name != layout.SURVEY] == []
-    with np.load(folder / layout.SURVEY) as found, np.load(reference / layout.SURVEY) as saved:
-        assert found.files == saved.files
-        assert all(np.array_equal(found[name], saved[name]) for name in found.files)
+    assert files.keys() == expected.keys() and layout.SURVEY in files
+    assert [name for name in files if files[name] != expected[name]] == []
 
 
 def _peaks(model, data, layer):
@@ -338,9 +333,10 @@ def run(*args):
 
 def test_the_command_builds_a_site_and_says_what_it_does(tmp_path):
     out = tmp_path / "site"
-    result = run("microscope", "demo", "demo", "--layers", "block1_pool", "--maximize",
-                 "block1_pool:0-1", "--seeds", 1, "--steps", 4, "--out", out)
+    result = run("microscope", "demo", "demo", "--layers", "block1_pool,block2_pool",
+                 "--maximize", "block1_pool:0-1", "--seeds", 1, "--steps", 4, "--out", out)
     assert result.exit_code == 0, result.output
+    assert "warning:" not in result.output
     assert "activation maximization: 2 units x 1 seeds x 4 steps, about" in result.output
     assert f"wrote {out / 'index.html'}" in result.output
     assert [c["name"] for c in page_data(out / "index.html")["classes"]][:2] == [

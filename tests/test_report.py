@@ -9,6 +9,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import cv2
 import keras
@@ -23,10 +24,13 @@ from kvis.core.errors import KvisError
 from kvis.core.images import load_image
 from kvis.core.models import configure_model
 from kvis.core.vocabulary import REPORT_SECTIONS
-from kvis.dataset.examples import write_index
+from kvis.dataset.examples import interesting_channels, write_index
 from kvis.dataset.scan import scan
+from kvis.deconv.deconvnet import deconvnet
 from kvis.layers.feature_maps import feature_maps, rank_channels
 from kvis.layers.inventory import layer_table
+from kvis.microscope import layout
+from kvis.microscope.build import build_microscope
 from kvis.report.page import report_html, write_report
 from kvis.report.sections import TITLES, build_report
 
@@ -302,6 +306,76 @@ def test_an_interrupted_write_leaves_no_page(tiny_report, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         write_report(tiny_report, tmp_path / "page.html")
     assert not list(tmp_path.iterdir())
+
+
+def _data():
+    return np.random.default_rng(4).uniform(0, 1, (24, 16, 16, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_site(tiny_classifier, tmp_path_factory):
+    """A microscope of the tiny model with pages for conv2's units only (no maximization)."""
+    out = tmp_path_factory.mktemp("microscope") / "site"
+    build_microscope(tiny_classifier[0], _data(), out, layers=["conv2"], maximize={},
+                     progress=False)
+    return out
+
+
+def test_with_a_microscope_each_unit_shown_links_to_its_page(tiny_classifier, tiny_site,
+                                                             tmp_path):
+    model, image = tiny_classifier
+    report = build_report(model, image, fast=True, data=_data(), microscope=tiny_site,
+                          sections=["maximization", "deconvnet", "top-examples"],
+                          progress=False)
+    parts = {(section.key, part.caption.split(":")[0]): part for section in report.sections
+             for part in section.parts}
+    maps = feature_maps(model, image, ["conv2"], progress=False)
+    projected = deconvnet(model, image, "conv2", count=4, progress=False)
+    shown = {("maximization", "conv2"): rank_channels(maps["conv2"][0])[0][:4],
+             ("deconvnet", "conv2"): projected.channels,
+             ("top-examples", "conv2"): interesting_channels(scan(model, _data(),
+                                                                  progress=False), "conv2", 8)}
+    assert set(parts) == {*shown, ("maximization", "conv1"), ("top-examples", "pool1")}
+    for key, part in parts.items():  # conv1 and pool1 have no page in the site: no links
+        expected = [f"conv2:{c}" for c in shown.get(key, [])]
+        assert [label for label, _ in part.links] == expected and len(expected) in (0, 4, 6)
+    path = write_report(report, tmp_path / "reports" / "page.html")
+    text = path.read_text(encoding="utf-8")
+    links = [link for link in _Page(text).links if not link.startswith("#")]
+    assert len(links) == 4 + 4 + 6
+    for link, (label, _) in zip(links, [link for part in parts.values() for link in part.links]):
+        assert not link.startswith(("/", "file:")) and link.startswith("../")  # relative
+        target = (path.parent / unquote(link)).resolve()
+        layer, unit = label.split(":")
+        assert target == (tiny_site / layout.unit_page(layer, unit)).resolve()
+        assert f"<h1>{layer} unit {unit}" in target.read_text(encoding="utf-8")
+    assert not re.search(r"(src|href)=\"(https?:|//)", text)
+
+
+def test_without_a_microscope_no_unit_links(tiny_report):
+    assert not [part.links for section in tiny_report.sections for part in section.parts
+                if part.links]
+    assert "Microscope pages" not in report_html(tiny_report)
+
+
+def test_another_models_microscope_or_no_site_is_refused_in_one_line(tiny_classifier,
+                                                                       tiny_site, tmp_path):
+    _, image = tiny_classifier
+    other = tiny_cnn("other")
+    for model, site, message in [
+            (other, tiny_site, f"{tiny_site} holds the microscope of model 'tiny', not 'other'; "
+                               "give a microscope of this model"),
+            (tiny_classifier[0], tmp_path, f"{tmp_path} is not a kvis microscope (it has no "
+                                           "kvis-microscope.json)")]:
+        with pytest.raises(KvisError, match=re.escape(message)) as error:
+            build_report(model, image, sections=["prediction"], microscope=site,
+                         progress=False)
+        assert "\n" not in str(error.value)
+    result = run("report", "--sections", "prediction", "--microscope", tiny_site, "--out",
+                 tmp_path / "page.html")
+    assert result.exit_code == 1 and result.output.count("Error:") == 1, result.output
+    assert "holds the microscope of model 'tiny', not 'kvis_demo'" in result.output
+    assert not (tmp_path / "page.html").exists()
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -95,6 +97,18 @@ def test_grouped_and_depthwise_convs_join_only_the_units_they_compute_from():
     expected = np.array([[sum(np.linalg.norm(depth[:, :, i, q]) * abs(point[i * 2 + q, j])
                               for q in range(2)) for j in range(3)] for i in range(4)])
     np.testing.assert_allclose(wiring(model, None, "separable").strength, expected, rtol=1e-6)
+
+
+def test_reading_the_kernels_warns_nothing():
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 3, groups=2, name="grouped")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, name="depthwise")(x)
+    x = keras.layers.SeparableConv2D(3, 1, name="separable")(x)
+    model = keras.Model(inputs, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = wiring(model, None, "separable")
+    assert found.convs == ("grouped", "depthwise", "separable")
 
 
 def test_a_merge_or_a_dense_layer_on_the_chain_gives_no_wiring():

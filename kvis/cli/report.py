@@ -23,20 +23,24 @@ from kvis.core.vocabulary import REPORT_SECTIONS
 @click.option("--scan", "scan_folder", type=click.Path(exists=True, file_okay=False),
               help="Draw the dataset views from an earlier `kvis topk`/`kvis stats` OUT folder "
                    "(its index.json) instead of scanning again.")
+@click.option("--microscope", type=click.Path(exists=True, file_okay=False),
+              help="A `kvis microscope` site of MODEL (its --out folder): each unit the page "
+                   "shows links to its page there.")
 @click.option("--sections", callback=lambda ctx, param, text: _sections(text),
               help=f"Comma-separated sections to include, in page order: "
                                  f"{', '.join(REPORT_SECTIONS)} (default: all).")
 @click.option("--fast", is_flag=True,
               help="A quick look: fewer layers, filters and methods, shorter optimizations.")
-def report(model, image, weights, labels, preprocess, out, classes, dataset, scan_folder, sections,
-           fast):
+def report(model, image, weights, labels, preprocess, out, classes, dataset, scan_folder,
+           microscope, sections, fast):
     """Write one self-contained HTML page of what MODEL sees in IMAGE.
 
     The page has a section per view: the layers with their receptive fields, filters,
     feature maps, activation maximization, deconvnet projections, attention maps and
     occlusion; with --dataset or --scan also the top-9 examples of each feature map and its
     dead and rarely active filters. A view MODEL does not support is left out and the page
-    says why. Images are inline: the page opens offline and can be shared as one file.
+    says why. Images are inline: the page opens offline and can be shared as one file. With
+    --microscope, each unit shown links to its page in that site (relative links).
 
     With no arguments: the demo model, one of its shipped Fashion-MNIST test images, and the
     400 shipped test images as the dataset (about 35 s on 2 CPU cores). On VGG16 or ResNet50
@@ -68,7 +72,8 @@ def report(model, image, weights, labels, preprocess, out, classes, dataset, sca
     net = common.load_network(model, weights, labels, preprocess)
     picture = load_image(image, net) if image else _shipped_image(net)
     page = write_report(build_report(net, picture, classes=_one_class(classes), sections=sections,
-                                     fast=fast, data=data, found=found), target)
+                                     fast=fast, data=data, found=found,
+                                     microscope=microscope), target)
     click.echo(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -82,7 +82,9 @@ def save_figure(figure, path, *, dpi=120):
 
 
 def write_arrays(path, arrays):
-    """Write named arrays to an .npz file atomically (`np.savez`, uncompressed).
+    """Write named arrays to an .npz file atomically (`np.savez`, uncompressed). Its zip
+    entries carry no time of writing (`zipfile.ZipFile.open` dates them 1980-01-01), so the
+    same arrays give the same bytes.
 
     Args:
         path: the file, ending in .npz.

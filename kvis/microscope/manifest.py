@@ -64,14 +64,8 @@ def prepare(out, model_print, settings, *, resume, overwrite):
     if overwrite:
         remove_site(out)
         return fresh
-    if name != model_print["model"]:
-        raise KvisError(f"{out} holds the microscope of model {name!r}, not "
-                        f"{model_print['model']!r}; choose another folder or pass --overwrite "
-                        "to replace it")
-    if found["fingerprint"] != model_print:
-        raise KvisError(f"{out} holds the microscope of another version of model {name!r} (its "
-                        "layers or weights differ); choose another folder or pass --overwrite "
-                        "to replace it")
+    if other := _other_model(out, found, model_print):
+        raise KvisError(f"{other}; choose another folder or pass --overwrite to replace it")
     if not resume:
         raise KvisError(f"{out} holds a microscope of model {name!r} ({progress(found)}); pass "
                         "--resume to finish it or --overwrite to replace it")
@@ -82,6 +76,46 @@ def prepare(out, model_print, settings, *, resume, overwrite):
                         f"({key}: the site's {found['settings'].get(key)!r}, this run's "
                         f"{settings[key]!r}); pass --overwrite to replace it")
     return found
+
+
+def site_of(out, model):
+    """The folder of a microscope site of `model`, checked (what `kvis report --microscope`
+    links to).
+
+    Args:
+        out: the site's folder (the `out` of `build_microscope`).
+        model: the Keras model the site must show.
+
+    Returns:
+        `out` as a Path.
+
+    Raises:
+        KvisError: `out` holds no microscope, or the microscope of another model or of another
+            version of this one.
+
+    Example:
+        >>> site_of("site/", model)
+    """
+    out = Path(out)
+    found = read(out)
+    if found is None:
+        raise KvisError(f"{out} is not a kvis microscope (it has no {layout.MANIFEST}); give the "
+                        "folder `kvis microscope` wrote")
+    if other := _other_model(out, found, fingerprint(model)):
+        raise KvisError(f"{other}; give a microscope of this model")
+    return out
+
+
+def _other_model(out, found, model_print):
+    """What differs between the model of the manifest `found` in `out` and the model of
+    `model_print`, in words, or None where it is the same model."""
+    name = found["fingerprint"].get("model")
+    if name != model_print["model"]:
+        return f"{out} holds the microscope of model {name!r}, not {model_print['model']!r}"
+    if found["fingerprint"] != model_print:
+        return (f"{out} holds the microscope of another version of model {name!r} (its layers "
+                "or weights differ)")
+    return None
 
 
 def read(out):

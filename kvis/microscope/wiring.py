@@ -100,11 +100,11 @@ def conv_strength(layer):
             absolute pointwise weights).
     """
     if isinstance(layer, keras.layers.SeparableConv2D):
-        pointwise = np.abs(keras.ops.convert_to_numpy(layer.pointwise_kernel)[0, 0])
-        return _depthwise(keras.ops.convert_to_numpy(layer.depthwise_kernel)) @ pointwise
+        pointwise = np.abs(np.asarray(layer.pointwise_kernel)[0, 0])
+        return _depthwise(np.asarray(layer.depthwise_kernel)) @ pointwise
     if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return _depthwise(keras.ops.convert_to_numpy(layer.kernel))
-    norms = _norms(keras.ops.convert_to_numpy(layer.kernel))  # (C_in / groups, C_out)
+        return _depthwise(np.asarray(layer.kernel))
+    norms = _norms(np.asarray(layer.kernel))  # (C_in / groups, C_out)
     per_group, outputs = norms.shape
     step = outputs // layer.groups
     strength = np.zeros((per_group * layer.groups, outputs))

@@ -8,7 +8,7 @@ from kvis.dataset.sources import skipped_note
 from kvis.dataset.statistics import filter_spectrum, plot_statistics
 from kvis.plot.figures import png_bytes
 from kvis.report.page import FIGURE_DPI
-from kvis.report.parts import Part
+from kvis.report.parts import Part, unit_links
 
 
 def top_examples(job):
@@ -26,7 +26,8 @@ def top_examples(job):
             f"({found.source}), for the {len(result.channels)} channels with the strongest "
             "activation; each activation's deconvnet projection beside its image patch "
             "(Zeiler & Fergus 2014, Fig. 2).",
-            png=png_bytes(plot_top_examples(result), dpi=FIGURE_DPI)))
+            png=png_bytes(plot_top_examples(result), dpi=FIGURE_DPI),
+            links=unit_links(job.site, layer, result.channels)))
     return parts, _skipped(found)
 
 

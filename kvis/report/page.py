@@ -1,5 +1,7 @@
 """A kvis report as one self-contained HTML page: figures inline as PNG, styles inline, no
-script and nothing fetched, so it opens offline and can be mailed as one file."""
+script and nothing fetched, so it opens offline and can be mailed as one file. Its only links
+out are to the pages of a microscope site (`build_report(..., microscope=...)`), relative to the
+page's folder."""
 
 import base64
 import datetime
@@ -9,6 +11,7 @@ import os
 import platform
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import quote
 
 from kvis.core.io import write_atomically
 from kvis.core.vocabulary import RANDOM_WEIGHTS
@@ -38,6 +41,7 @@ figure {{ margin: 16px 0 24px; background: #fff; border: 1px solid #e3e3e3;
          padding: {FIGURE_FRAME_PX - 1}px; }}
 figure img {{ max-width: 100%; height: auto; display: block; margin: 0 auto; }}
 figcaption {{ margin-top: 8px; }}
+.units {{ font-size: {CAPTION_PX}px; margin: 4px 0 0; }}
 .scroll {{ max-height: 420px; overflow: auto; }}
 table {{ border-collapse: collapse; font-size: 13px; }}
 th, td {{ text-align: left; padding: 2px 12px 2px 0; border-bottom: 1px solid #eee; }}
@@ -45,15 +49,20 @@ th {{ position: sticky; top: 0; background: #fff; }}
 """
 
 
-def report_html(report):
-    """The page of a `kvis.report.sections.Report`, as a string."""
+def report_html(report, *, folder="."):
+    """The page of a `kvis.report.sections.Report`, as a string.
+
+    Args:
+        report: a `Report`.
+        folder: where the page will be: its links to microscope pages are relative to it.
+    """
     title = f"kvis report: {report.model} on {report.image}"
     body = [f"<header><h1>{_text(title)}</h1>", f'<p class="meta">{_text(_meta(report))}</p>',
             *_warnings(report), _contents(report), "</header>", "<main>"]
     for section in report.sections:
         body.append(f'<section id="{section.key}"><h2>{_text(section.title)} '
                     f'<span class="timing">{section.seconds:.1f} s</span></h2>')
-        body += [_part(part) for part in section.parts]
+        body += [_part(part, folder) for part in section.parts]
         body += [f'<p class="notes">{_text(note)}</p>' for note in section.notes]
         body.append("</section>")
     body.append("</main>")
@@ -72,7 +81,7 @@ def write_report(report, path):
     Raises:
         KvisError: `path` cannot be written (the message names it and the cause).
     """
-    page = report_html(report)
+    page = report_html(report, folder=Path(path).parent)
     write_atomically(path, lambda temporary: Path(temporary).write_text(page, encoding="utf-8"))
     return Path(path)
 
@@ -100,11 +109,12 @@ def _contents(report):
     return f'<nav><h2 id="contents">Contents</h2><ol>{"".join(items)}</ol></nav>'
 
 
-def _part(part):
+def _part(part, folder):
     if part.png is not None:
         data = base64.b64encode(part.png).decode("ascii")
         return (f'<figure><img src="data:image/png;base64,{data}" alt="{_text(part.caption)}">'
-                f"<figcaption>{_text(part.caption)}</figcaption></figure>")
+                f"<figcaption>{_text(part.caption)}</figcaption>{_links(part.links, folder)}"
+                "</figure>")
     header, rows = part.table
     head = "".join(f"<th>{_text(cell)}</th>" for cell in header) if any(header) else ""
     cells = "".join("<tr>" + "".join(f"<td>{_text(cell)}</td>" for cell in row) + "</tr>"
@@ -113,6 +123,16 @@ def _part(part):
             "</table>"
     return (f'<figure><div class="scroll">{table}</div>'
             f"<figcaption>{_text(part.caption)}</figcaption></figure>")
+
+
+def _links(links, folder):
+    """A line of links to microscope pages, each relative to `folder` ('' without links)."""
+    if not links:
+        return ""
+    start = os.path.abspath(folder)
+    anchors = (f'<a href="{_text(quote(Path(os.path.relpath(page, start)).as_posix()))}">'
+               f"{_text(label)}</a>" for label, page in links)
+    return f'<p class="units">Microscope pages: {" · ".join(anchors)}</p>'
 
 
 def _text(value):

@@ -18,6 +18,7 @@ from kvis.core.images import ModelImage, as_images
 from kvis.core.models import class_index, model_label
 from kvis.core.vocabulary import REPORT_SECTIONS
 from kvis.dataset.scan import scan
+from kvis.microscope.manifest import site_of
 from kvis.report import dataset_views, explanation_views, model_views, unit_views
 
 
@@ -79,7 +80,7 @@ TITLES = {
 
 
 def build_report(model, image, *, classes=None, sections=None, fast=False, data=None,
-                 found=None, progress=True):
+                 found=None, microscope=None, progress=True):
     """Compute every view of `model` for one image (and a dataset), a section at a time.
 
     Args:
@@ -93,6 +94,8 @@ def build_report(model, image, *, classes=None, sections=None, fast=False, data=
             unless `found` is given, and its images are read back for the top-9 examples.
         found: a `kvis.Scan` of `model` (e.g. `kvis.read_index("scan/index.json")`) to draw
             the dataset views from instead of scanning `data`.
+        microscope: the folder of a `kvis.build_microscope` site of `model`: each unit the
+            report shows links to its page there (where the site has one).
         progress: print a line per section with its time to stderr, and show the progress of
             the long computations in it (`kvis.core.progress`).
 
@@ -101,7 +104,8 @@ def build_report(model, image, *, classes=None, sections=None, fast=False, data=
 
     Raises:
         KvisError: an unknown section, a model without spatial layers, an image that does not
-            fit the model, an unknown class, or a scan of another model.
+            fit the model, an unknown class, a scan of another model, or a `microscope` that
+            is no site or another model's.
 
     Example:
         >>> report = kvis.build_report(model, kvis.load_image("cat.jpg", model), fast=True)
@@ -117,7 +121,8 @@ def build_report(model, image, *, classes=None, sections=None, fast=False, data=
         raise KvisError(f"the scan is of model {found.model!r}, not {model.name!r}")
     if classes is not None and len(model.output_shape) == 2:
         classes = class_index(model, classes)
-    job = _Job(model, _one(model, image), classes, fast, data, found, progress)
+    site = None if microscope is None else site_of(microscope, model)
+    job = _Job(model, _one(model, image), classes, fast, data, found, progress, site=site)
     keys = [key for key in REPORT_SECTIONS if key in chosen]  # page order, once each
     done, left_out, start = [], [], time.monotonic()
     for number, key in enumerate(keys, 1):
@@ -137,11 +142,12 @@ def build_report(model, image, *, classes=None, sections=None, fast=False, data=
 
 
 class _Job:
-    """What every section reads: the model, the image, the settings and the (lazy) scan."""
+    """What every section reads: the model, the image, the settings, the (lazy) scan and the
+    microscope site its units link to (None: no links)."""
 
-    def __init__(self, model, image, classes, fast, data, found, progress):
+    def __init__(self, model, image, classes, fast, data, found, progress, *, site=None):
         self.model, self.image, self.classes, self.fast = model, image, classes, fast
-        self.data, self.scanned, self.progress = data, found, progress
+        self.data, self.scanned, self.site, self.progress = data, found, site, progress
 
     def found(self):
         """The dataset scan, run on first use (in the first dataset section)."""

@@ -11,7 +11,7 @@ from kvis.deconv.deconvnet import plot_projections
 from kvis.layers.feature_maps import feature_maps, rank_channels
 from kvis.plot.figures import png_bytes
 from kvis.report.page import FIGURE_DPI
-from kvis.report.parts import Part
+from kvis.report.parts import Part, unit_links
 from kvis.synthesis.maximize import maximize_filters, plot_synthesis
 from kvis.synthesis.render import default_settings
 
@@ -30,7 +30,8 @@ def maximization(job):
             f"{layer}: images that most excite the {len(channels)} filters this image excites "
             f"most ({', '.join(result.units)}), from noise by {steps} steps of gradient ascent "
             "on Fourier-space, colour-decorrelated pixels with jitter, scaling and rotation "
-            "(Olah et al. 2017).", png=png_bytes(plot_synthesis(result), dpi=FIGURE_DPI)))
+            "(Olah et al. 2017).", png=png_bytes(plot_synthesis(result), dpi=FIGURE_DPI),
+            links=unit_links(job.site, layer, channels)))
     return parts, []
 
 
@@ -53,7 +54,8 @@ def deconvnet(job):
             f"{layer}: the strongest activation of each of its {count} strongest feature maps, "
             f"projected to pixels by {how} (switch unpooling, rectification, transposed "
             "filters; Zeiler & Fergus 2014), beside the image patch under its receptive field.",
-            png=png_bytes(plot_projections(result), dpi=FIGURE_DPI)))
+            png=png_bytes(plot_projections(result), dpi=FIGURE_DPI),
+            links=unit_links(job.site, layer, result.channels)))
     return parts, notes
 
 
