@@ -1,9 +1,13 @@
 """Helpers that only the tests use (kept out of the kvis package)."""
 
+import contextlib
 import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from kvis.core.errors import KvisError
@@ -52,3 +56,35 @@ def compatibility_matrix():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def browser_page():
+    """A Chromium page driven by Playwright, 1200 x 800, that records console errors and
+    warnings and page errors in `page.problems` and every URL it requests in
+    `page.requests`. Skips the test where Chromium or Playwright is missing (fails instead
+    when KVIS_REQUIRE_BROWSER is set, as in CI)."""
+    executable = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
+                                                      "google-chrome"))), None)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright, reason = None, "Playwright is not installed (pip install kvis[test])"
+    else:
+        reason = None if executable else "no Chromium on PATH (Debian: apt-get install chromium)"
+    if reason:
+        if os.environ.get("KVIS_REQUIRE_BROWSER"):
+            pytest.fail(f"KVIS_REQUIRE_BROWSER is set but {reason}")
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable)
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.problems, page.requests = [], []
+        page.on("console", lambda message: message.type in ("error", "warning") and
+                page.problems.append(f"{message.type}: {message.text}"))
+        page.on("pageerror", lambda error: page.problems.append(f"page error: {error}"))
+        page.on("request", lambda request: page.requests.append(request.url))
+        try:
+            yield page
+        finally:
+            browser.close()

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import tiny_cnn
+from helpers import browser_page
 from test_dissection import COLOURS, colour_patches, write_concepts
-from test_report import _browser
 
 import kvis.core.io
 import kvis.microscope.images
@@ -366,22 +366,10 @@ def test_command_mistakes_are_one_line(args, message, tmp_path):
 
 @pytest.mark.slow
 def test_a_browser_walks_the_site_and_finds_units_classes_and_concepts(site):
-    sync_playwright, executable, reason = _browser()
-    if reason:
-        if os.environ.get("KVIS_REQUIRE_BROWSER"):
-            pytest.fail(f"KVIS_REQUIRE_BROWSER is set but {reason}")
-        pytest.skip(reason)
     index = json.loads((site / "assets" / "search-index.js").read_text()
                        .removeprefix("window.KVIS_SEARCH = ").removesuffix(";\n"))
     concept = index["concepts"][0][2]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable)
-        page = browser.new_page(viewport={"width": 1200, "height": 800})
-        problems, requests = [], []
-        page.on("console", lambda message: message.type in ("error", "warning") and
-                problems.append(f"{message.type}: {message.text}"))
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-        page.on("request", lambda request: requests.append(request.url))
+    with browser_page() as page:
 
         def images_decode():
             page.wait_for_load_state("load")
@@ -417,6 +405,5 @@ def test_a_browser_walks_the_site_and_finds_units_classes_and_concepts(site):
         images_decode()
         page.goto((site / layout.layer_page("conv1")).as_uri())
         assert images_decode() == 4 + 1  # its patches and the filters
-        browser.close()
-    assert not problems, problems
-    assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    assert not page.problems, page.problems
+    assert all(url.startswith(("file:", "data:")) for url in page.requests), page.requests

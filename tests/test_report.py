@@ -4,7 +4,6 @@
 import base64
 import os
 import re
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import nested_functional, ops_model, tiny_base, tiny_cnn
+from helpers import browser_page
 
 import kvis.report.sections
 from kvis.cli import main
@@ -402,35 +402,10 @@ def test_report_with_no_arguments_shows_every_view_of_the_demo(demo_page):
     assert "oneDNN" not in result.stderr and f"wrote page{os.sep}index.html" in result.stdout
 
 
-def _browser():
-    """Chromium driven by Playwright, or the reason it cannot run here."""
-    executable = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
-                                                      "google-chrome"))), None)
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        return None, None, "Playwright is not installed (pip install kvis[test])"
-    if executable is None:
-        return None, None, "no Chromium on PATH (Debian: apt-get install chromium)"
-    return sync_playwright, executable, None
-
-
 @pytest.mark.slow
 def test_the_page_shows_whole_in_a_real_browser(demo_page):
-    sync_playwright, executable, reason = _browser()
-    if reason:
-        if os.environ.get("KVIS_REQUIRE_BROWSER"):
-            pytest.fail(f"KVIS_REQUIRE_BROWSER is set but {reason}")
-        pytest.skip(reason)
     path, _ = demo_page
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable)
-        page = browser.new_page(viewport={"width": 1200, "height": 800})
-        problems, requests = [], []
-        page.on("console", lambda message: message.type in ("error", "warning") and
-                problems.append(f"{message.type}: {message.text}"))
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-        page.on("request", lambda request: requests.append(request.url))
+    with browser_page() as page:
         page.goto(path.as_uri())
         page.wait_for_load_state("load")
         sizes = page.eval_on_selector_all(
@@ -446,9 +421,8 @@ def test_the_page_shows_whole_in_a_real_browser(demo_page):
                 return [location.hash, box.top, window.innerHeight]; }}""")
             assert where[0] == target and -2 <= where[1] < where[2], (target, where)
             page.evaluate("window.scrollTo(0, 0)")
-        browser.close()
-    assert not problems, problems
-    assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    assert not page.problems, page.problems
+    assert all(url.startswith(("file:", "data:")) for url in page.requests), page.requests
 
 
 @pytest.mark.integration
