@@ -11,6 +11,7 @@ its own input).
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import re
 import threading
@@ -150,6 +151,15 @@ def _fitting(model, preprocessing):
                         f"{preprocessing.channels} channels; model {model.name!r} takes "
                         f"{channels}")
     return preprocessing
+
+
+def weights_digest(model):
+    """A short hash of the model's weights (their values, in order): str of 16 hex digits,
+    what checkpoints and sites record to tell the same model from a retrained one."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def model_info(model):

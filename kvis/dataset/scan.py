@@ -10,7 +10,6 @@ be checkpointed every few batches and resumed, with exactly the result of an uni
 """
 
 import dataclasses
-import hashlib
 import io
 import json
 import warnings
@@ -24,6 +23,7 @@ from kvis.core.anatomy import spatial_node, stage_layers
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph, probe
 from kvis.core.io import write_atomically
+from kvis.core.models import weights_digest
 from kvis.core.progress import progress_bar
 from kvis.core.runner import compiled
 from kvis.dataset.sources import image_source, skipped_note
@@ -332,10 +332,7 @@ def _checkpoint_arrays(path):
 
 def _fingerprint(model, state, batch_size):
     """What a checkpoint must match: the model (name, layers, weights), the scan, the data."""
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
-    return {"model": state.model, "weights": digest.hexdigest()[:16], "layers": list(state.layers),
+    return {"model": state.model, "weights": weights_digest(model), "layers": list(state.layers),
             "count": state.count, "strongest": state.strongest, "batch_size": batch_size,
             "source": state.source}
 

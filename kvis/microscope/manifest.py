@@ -4,27 +4,22 @@ with which settings, and how far the build got. It is what lets a build refuse a
 site, refuse to overwrite its own without being told, and resume.
 """
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from kvis.core.errors import KvisError
 from kvis.core.graph import model_graph
 from kvis.core.io import write_atomically
+from kvis.core.models import weights_digest
 from kvis.microscope import layout
 
 
 def fingerprint(model):
     """What identifies a model: its name, layer paths, weight shapes and a hash of its weights."""
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
     return {"model": model.name, "layers": list(model_graph(model).nodes),
             "shapes": [list(weight.shape) for weight in model.weights],
-            "weights": digest.hexdigest()[:16]}
+            "weights": weights_digest(model)}
 
 
 def prepare(out, model_print, settings, *, resume, overwrite):
