@@ -9,7 +9,8 @@ same network on the same inputs.
 Each row: the median of `repeats` timed calls after one warm-up call (2 calls where one call
 took over `LONG` seconds, 1 where one took over `VERY_LONG`), the work done (images,
 optimization steps, or occluder positions), the time the model itself needs for that work
-(its "limit": forward or forward+backward passes at the same batch size, compiled), and the
+(its "limit": forward or forward+backward passes at the same batch size, compiled, one
+pass timed after each call so that the machine's drift cancels from the ratio), and the
 peak resident memory of the process during the row. A maximization row warms up on other
 filters than it times: a fresh call on an already-used model, which must trace nothing. The
 occlusion rows of VGG16 and ResNet50 time each occluder of `SETTINGS` in each of
@@ -126,42 +127,51 @@ def _hwm_mb():
     return int(line.split()[1]) / 1024
 
 
-def timed(repeats, function, *args, warm=None, **kwargs):
-    """`(median seconds, peak MB)` of `function(*args, **kwargs)` over `repeats` calls after a
-    warm-up call (`warm()` where given, else the same call): at most 2 calls once a call (the
-    warm-up included) has taken over `LONG` seconds, 1 once one has taken over `VERY_LONG`."""
+def timed(repeats, function, *args, warm=None, pace=None, **kwargs):
+    """`(median seconds, peak MB, median seconds of pace)` of `function(*args, **kwargs)` over
+    `repeats` calls after a warm-up call (`warm()` where given, else the same call): at most 2
+    calls once a call (the warm-up included) has taken over `LONG` seconds, 1 once one has
+    taken over `VERY_LONG`. `pace` (one pass of the model's limit, `Limits.pace`) runs after
+    each call, so that a row and its limit are timed together and the machine's drift (10-30%
+    on a shared machine) cancels from their ratio; None where there is no pace."""
     start = time.perf_counter()
     warm() if warm else function(*args, **kwargs)
-    longest, times = time.perf_counter() - start, []
+    longest, times, paces = time.perf_counter() - start, [], []
+    if pace:
+        pace()  # warm too
     with PeakMemory() as memory:
         while len(times) < (1 if longest > VERY_LONG else 2 if longest > LONG else repeats):
             start = time.perf_counter()
             function(*args, **kwargs)
             times.append(time.perf_counter() - start)
             longest = max(longest, times[-1])
-    return statistics.median(times), memory.peak
+            if pace:
+                start = time.perf_counter()
+                pace()
+                paces.append(time.perf_counter() - start)
+    return statistics.median(times), memory.peak, statistics.median(paces) if pace else None
 
 
 class Limits:
-    """The model's own speed: seconds per image of compiled forward, and forward+backward
-    (the input gradient of one output), passes at a given batch size."""
+    """The model's own speed: compiled forward, and forward+backward (the input gradient of
+    one output), passes at a given batch size."""
 
     def __init__(self, model, repeats, jit):
-        self.model, self.repeats, self.jit, self._cache = model, repeats, jit, {}
+        self.model, self.repeats, self.jit, self._steps = model, repeats, jit, {}
 
-    def forward(self, batch, model=None):
-        return self._per_image("forward", model or self.model, batch)
-
-    def backward(self, batch, model=None):
-        return self._per_image("backward", model or self.model, batch)
-
-    def _per_image(self, kind, model, batch):
+    def pace(self, kind, batch, model=None):
+        """One pass, "forward" or "backward", of `batch` images: a callable for `timed`."""
+        model = model or self.model
         key = (kind, model.name, batch)
-        if key not in self._cache:
+        if key not in self._steps:
             x = tf.constant(inputs(model, batch))
-            step = _forward(model, self.jit) if kind == "forward" else _backward(model, self.jit)
-            self._cache[key] = timed(self.repeats, lambda: step(x).numpy())[0] / batch
-        return self._cache[key]
+            step = (_forward if kind == "forward" else _backward)(model, self.jit)
+            self._steps[key] = lambda: step(x).numpy()
+        return self._steps[key]
+
+    def seconds(self, kind, batch):
+        """The median seconds of one pass of `batch` images, timed on its own."""
+        return timed(self.repeats, self.pace(kind, batch))[0]
 
 
 def _forward(model, jit):
@@ -203,6 +213,14 @@ def _score_cam_work(model, settings):
     return name, images, count, images * channels
 
 
+def _memory_for(model, rows):
+    """The `memory_mb` that lets one kvis pass hold `rows` rows: SmoothGrad's rows run in
+    passes of the size the peers use (all of a batch's noisy copies at once)."""
+    from kvis.core.runner import floats_per_row
+
+    return int(np.ceil(rows * 4 * floats_per_row(model) / 2 ** 20))
+
+
 def trunk(model, layer):
     """The model up to `layer`: what maximizing one of its filters runs through."""
     return keras.Model(model.input, model.get_layer(layer).output, name=f"to_{layer}")
@@ -229,10 +247,11 @@ def _kvis_rows(model, name, settings, limits, repeats, only):
     convs = conv_names(model)
     rows = []
     if wanted(only, "feature maps"):
-        seconds, peak = timed(repeats, kvis.feature_maps, model, x, convs, batch_size=batch,
-                              progress=False)
+        seconds, peak, pace = timed(repeats, kvis.feature_maps, model, x, convs,
+                                    batch_size=batch, progress=False,
+                                    pace=limits.pace("forward", batch))
         rows.append(row(f"feature maps, {len(convs)} conv layers", "kvis", f"{batch} images",
-                        seconds, peak, batch * limits.forward(batch)))
+                        seconds, peak, pace))
     to_layer = trunk(model, settings["layer"])
     for count, steps in settings["steps"].items():
         technique = f"maximize {count} filter{'s' * (count > 1)}"
@@ -241,13 +260,13 @@ def _kvis_rows(model, name, settings, limits, repeats, only):
         options = default_settings(model, steps=steps)
         # The warm-up maximizes other filters: the timed call is a fresh call on a model
         # already used, as a user's second call is.
-        seconds, peak = timed(repeats, kvis.maximize_filters, model, settings["layer"],
-                              range(count), settings=options, progress=False,
-                              warm=lambda o=options, c=count: kvis.maximize_filters(
-                                  model, settings["layer"], range(c, 2 * c), settings=o,
-                                  progress=False))
-        rows.append(row(technique, "kvis", f"{steps} steps", seconds, peak,
-                        steps * count * limits.backward(count, to_layer)))
+        seconds, peak, pace = timed(repeats, kvis.maximize_filters, model, settings["layer"],
+                                    range(count), settings=options, progress=False,
+                                    warm=lambda o=options, c=count: kvis.maximize_filters(
+                                        model, settings["layer"], range(c, 2 * c),
+                                        settings=o, progress=False),
+                                    pace=limits.pace("backward", count, to_layer))
+        rows.append(row(technique, "kvis", f"{steps} steps", seconds, peak, steps * pace))
     rows += _kvis_attribution_rows(model, settings, limits, repeats, only)
     return rows
 
@@ -261,25 +280,27 @@ def _kvis_attribution_rows(model, settings, limits, repeats, only):
                            ("grad-cam", 1)):
         if not wanted(only, method):
             continue
-        options = {"samples": settings["samples"]} if method == "smoothgrad" else {}
-        seconds, peak = timed(repeats, kvis.attention, model, x, method, classes=0,
-                              batch_size=batch, progress=False, **options)
-        rows.append(row(method, "kvis", f"{batch} images", seconds, peak,
-                        passes * batch * limits.backward(batch)))
+        options = {} if method != "smoothgrad" else dict(
+            samples=settings["samples"], memory_mb=_memory_for(model, batch * passes))
+        seconds, peak, pace = timed(repeats, kvis.attention, model, x, method, classes=0,
+                                    batch_size=batch, progress=False,
+                                    pace=limits.pace("backward", batch), **options)
+        rows.append(row(method, "kvis", f"{batch} images", seconds, peak, passes * pace))
     technique, images, count, masked = _score_cam_work(model, settings)
     if wanted(only, technique):
-        seconds, peak = timed(repeats, kvis.score_cam, model, x[:images],
-                              classes=0, score="probability", layer=last_conv(model),
-                              count=count, batch_size=batch, progress=False)
+        seconds, peak, pace = timed(repeats, kvis.score_cam, model, x[:images],
+                                    classes=0, score="probability", layer=last_conv(model),
+                                    count=count, batch_size=batch, progress=False,
+                                    pace=limits.pace("forward", batch))
         rows.append(row(technique, "kvis", f"{masked} masked images", seconds, peak,
-                        masked * limits.forward(batch)))
+                        masked / batch * pace))
     rows += _kvis_occlusion_rows(model, settings, limits, repeats, only)
     if wanted(only, "top-9 scan"):
         data = inputs(model, settings["scan"], seed=1)
-        seconds, peak = timed(repeats, kvis.scan, model, data, batch_size=batch,
-                              progress=False)
+        seconds, peak, pace = timed(repeats, kvis.scan, model, data, batch_size=batch,
+                                    progress=False, pace=limits.pace("forward", batch))
         rows.append(row("top-9 scan, stage layers", "kvis", f"{settings['scan']} images",
-                        seconds, peak, settings["scan"] * limits.forward(batch)))
+                        seconds, peak, settings["scan"] / batch * pace))
     return rows
 
 
@@ -296,15 +317,15 @@ def _kvis_occlusion_rows(model, settings, limits, repeats, only):
              if wanted(only, _occlusion_name(size, stride, way))]
     rows, exact = [], {}
     for size, stride, way, options in ways:
-        seconds, peak, result = _timed_occlusion(model, settings, repeats, size, stride,
-                                                 options)
+        seconds, peak, pace, result = _timed_occlusion(model, settings, limits, repeats,
+                                                       size, stride, options)
         if way == "full":
             exact[size, stride] = result
         if way != "auto" and (size, stride) not in exact:  # --only left the full row out
             exact[size, stride] = _occlusion(model, settings, size, stride, incremental=False)
         positions = _positions(model, size, stride)
         entry = row(_occlusion_name(size, stride, way), "kvis", f"{positions} positions",
-                    seconds, peak, positions * limits.forward(settings["batch"]))
+                    seconds, peak, positions / settings["batch"] * pace)
         entry.update(occluder=[size, stride], way=way, inference=result.inference,
                      fallback=result.fallback)
         if way not in ("auto", "full"):
@@ -314,17 +335,18 @@ def _kvis_occlusion_rows(model, settings, limits, repeats, only):
     return rows
 
 
-def _timed_occlusion(model, settings, repeats, size, stride, options):
-    """`(seconds, peak MB, the last result)` of one occlusion row. The full recomputation
-    warms up on 4 positions: the same compiled pass as the timed call's, in a fraction of its
-    time."""
+def _timed_occlusion(model, settings, limits, repeats, size, stride, options):
+    """`(seconds, peak MB, seconds of one forward pass, the last result)` of one occlusion
+    row. The full recomputation warms up on 4 positions: the same compiled pass as the timed
+    call's, in a fraction of its time."""
     results = []
     side = model.input_shape[1]
     warm = None if options.get("incremental", True) else (
         lambda: _occlusion(model, settings, size, side - size, **options))
-    seconds, peak = timed(repeats, lambda: results.append(
-        _occlusion(model, settings, size, stride, **options)), warm=warm)
-    return seconds, peak, results[-1]
+    seconds, peak, pace = timed(repeats, lambda: results.append(
+        _occlusion(model, settings, size, stride, **options)), warm=warm,
+                                pace=limits.pace("forward", settings["batch"]))
+    return seconds, peak, pace, results[-1]
 
 
 def _occlusion(model, settings, size, stride, **options):
@@ -391,9 +413,9 @@ def keract_rows(model, name, settings, limits, repeats, jit, only=None):
     import keract
 
     batch, x = settings["batch"], inputs(model, settings["batch"])
-    seconds, peak = timed(repeats, keract.get_activations, model, x, layer_names=convs)
-    return [row(technique, "keract", f"{batch} images", seconds, peak,
-                batch * limits.forward(batch))]
+    seconds, peak, pace = timed(repeats, keract.get_activations, model, x, layer_names=convs,
+                                pace=limits.pace("forward", batch))
+    return [row(technique, "keract", f"{batch} images", seconds, peak, pace)]
 
 
 def tf_keras_vis_rows(model, name, settings, limits, repeats, jit, only=None):
@@ -415,11 +437,11 @@ def tf_keras_vis_rows(model, name, settings, limits, repeats, jit, only=None):
     for count in counts:
         steps = settings["steps"][count]
         seed = tf.random.uniform((count, *model.input_shape[1:]), 0, 255, seed=0)
-        seconds, peak = timed(repeats, maximizer, CategoricalScore(list(range(count))),
-                              seed_input=seed, steps=steps, callbacks=[])
+        seconds, peak, pace = timed(repeats, maximizer, CategoricalScore(list(range(count))),
+                                    seed_input=seed, steps=steps, callbacks=[],
+                                    pace=limits.pace("backward", count, to_layer))
         rows.append(row(f"maximize {count} filter{'s' * (count > 1)}", "tf-keras-vis",
-                        f"{steps} steps", seconds, peak,
-                        steps * count * limits.backward(count, to_layer)))
+                        f"{steps} steps", seconds, peak, steps * pace))
     score = CategoricalScore([0] * batch)
     for method, passes, options in (("saliency", 1, {}),
                                     ("smoothgrad", settings["samples"],
@@ -427,23 +449,24 @@ def tf_keras_vis_rows(model, name, settings, limits, repeats, jit, only=None):
         if not wanted(only, method):
             continue
         saliency = Saliency(model, model_modifier=ReplaceToLinear(), clone=True)
-        seconds, peak = timed(repeats, saliency, score, x, **options)
+        seconds, peak, pace = timed(repeats, saliency, score, x,
+                                    pace=limits.pace("backward", batch), **options)
         rows.append(row(method, "tf-keras-vis", f"{batch} images", seconds, peak,
-                        passes * batch * limits.backward(batch)))
+                        passes * pace))
     if wanted(only, "grad-cam"):
         gradcam = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
-        seconds, peak = timed(repeats, gradcam, score, x)
-        rows.append(row("grad-cam", "tf-keras-vis", f"{batch} images", seconds, peak,
-                        batch * limits.backward(batch)))
+        seconds, peak, pace = timed(repeats, gradcam, score, x,
+                                    pace=limits.pace("backward", batch))
+        rows.append(row("grad-cam", "tf-keras-vis", f"{batch} images", seconds, peak, pace))
     technique, images, count, masked = _score_cam_work(model, settings)
     if wanted(only, technique):
         scorecam = Scorecam(model, model_modifier=ReplaceToLinear(), clone=True)
-        seconds, peak = timed(repeats, scorecam, CategoricalScore([0] * images),
-                              x[:images], penultimate_layer=last_conv(model),
-                              seek_penultimate_conv_layer=False, batch_size=batch,
-                              max_N=count)
+        seconds, peak, pace = timed(repeats, scorecam, CategoricalScore([0] * images),
+                                    x[:images], penultimate_layer=last_conv(model),
+                                    seek_penultimate_conv_layer=False, batch_size=batch,
+                                    max_N=count, pace=limits.pace("forward", batch))
         rows.append(row(technique, "tf-keras-vis", f"{masked} masked images", seconds, peak,
-                        masked * limits.forward(batch)))
+                        masked / batch * pace))
     return rows
 
 
@@ -462,17 +485,18 @@ def tf_explain_rows(model, name, settings, limits, repeats, jit, only=None):
             ("grad-cam", 1, GradCAM(), {"layer_name": last_conv(model)})):
         if not wanted(only, method):
             continue
-        seconds, peak = timed(repeats, explainer.explain, (x, None), model, 0, **options)
+        seconds, peak, pace = timed(repeats, explainer.explain, (x, None), model, 0,
+                                    pace=limits.pace("backward", batch), **options)
         rows.append(row(method, "tf-explain", f"{batch} images", seconds, peak,
-                        passes * batch * limits.backward(batch)))
+                        passes * pace))
     patch = settings["patch"]
     if wanted(only, _occlusion_name(patch, patch, "auto")):
         positions = _positions(model, patch, patch)
-        seconds, peak = timed(repeats, OcclusionSensitivity(batch_size=batch).explain,
-                              (x[:1], None), model, 0, patch)
+        seconds, peak, pace = timed(repeats, OcclusionSensitivity(batch_size=batch).explain,
+                                    (x[:1], None), model, 0, patch,
+                                    pace=limits.pace("forward", batch))
         rows.append(row(_occlusion_name(patch, patch, "auto"), "tf-explain",
-                        f"{positions} positions", seconds, peak,
-                        positions * limits.forward(batch)))
+                        f"{positions} positions", seconds, peak, positions / batch * pace))
     return rows
 
 
@@ -501,9 +525,9 @@ def main():
         rows, args.libraries = [memory_row(model, args.model, args.memory, args.jit)], []
     else:
         rows = [row(technique, "model", f"{settings['batch']} images",
-                    settings["batch"] * per_image(settings["batch"]), None, None)
-                for technique, per_image in (("forward pass", limits.forward),
-                                             ("forward+backward pass", limits.backward))
+                    limits.seconds(kind, settings["batch"]), None, None)
+                for kind, technique in (("forward", "forward pass"),
+                                        ("backward", "forward+backward pass"))
                 if wanted(args.only, technique)]
     for library in args.libraries:
         try:  # each library skips the rows --only leaves out

@@ -2,7 +2,8 @@
 
 For the demo model, VGG16 and ResNet50 (random weights), at fixed settings, each technique is
 timed (median of repeats after a warm-up) next to the time the model itself needs for the
-same work, compiled forward or forward+backward passes at the same batch size ("limit"), and
+same work, compiled forward or forward+backward passes at the same batch size ("limit", one
+pass timed after each call of the technique, so that the machine's drift cancels), and
 next to keract, tf-keras-vis and tf-explain on the same model, inputs and settings. The peers
 live in their own virtual environment (`--setup` makes it, `.bench-peers/`): each runs first
 on Keras 3; one that fails there is reported with its error and run again on tf-keras
@@ -12,11 +13,12 @@ over the full recomputation and over tf-explain and the approximations' error. T
 resident memory (VmHWM) of SmoothGrad (32 VGG16 images x 50 samples) and Integrated Gradients
 (32 images x 128 steps), each in a fresh process, beside the model's own footprint and the
 `memory_mb` budget they were given; and a summary line per model: the rows where kvis is
-behind a peer or below `TARGET` of the limit. Then the commands users run: `kvis report` with
-no arguments and `kvis features resnet50 IMAGE --all`, with compute and drawing separately.
+behind a peer (a smaller fraction of the limit) or below `TARGET` of the limit. Then the
+commands users run: `kvis report` with no arguments and `kvis features resnet50 IMAGE --all`,
+with compute and drawing separately.
 
 Usage (from the repository root, kvis installed in the running Python):
-    python scripts/benchmark.py --setup            # once: the peers' environment
+    python scripts/benchmark.py --setup            # once: the peers' environment, then exit
     python scripts/benchmark.py                    # everything (about 45 min on 2 cores)
     python scripts/benchmark.py --jit both         # on a GPU: XLA off and on
     python scripts/benchmark.py --no-peers --no-memory --no-commands \
@@ -194,9 +196,10 @@ def occlusion_table(rows):
 
 
 def summary(rows, models):
-    """Per model, the kvis rows behind a peer (the same technique and work, a peer taking less
-    time: what a user waits for, whichever Keras the peer needs) and those below `TARGET` of
-    the limit, with a line."""
+    """Per model, the kvis rows behind a peer and those below `TARGET` of the limit, with a
+    line. A row is behind when a peer doing the same work reaches a larger fraction of its own
+    limit: each fraction is timed in one process, the row interleaved with its limit, so the
+    machine's drift cancels, where the seconds of two processes run minutes apart do not."""
     found = {model: dict(behind=[], below=[]) for model in models}
     timed = [r for r in rows if r.get("seconds") and r.get("limit_seconds")]
     for r in timed:
@@ -204,16 +207,15 @@ def summary(rows, models):
             continue
         name, mine = r["technique"] + (" (XLA)" if r["jit"] else ""), _of_limit(r)
         found[r["model"]]["behind"] += [
-            dict(technique=name, peer=p["library"], peer_seconds=p["seconds"],
-                 seconds=r["seconds"])
+            dict(technique=name, peer=p["library"], peer_of_limit=_of_limit(p), of_limit=mine)
             for p in timed if p["model"] == r["model"] and p["technique"] == r["technique"]
-            and p["library"] not in ("kvis", "model") and p["seconds"] < r["seconds"]]
+            and p["library"] not in ("kvis", "model") and _of_limit(p) > mine]
         if mine < TARGET:
             found[r["model"]]["below"].append(dict(technique=name, of_limit=mine))
     for model, entry in found.items():
         parts = [f"{what}: " + ", ".join(
-            f"{b['technique']} ({b['peer']} {_duration(b['peer_seconds'])} vs kvis "
-            f"{_duration(b['seconds'])})"
+            f"{b['technique']} ({b['peer']} {b['peer_of_limit']:.0%} vs kvis "
+            f"{b['of_limit']:.0%} of the limit)"
             if "peer" in b else f"{b['technique']} ({b['of_limit']:.0%})" for b in entry[key])
             for key, what in (("behind", "behind a peer"),
                               ("below", f"below {TARGET} of the limit")) if entry[key]]
@@ -264,7 +266,7 @@ def main():
     args = parser.parse_args()
 
     if args.setup:
-        setup()
+        return setup()
     start = time.perf_counter()
     about = machine()
     print(about, flush=True)

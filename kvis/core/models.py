@@ -302,7 +302,7 @@ def class_indices(model, classes, count):
     if classes is None:
         return None
     if isinstance(classes, (str, int, np.integer)):
-        classes = [classes] * count
+        return np.full(count, class_index(model, classes), np.int64)
     if len(classes) != count:
         raise KvisError(f"{len(classes)} classes given for {count} images")
     return np.array([class_index(model, c) for c in classes], np.int64)
