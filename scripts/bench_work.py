@@ -6,8 +6,9 @@ the tf-keras package for the peers that need Keras 2. It imports no kvis outside
 rows, and builds every model with `tf.keras` and random weights, so each library times the
 same network on the same inputs.
 
-Each row: the median of `repeats` timed calls after one warm-up call (2 calls where one call
-took over `LONG` seconds, 1 where one took over `VERY_LONG`), the work done (images,
+Each row: the fastest of `repeats` timed calls after one warm-up call (more while they add
+up to under `SHORT` seconds; 2 calls where one call took over `LONG` seconds, 1 where one took
+over `VERY_LONG`), the work done (images,
 optimization steps, or occluder positions), the time the model itself needs for that work
 (its "limit": forward or forward+backward passes at the same batch size, compiled, one
 pass timed after each call so that the machine's drift cancels from the ratio), and the
@@ -28,7 +29,6 @@ import argparse
 import inspect
 import json
 import os
-import statistics
 import threading
 import time
 from pathlib import Path
@@ -66,6 +66,7 @@ OCCLUSION_WAYS = (("full", dict(incremental=False)),
                   ("drill-down 0.25", dict(incremental=True, drill_down=0.25)))
 
 LONG, VERY_LONG = 5.0, 60.0
+SHORT, MOST = 2.0, 25  # short rows: calls until 2 s in all, at most 25 (a burst spares some)
 
 
 def build(name):
@@ -128,19 +129,22 @@ def _hwm_mb():
 
 
 def timed(repeats, function, *args, warm=None, pace=None, **kwargs):
-    """`(median seconds, peak MB, median seconds of pace)` of `function(*args, **kwargs)` over
-    `repeats` calls after a warm-up call (`warm()` where given, else the same call): at most 2
+    """`(fastest seconds, peak MB, fastest seconds of pace)` of `function(*args, **kwargs)` over
+    `repeats` calls after a warm-up call (`warm()` where given, else the same call), more
+    while the calls have taken under `SHORT` seconds in all (at most `MOST` calls): at most 2
     calls once a call (the warm-up included) has taken over `LONG` seconds, 1 once one has
     taken over `VERY_LONG`. `pace` (one pass of the model's limit, `Limits.pace`) runs after
     each call, so that a row and its limit are timed together and the machine's drift (10-30%
-    on a shared machine) cancels from their ratio; None where there is no pace."""
+    on a shared machine) cancels from their ratio; None where there is no pace. The fastest
+    call, not the median: load from other work only ever slows a call down."""
     start = time.perf_counter()
     warm() if warm else function(*args, **kwargs)
     longest, times, paces = time.perf_counter() - start, [], []
     if pace:
         pace()  # warm too
     with PeakMemory() as memory:
-        while len(times) < (1 if longest > VERY_LONG else 2 if longest > LONG else repeats):
+        while len(times) < (1 if longest > VERY_LONG else 2 if longest > LONG else repeats) \
+                or (sum(times) < SHORT and len(times) < MOST):
             start = time.perf_counter()
             function(*args, **kwargs)
             times.append(time.perf_counter() - start)
@@ -149,7 +153,7 @@ def timed(repeats, function, *args, warm=None, pace=None, **kwargs):
                 start = time.perf_counter()
                 pace()
                 paces.append(time.perf_counter() - start)
-    return statistics.median(times), memory.peak, statistics.median(paces) if pace else None
+    return min(times), memory.peak, min(paces) if pace else None
 
 
 class Limits:
@@ -170,7 +174,7 @@ class Limits:
         return self._steps[key]
 
     def seconds(self, kind, batch):
-        """The median seconds of one pass of `batch` images, timed on its own."""
+        """The fastest seconds of one pass of `batch` images, timed on its own."""
         return timed(self.repeats, self.pace(kind, batch))[0]
 
 

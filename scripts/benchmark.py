@@ -1,7 +1,7 @@
 """Benchmark every kvis technique against the model's own speed limit and against its peers.
 
 For the demo model, VGG16 and ResNet50 (random weights), at fixed settings, each technique is
-timed (median of repeats after a warm-up) next to the time the model itself needs for the
+timed (the fastest of repeats after a warm-up) next to the time the model itself needs for the
 same work, compiled forward or forward+backward passes at the same batch size ("limit", one
 pass timed after each call of the technique, so that the machine's drift cancels), and
 next to keract, tf-keras-vis and tf-explain on the same model, inputs and settings. The peers
