@@ -8,15 +8,15 @@ same network on the same inputs.
 
 Each row: the fastest of `repeats` timed calls after one warm-up call (more while they add
 up to under `SHORT` seconds; 2 calls where one call took over `LONG` seconds, 1 where one took
-over `VERY_LONG`), the work done (images,
-optimization steps, or occluder positions), the time the model itself needs for that work
-(its "limit": forward or forward+backward passes at the same batch size, compiled, one
-pass timed after each call so that the machine's drift cancels from the ratio), and the
-peak resident memory of the process during the row. A maximization row warms up on other
-filters than it times: a fresh call on an already-used model, which must trace nothing. The
-occlusion rows of VGG16 and ResNet50 time each occluder of `SETTINGS` in each of
-`OCCLUSION_WAYS`, and record the inference kvis ran, its fallback layer and the error of its
-sensitivity map against the full recomputation's (`kvis.attribution.occlusion.measured_error`).
+over `VERY_LONG`), the work done (images, optimization steps, or occluder positions), the time
+the model itself needs for that work (its "limit": forward or forward+backward passes at the
+same batch size, compiled, one pass timed after each call so that the machine's drift cancels
+from the ratio), and the peak resident memory of the process during the row. A maximization
+row warms up on other filters than it times: a fresh call on an already-used model, which must
+trace nothing. The occlusion rows of VGG16 and ResNet50 time each occluder of `SETTINGS` in
+each of `OCCLUSION_WAYS`, and record the inference kvis ran, its fallback layer and the error
+of its sensitivity map against the full recomputation's
+(`kvis.attribution.occlusion.measured_error`).
 
 With `--memory TECHNIQUE` the process does that one thing once and reports its peak resident
 memory (VmHWM, the kernel's high-water mark, so one process per measurement): "model" (the
