@@ -140,6 +140,24 @@ def test_distinct_images_equal_brute_force_and_merge_exactly(tiny, data, batch_s
     assert found.strongest == "images"
 
 
+def test_an_image_tied_with_the_state_gets_its_position_whatever_its_id(tiny):
+    """An activation equal to the state's k-th value enters it when its image id is lower (a
+    shard merged out of order): its position must have been looked for."""
+    from kvis.dataset.readers import Batch
+    from kvis.dataset.sources import image_source
+
+    zeros = np.zeros((10, 16, 16, 3), np.float32)  # every activation 0: all tied
+    configure_model(tiny, preprocessing="unit")
+    paths = ("conv1",)
+    state = dataset_scan.empty_scan(tiny, paths, image_source(zeros), count=3)
+    run = dataset_scan.batch_runner(tiny, paths, count=3)
+    for ids in (np.arange(5, 10), np.arange(5)):  # the later images first
+        state = run(state, Batch(ids, zeros[ids], []))
+    top = state.top["conv1"]
+    np.testing.assert_array_equal(top.images, np.tile([0, 1, 2], (4, 1)))
+    np.testing.assert_array_equal(top.positions, np.zeros((4, 3, 2)))
+
+
 def test_distinct_images_never_repeat_where_positions_do(tiny):
     configure_model(tiny, preprocessing="unit")
     data = np.random.default_rng(2).uniform(0, 0.1, (12, 16, 16, 3)).astype(np.float32)

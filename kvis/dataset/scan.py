@@ -3,10 +3,12 @@
 that diagnose a model (dead and rarely active channels).
 
 Each batch goes through one compiled pass that returns, per layer, the batch's top `count` per
-channel (`tf.math.top_k` on the device) and the per-channel sums, maxima and active counts; the
-host merges them into states whose size depends on layers x channels x count, never on the
-dataset. The states merge exactly for any split of the data (`kvis.dataset.topk`), so a scan can
-be checkpointed every few batches and resumed, with exactly the result of an uninterrupted run.
+channel (`tf.math.top_k` on the device; a position is searched only where a value reaches the
+state's `count`-th, so late in a scan only a few maps are) and the per-channel sums, maxima and
+active counts; the host merges them into states whose size depends on layers x channels x
+count, never on the dataset. The states merge exactly for any split of the data
+(`kvis.dataset.topk`), so a scan can be checkpointed every few batches and resumed, with
+exactly the result of an uninterrupted run.
 """
 
 import dataclasses
@@ -223,17 +225,18 @@ def batch_runner(model, paths, *, count, strongest="images", strategy=None, on_p
                     lambda jit: _scan_step(model, paths, count, per_image, peaks, jit))
 
     def run(state, batch):
+        floors = tuple(tf.constant(state.top[path].values[:, -1]) for path in paths)
         if not len(batch.x):
             parts = []
         elif strategy is None:
-            parts = [(batch.ids, step(tf.constant(batch.x)))]
+            parts = [(batch.ids, step(tf.constant(batch.x), floors))]
         else:
             shards = np.array_split(np.arange(len(batch.x)), strategy.num_replicas_in_sync)
             values = strategy.experimental_distribute_values_from_function(
                 lambda context: tf.constant(batch.x[shards[context.replica_id_in_sync_group]]))
             # A plain callable: each replica then calls the compiled step on its own shard.
             outputs = strategy.experimental_local_results(
-                strategy.run(lambda images: step(images), args=(values,)))
+                strategy.run(lambda images: step(images, floors), args=(values,)))
             parts = [(batch.ids[shard], output) for shard, output in zip(shards, outputs)
                      if len(shard)]
         if peaks:
@@ -349,10 +352,11 @@ def _merge_batch(state, batch, parts):
     top, stats = dict(state.top), dict(state.stats)
     for ids, outputs in parts:
         for path in state.layers:
-            values, flat, total, peak, active, size = (t.numpy() for t in outputs[path][:6])
-            image, row, col = np.unravel_index(flat, (len(ids), *size))
+            values, image, where, total, peak, active, size = (t.numpy()
+                                                                for t in outputs[path][:7])
+            position = np.stack(np.divmod(where, size[1]), -1).astype(np.int32)
             top[path] = merge(top[path], TopK(values, ids[image],
-                                              np.stack([row, col], -1).astype(np.int32)))
+                                              np.where(where[..., None] < 0, -1, position)))
             stats[path] = stats[path] + LayerStats(len(ids) * int(np.prod(size)),
                                                    total.astype(np.float64), peak, active)
     return dataclasses.replace(state, top=top, stats=stats, images=state.images + len(batch.x),
@@ -362,42 +366,56 @@ def _merge_batch(state, batch, parts):
 
 def _scan_step(model, paths, k, per_image, peaks, jit):
     outputs_of = probe(model, list(paths))
+    graph = model_graph(model)
+    floors = tuple(tf.TensorSpec((graph.nodes[path].output.shape[-1],)) for path in paths)
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]))],
+    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:])), floors],
                  jit_compile=jit)
-    def step(images):
+    def step(images, floors):
         outputs = outputs_of(images, training=False)
-        return {path: _batch_summary(outputs[path], k, per_image, peaks) for path in paths}
+        return {path: _batch_summary(outputs[path], k, per_image, floor, peaks)
+                for path, floor in zip(paths, floors)}
 
     return step
 
 
-def _batch_summary(maps, k, per_image, with_peaks=False):
+def _batch_summary(maps, k, per_image, floor, with_peaks=False):
     """What one batch adds to a layer's state: per channel, the batch's k strongest images (each
-    at its strongest position) or positions (values (C, k') and flat indices into (N, h, w), in
-    the total order of `kvis.dataset.topk`), the sum (float32), the maximum, the count of
-    activations above 0 (int64, exact: counted per image in float32, exact below 2**24
-    positions), and the map size; `with_peaks`: then each image's maximum, (C, N)."""
+    at its strongest position) or positions (values, images and flat positions into (h, w),
+    (C, k'), in the total order of `kvis.dataset.topk`), the sum (float32), the maximum, the
+    count of activations above 0 (int64, exact: counted per image in float32, exact below 2**24
+    positions), and the map size; `with_peaks`: then each image's maximum, (C, N). `floor` (C,)
+    is the state's k-th value per channel: what is below it can never enter the state."""
     count, height, width, channels = (tf.shape(maps)[0], tf.shape(maps)[1],
                                       tf.shape(maps)[2], maps.shape[-1])
     peaks = tf.transpose(tf.reduce_max(maps, axis=(1, 2)))  # (C, N)
-    per_channel = tf.transpose(tf.reshape(maps, (count, height * width, channels)), (2, 0, 1))
-    strongest = _strongest_images if per_image else _strongest_positions
-    values, image, where = strongest(per_channel, peaks, k)
+    flat = tf.reshape(maps, (count, height * width, channels))
+    if per_image:
+        values, image, where = _strongest_images(flat, peaks, k, floor)
+    else:
+        values, image, where = _strongest_positions(tf.transpose(flat, (2, 0, 1)), peaks, k)
     active = tf.reduce_sum(tf.cast(tf.reduce_sum(tf.cast(maps > 0, tf.float32), (1, 2)),
                                    tf.int64), 0)
-    summary = (values, image * height * width + where, tf.reduce_sum(maps, (0, 1, 2)),
-               tf.reduce_max(peaks, 1), active, tf.shape(maps)[1:3])
+    rows = tf.reshape(flat, (-1, channels))  # a product with ones: faster than reduce_sum here
+    total = tf.matmul(tf.ones((1, tf.shape(rows)[0])), rows)[0]
+    summary = (values, image, where, total, tf.reduce_max(peaks, 1), active, tf.shape(maps)[1:3])
     return (*summary, peaks) if with_peaks else summary
 
 
-def _strongest_images(per_channel, peaks, k):
-    """Per channel (maps (C, N, h*w)), the k images with the largest maximum, each at the first
+def _strongest_images(flat, peaks, k, floor):
+    """Per channel (maps (N, h*w, C)), the k images with the largest maximum, each at the first
     position of its maximum (`top_k` puts the lower index first among equals): values, images
-    and flat positions, (C, k)."""
-    _, first = tf.math.top_k(per_channel, 1)
+    and flat positions, (C, k). A position is looked for only where the value reaches `floor`
+    (-1 elsewhere: that image cannot enter the state); late in a scan few do, so only their
+    images' maps are transposed and searched."""
     values, image = tf.math.top_k(peaks, tf.minimum(k, tf.shape(peaks)[1]))
-    return values, image, tf.gather(first[..., 0], image, batch_dims=1)
+    pairs = tf.where(values >= floor[:, None])  # (M, 2): channel, rank
+    chosen, row = tf.unique(tf.gather_nd(image, pairs))
+    maps = tf.transpose(tf.gather(flat, chosen), (0, 2, 1))  # (images chosen, C, h*w)
+    _, first = tf.math.top_k(tf.gather_nd(maps, tf.stack([tf.cast(row, tf.int64),
+                                                          pairs[:, 0]], 1)), 1)
+    return values, image, tf.tensor_scatter_nd_update(tf.fill(tf.shape(values), -1), pairs,
+                                                      first[:, 0])
 
 
 def _strongest_positions(per_channel, peaks, k):
