@@ -10,8 +10,10 @@ Each row: the fastest of `repeats` timed calls after one warm-up call (more whil
 up to under `SHORT` seconds; 2 calls where one call took over `LONG` seconds, 1 where one took
 over `VERY_LONG`), the work done (images, optimization steps, or occluder positions), the time
 the model itself needs for that work (its "limit": forward or forward+backward passes at the
-same batch size, compiled, one pass timed after each call so that the machine's drift cancels
-from the ratio), and the peak resident memory of the process during the row. A maximization
+same batch size, compiled; a run of passes as long as the call, timed after each call, so
+that the machine's drift cancels from the ratio; a result's scores that need a pass of their
+own count one forward pass: maximization's final images, SmoothGrad's clean images), and the
+peak resident memory of the process during the row. A maximization
 row warms up on other filters than it times: a fresh call on an already-used model, which must
 trace nothing. The occlusion rows of VGG16 and ResNet50 time each occluder of `SETTINGS` in
 each of `OCCLUSION_WAYS`, and record the inference kvis ran, its fallback layer and the error
@@ -28,6 +30,7 @@ size), "smoothgrad" or "integrated-gradients" (kvis, on `MEMORY["images"]` image
 import argparse
 import inspect
 import json
+import math
 import os
 import threading
 import time
@@ -67,6 +70,7 @@ OCCLUSION_WAYS = (("full", dict(incremental=False)),
 
 LONG, VERY_LONG = 5.0, 60.0
 SHORT, MOST = 2.0, 25  # short rows: calls until 2 s in all, at most 25 (a burst spares some)
+SPAN = 10.0  # the longest run of limit passes timed after a call
 
 
 def build(name):
@@ -128,20 +132,25 @@ def _hwm_mb():
     return int(line.split()[1]) / 1024
 
 
-def timed(repeats, function, *args, warm=None, pace=None, **kwargs):
-    """`(fastest seconds, peak MB, fastest seconds of pace)` of `function(*args, **kwargs)` over
+def timed(repeats, function, *args, warm=None, limit=(), **kwargs):
+    """`(fastest seconds, peak MB, limit seconds)` of `function(*args, **kwargs)` over
     `repeats` calls after a warm-up call (`warm()` where given, else the same call), more
     while the calls have taken under `SHORT` seconds in all (at most `MOST` calls): at most 2
     calls once a call (the warm-up included) has taken over `LONG` seconds, 1 once one has
-    taken over `VERY_LONG`. `pace` (one pass of the model's limit, `Limits.pace`) runs after
-    each call, so that a row and its limit are timed together and the machine's drift (10-30%
-    on a shared machine) cancels from their ratio; None where there is no pace. The fastest
-    call, not the median: load from other work only ever slows a call down."""
+    taken over `VERY_LONG`.
+
+    `limit` is the model's own work for the same result, `[(passes, pace)]` with `pace` one
+    pass (`Limits.pace`). After each call, each pace runs as many passes in a row as the work
+    needs, but for no longer than the call (at most `SPAN` seconds): the row and its limit are
+    timed together, over stretches of the same length, so that the machine's drift and bursts
+    of load (10-30% on a shared machine) cancel from their ratio. The limit is the sum of
+    passes x the fastest seconds per pass (None without a limit). The fastest call, not the
+    median: load from other work only ever slows a call down."""
     start = time.perf_counter()
     warm() if warm else function(*args, **kwargs)
-    longest, times, paces = time.perf_counter() - start, [], []
-    if pace:
-        pace()  # warm too
+    longest, times = time.perf_counter() - start, []
+    per_pass = [_seconds_of(pace, 2)[-1] for _, pace in limit]  # warm, then one pass
+    paces = [[] for _ in limit]
     with PeakMemory() as memory:
         while len(times) < (1 if longest > VERY_LONG else 2 if longest > LONG else repeats) \
                 or (sum(times) < SHORT and len(times) < MOST):
@@ -149,11 +158,21 @@ def timed(repeats, function, *args, warm=None, pace=None, **kwargs):
             function(*args, **kwargs)
             times.append(time.perf_counter() - start)
             longest = max(longest, times[-1])
-            if pace:
-                start = time.perf_counter()
-                pace()
-                paces.append(time.perf_counter() - start)
-    return min(times), memory.peak, min(paces) if pace else None
+            for (passes, pace), one, spent in zip(limit, per_pass, paces):
+                run = max(1, min(math.ceil(passes), round(min(times[-1], SPAN) / one)))
+                spent.append(sum(_seconds_of(pace, run)) / run)
+    seconds = sum(passes * min(spent) for (passes, _), spent in zip(limit, paces))
+    return min(times), memory.peak, seconds if limit else None
+
+
+def _seconds_of(pace, count):
+    """The seconds of each of `count` passes run in a row."""
+    seconds = []
+    for _ in range(count):
+        start = time.perf_counter()
+        pace()
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 class Limits:
@@ -172,6 +191,12 @@ class Limits:
             step = (_forward if kind == "forward" else _backward)(model, self.jit)
             self._steps[key] = lambda: step(x).numpy()
         return self._steps[key]
+
+    def work(self, batch, *, forward=0, backward=0, model=None):
+        """A row's limit for `timed`: `forward` forward passes and `backward` forward+backward
+        passes of `batch` images (of `model`, default the model's own)."""
+        return [(passes, self.pace(kind, batch, model)) for kind, passes in
+                (("forward", forward), ("backward", backward)) if passes]
 
     def seconds(self, kind, batch):
         """The fastest seconds of one pass of `batch` images, timed on its own."""
@@ -230,6 +255,20 @@ def trunk(model, layer):
     return keras.Model(model.input, model.get_layer(layer).output, name=f"to_{layer}")
 
 
+def maximization_work(limits, count, steps, to_layer):
+    """Maximizing `count` filters: forward+backward passes of the model cut at the layer, one
+    per step, and one forward pass that scores the final images."""
+    return limits.work(count, backward=steps, forward=1, model=to_layer)
+
+
+def attribution_work(limits, method, settings):
+    """A gradient method on a batch: one forward+backward pass (SmoothGrad: one per sample,
+    and one forward pass that scores the clean images)."""
+    if method == "smoothgrad":
+        return limits.work(settings["batch"], backward=settings["samples"], forward=1)
+    return limits.work(settings["batch"], backward=1)
+
+
 def row(technique, library, work, seconds, peak, limit_seconds, note=""):
     return dict(technique=technique, library=library, work=work, seconds=seconds,
                 limit_seconds=limit_seconds, peak_mb=peak, note=note)
@@ -251,11 +290,11 @@ def _kvis_rows(model, name, settings, limits, repeats, only):
     convs = conv_names(model)
     rows = []
     if wanted(only, "feature maps"):
-        seconds, peak, pace = timed(repeats, kvis.feature_maps, model, x, convs,
-                                    batch_size=batch, progress=False,
-                                    pace=limits.pace("forward", batch))
+        seconds, peak, limit = timed(repeats, kvis.feature_maps, model, x, convs,
+                                     batch_size=batch, progress=False,
+                                     limit=limits.work(batch, forward=1))
         rows.append(row(f"feature maps, {len(convs)} conv layers", "kvis", f"{batch} images",
-                        seconds, peak, pace))
+                        seconds, peak, limit))
     to_layer = trunk(model, settings["layer"])
     for count, steps in settings["steps"].items():
         technique = f"maximize {count} filter{'s' * (count > 1)}"
@@ -264,13 +303,13 @@ def _kvis_rows(model, name, settings, limits, repeats, only):
         options = default_settings(model, steps=steps)
         # The warm-up maximizes other filters: the timed call is a fresh call on a model
         # already used, as a user's second call is.
-        seconds, peak, pace = timed(repeats, kvis.maximize_filters, model, settings["layer"],
-                                    range(count), settings=options, progress=False,
-                                    warm=lambda o=options, c=count: kvis.maximize_filters(
-                                        model, settings["layer"], range(c, 2 * c),
-                                        settings=o, progress=False),
-                                    pace=limits.pace("backward", count, to_layer))
-        rows.append(row(technique, "kvis", f"{steps} steps", seconds, peak, steps * pace))
+        seconds, peak, limit = timed(repeats, kvis.maximize_filters, model, settings["layer"],
+                                     range(count), settings=options, progress=False,
+                                     warm=lambda o=options, c=count: kvis.maximize_filters(
+                                         model, settings["layer"], range(c, 2 * c),
+                                         settings=o, progress=False),
+                                     limit=maximization_work(limits, count, steps, to_layer))
+        rows.append(row(technique, "kvis", f"{steps} steps", seconds, peak, limit))
     rows += _kvis_attribution_rows(model, settings, limits, repeats, only)
     return rows
 
@@ -280,31 +319,30 @@ def _kvis_attribution_rows(model, settings, limits, repeats, only):
 
     batch, x = settings["batch"], inputs(model, settings["batch"])
     rows = []
-    for method, passes in (("saliency", 1), ("smoothgrad", settings["samples"]),
-                           ("grad-cam", 1)):
+    for method in ("saliency", "smoothgrad", "grad-cam"):
         if not wanted(only, method):
             continue
         options = {} if method != "smoothgrad" else dict(
-            samples=settings["samples"], memory_mb=_memory_for(model, batch * passes))
-        seconds, peak, pace = timed(repeats, kvis.attention, model, x, method, classes=0,
-                                    batch_size=batch, progress=False,
-                                    pace=limits.pace("backward", batch), **options)
-        rows.append(row(method, "kvis", f"{batch} images", seconds, peak, passes * pace))
+            samples=settings["samples"], memory_mb=_memory_for(model, batch * settings["samples"]))
+        seconds, peak, limit = timed(repeats, kvis.attention, model, x, method, classes=0,
+                                     batch_size=batch, progress=False,
+                                     limit=attribution_work(limits, method, settings), **options)
+        rows.append(row(method, "kvis", f"{batch} images", seconds, peak, limit))
     technique, images, count, masked = _score_cam_work(model, settings)
     if wanted(only, technique):
-        seconds, peak, pace = timed(repeats, kvis.score_cam, model, x[:images],
-                                    classes=0, score="probability", layer=last_conv(model),
-                                    count=count, batch_size=batch, progress=False,
-                                    pace=limits.pace("forward", batch))
-        rows.append(row(technique, "kvis", f"{masked} masked images", seconds, peak,
-                        masked / batch * pace))
+        seconds, peak, limit = timed(repeats, kvis.score_cam, model, x[:images],
+                                     classes=0, score="probability", layer=last_conv(model),
+                                     count=count, batch_size=batch, progress=False,
+                                     limit=limits.work(batch, forward=masked / batch))
+        rows.append(row(technique, "kvis", f"{masked} masked images", seconds, peak, limit))
     rows += _kvis_occlusion_rows(model, settings, limits, repeats, only)
     if wanted(only, "top-9 scan"):
         data = inputs(model, settings["scan"], seed=1)
-        seconds, peak, pace = timed(repeats, kvis.scan, model, data, batch_size=batch,
-                                    progress=False, pace=limits.pace("forward", batch))
+        seconds, peak, limit = timed(repeats, kvis.scan, model, data, batch_size=batch,
+                                     progress=False,
+                                     limit=limits.work(batch, forward=settings["scan"] / batch))
         rows.append(row("top-9 scan, stage layers", "kvis", f"{settings['scan']} images",
-                        seconds, peak, settings["scan"] / batch * pace))
+                        seconds, peak, limit))
     return rows
 
 
@@ -321,15 +359,14 @@ def _kvis_occlusion_rows(model, settings, limits, repeats, only):
              if wanted(only, _occlusion_name(size, stride, way))]
     rows, exact = [], {}
     for size, stride, way, options in ways:
-        seconds, peak, pace, result = _timed_occlusion(model, settings, limits, repeats,
-                                                       size, stride, options)
+        seconds, peak, limit, result = _timed_occlusion(model, settings, limits, repeats,
+                                                        size, stride, options)
         if way == "full":
             exact[size, stride] = result
         if way != "auto" and (size, stride) not in exact:  # --only left the full row out
             exact[size, stride] = _occlusion(model, settings, size, stride, incremental=False)
-        positions = _positions(model, size, stride)
-        entry = row(_occlusion_name(size, stride, way), "kvis", f"{positions} positions",
-                    seconds, peak, positions / settings["batch"] * pace)
+        entry = row(_occlusion_name(size, stride, way), "kvis",
+                    f"{_positions(model, size, stride)} positions", seconds, peak, limit)
         entry.update(occluder=[size, stride], way=way, inference=result.inference,
                      fallback=result.fallback)
         if way not in ("auto", "full"):
@@ -340,17 +377,19 @@ def _kvis_occlusion_rows(model, settings, limits, repeats, only):
 
 
 def _timed_occlusion(model, settings, limits, repeats, size, stride, options):
-    """`(seconds, peak MB, seconds of one forward pass, the last result)` of one occlusion
-    row. The full recomputation warms up on 4 positions: the same compiled pass as the timed
-    call's, in a fraction of its time."""
+    """`(seconds, peak MB, limit seconds, the last result)` of one occlusion row: one forward
+    pass per position. The full recomputation warms up on 4 positions: the same compiled pass
+    as the timed call's, in a fraction of its time."""
     results = []
     side = model.input_shape[1]
     warm = None if options.get("incremental", True) else (
         lambda: _occlusion(model, settings, size, side - size, **options))
-    seconds, peak, pace = timed(repeats, lambda: results.append(
+    batch = settings["batch"]
+    seconds, peak, limit = timed(repeats, lambda: results.append(
         _occlusion(model, settings, size, stride, **options)), warm=warm,
-                                pace=limits.pace("forward", settings["batch"]))
-    return seconds, peak, pace, results[-1]
+                                 limit=limits.work(batch, forward=_positions(model, size, stride)
+                                                   / batch))
+    return seconds, peak, limit, results[-1]
 
 
 def _occlusion(model, settings, size, stride, **options):
@@ -417,9 +456,9 @@ def keract_rows(model, name, settings, limits, repeats, jit, only=None):
     import keract
 
     batch, x = settings["batch"], inputs(model, settings["batch"])
-    seconds, peak, pace = timed(repeats, keract.get_activations, model, x, layer_names=convs,
-                                pace=limits.pace("forward", batch))
-    return [row(technique, "keract", f"{batch} images", seconds, peak, pace)]
+    seconds, peak, limit = timed(repeats, keract.get_activations, model, x, layer_names=convs,
+                                 limit=limits.work(batch, forward=1))
+    return [row(technique, "keract", f"{batch} images", seconds, peak, limit)]
 
 
 def tf_keras_vis_rows(model, name, settings, limits, repeats, jit, only=None):
@@ -441,36 +480,34 @@ def tf_keras_vis_rows(model, name, settings, limits, repeats, jit, only=None):
     for count in counts:
         steps = settings["steps"][count]
         seed = tf.random.uniform((count, *model.input_shape[1:]), 0, 255, seed=0)
-        seconds, peak, pace = timed(repeats, maximizer, CategoricalScore(list(range(count))),
-                                    seed_input=seed, steps=steps, callbacks=[],
-                                    pace=limits.pace("backward", count, to_layer))
+        seconds, peak, limit = timed(repeats, maximizer, CategoricalScore(list(range(count))),
+                                     seed_input=seed, steps=steps, callbacks=[],
+                                     limit=maximization_work(limits, count, steps, to_layer))
         rows.append(row(f"maximize {count} filter{'s' * (count > 1)}", "tf-keras-vis",
-                        f"{steps} steps", seconds, peak, steps * pace))
+                        f"{steps} steps", seconds, peak, limit))
     score = CategoricalScore([0] * batch)
-    for method, passes, options in (("saliency", 1, {}),
-                                    ("smoothgrad", settings["samples"],
-                                     {"smooth_samples": settings["samples"]})):
+    for method, options in (("saliency", {}),
+                            ("smoothgrad", {"smooth_samples": settings["samples"]})):
         if not wanted(only, method):
             continue
         saliency = Saliency(model, model_modifier=ReplaceToLinear(), clone=True)
-        seconds, peak, pace = timed(repeats, saliency, score, x,
-                                    pace=limits.pace("backward", batch), **options)
-        rows.append(row(method, "tf-keras-vis", f"{batch} images", seconds, peak,
-                        passes * pace))
+        seconds, peak, limit = timed(repeats, saliency, score, x,
+                                     limit=attribution_work(limits, method, settings), **options)
+        rows.append(row(method, "tf-keras-vis", f"{batch} images", seconds, peak, limit))
     if wanted(only, "grad-cam"):
         gradcam = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
-        seconds, peak, pace = timed(repeats, gradcam, score, x,
-                                    pace=limits.pace("backward", batch))
-        rows.append(row("grad-cam", "tf-keras-vis", f"{batch} images", seconds, peak, pace))
+        seconds, peak, limit = timed(repeats, gradcam, score, x,
+                                     limit=attribution_work(limits, "grad-cam", settings))
+        rows.append(row("grad-cam", "tf-keras-vis", f"{batch} images", seconds, peak, limit))
     technique, images, count, masked = _score_cam_work(model, settings)
     if wanted(only, technique):
         scorecam = Scorecam(model, model_modifier=ReplaceToLinear(), clone=True)
-        seconds, peak, pace = timed(repeats, scorecam, CategoricalScore([0] * images),
-                                    x[:images], penultimate_layer=last_conv(model),
-                                    seek_penultimate_conv_layer=False, batch_size=batch,
-                                    max_N=count, pace=limits.pace("forward", batch))
+        seconds, peak, limit = timed(repeats, scorecam, CategoricalScore([0] * images),
+                                     x[:images], penultimate_layer=last_conv(model),
+                                     seek_penultimate_conv_layer=False, batch_size=batch,
+                                     max_N=count, limit=limits.work(batch, forward=masked / batch))
         rows.append(row(technique, "tf-keras-vis", f"{masked} masked images", seconds, peak,
-                        masked / batch * pace))
+                        limit))
     return rows
 
 
@@ -482,25 +519,23 @@ def tf_explain_rows(model, name, settings, limits, repeats, jit, only=None):
 
     batch, x = settings["batch"], inputs(model, settings["batch"])
     rows = []
-    for method, passes, explainer, options in (
-            ("saliency", 1, VanillaGradients(), {}),
-            ("smoothgrad", settings["samples"], SmoothGrad(),
-             {"num_samples": settings["samples"]}),
-            ("grad-cam", 1, GradCAM(), {"layer_name": last_conv(model)})):
+    for method, explainer, options in (
+            ("saliency", VanillaGradients(), {}),
+            ("smoothgrad", SmoothGrad(), {"num_samples": settings["samples"]}),
+            ("grad-cam", GradCAM(), {"layer_name": last_conv(model)})):
         if not wanted(only, method):
             continue
-        seconds, peak, pace = timed(repeats, explainer.explain, (x, None), model, 0,
-                                    pace=limits.pace("backward", batch), **options)
-        rows.append(row(method, "tf-explain", f"{batch} images", seconds, peak,
-                        passes * pace))
+        seconds, peak, limit = timed(repeats, explainer.explain, (x, None), model, 0,
+                                     limit=attribution_work(limits, method, settings), **options)
+        rows.append(row(method, "tf-explain", f"{batch} images", seconds, peak, limit))
     patch = settings["patch"]
     if wanted(only, _occlusion_name(patch, patch, "auto")):
         positions = _positions(model, patch, patch)
-        seconds, peak, pace = timed(repeats, OcclusionSensitivity(batch_size=batch).explain,
-                                    (x[:1], None), model, 0, patch,
-                                    pace=limits.pace("forward", batch))
+        seconds, peak, limit = timed(repeats, OcclusionSensitivity(batch_size=batch).explain,
+                                     (x[:1], None), model, 0, patch,
+                                     limit=limits.work(batch, forward=positions / batch))
         rows.append(row(_occlusion_name(patch, patch, "auto"), "tf-explain",
-                        f"{positions} positions", seconds, peak, positions / batch * pace))
+                        f"{positions} positions", seconds, peak, limit))
     return rows
 
 
