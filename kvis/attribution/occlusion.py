@@ -162,8 +162,10 @@ def occlusion(model, images, *, size=32, stride=8, fill=None, layer=None, classe
         """Row 0: the unoccluded image; then one row per corner of `chosen`."""
         if way.plan is None:
             return _full_responses(model, batch.x, chosen, size, value, path, target, **budget)
-        return _incremental_responses(model, batch.x, chosen, size, value, needed, score,
-                                      threshold, **budget)
+        found = way.plan if chosen is corners else plan(
+            model, np.concatenate([[[0, 0]], chosen]), size, needed, threshold=threshold)
+        return _incremental_responses(model, batch.x, chosen, size, value, needed[0], score,
+                                      found, **budget)
 
     if drill_down is None:
         features, scores = measure(corners)
@@ -378,13 +380,13 @@ def _full_responses(model, x, corners, size, value, path, target, *, batch_size,
     return outputs[path], outputs["every_score"]
 
 
-def _incremental_responses(model, x, corners, size, value, needed, score, threshold, *,
+def _incremental_responses(model, x, corners, size, value, path, score, found, *,
                            batch_size, memory_mb, progress):
-    """As `_full_responses`, by incremental inference: row 0 "occludes" the image with its
-    own pixels, so it is the unoccluded image computed the same way."""
+    """As `_full_responses`, by incremental inference with the plan `found` (of row 0 at the
+    corner (0, 0), then the corners): row 0 "occludes" the image with its own pixels, so it
+    is the unoccluded image computed the same way."""
     rows_within(model, memory_mb, batch_size=batch_size)  # checks the budget
     corners = np.concatenate([[[0, 0]], corners])
-    found = plan(model, corners, size, needed, threshold=threshold)
     own = x[:, :size, :size]
 
     def patches(rows):
@@ -394,7 +396,7 @@ def _incremental_responses(model, x, corners, size, value, needed, score, thresh
         return made
 
     rows = int(memory_mb * 2 ** 20 // (4 * floats_per_position(model, found)))
-    return responses(model, x, patches, found, layer=needed[0], score=score,
+    return responses(model, x, patches, found, layer=path, score=score,
                      batch_size=max(1, min(rows, batch_size)), progress=progress)
 
 
