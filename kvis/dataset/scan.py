@@ -385,7 +385,8 @@ def _batch_summary(maps, k, per_image, floor, with_peaks=False):
     (C, k'), in the total order of `kvis.dataset.topk`), the sum (float32), the maximum, the
     count of activations above 0 (int64, exact: counted per image in float32, exact below 2**24
     positions), and the map size; `with_peaks`: then each image's maximum, (C, N). `floor` (C,)
-    is the state's k-th value per channel: what is below it can never enter the state."""
+    is the state's k-th value per channel (what is below it can never enter the state); the
+    search for distinct images uses it."""
     count, height, width, channels = (tf.shape(maps)[0], tf.shape(maps)[1],
                                       tf.shape(maps)[2], maps.shape[-1])
     peaks = tf.transpose(tf.reduce_max(maps, axis=(1, 2)))  # (C, N)
