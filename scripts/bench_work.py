@@ -13,12 +13,11 @@ the model itself needs for that work (its "limit": forward or forward+backward p
 same batch size, compiled; a run of passes as long as the call, timed after each call, so
 that the machine's drift cancels from the ratio; a result's scores that need a pass of their
 own count one forward pass: maximization's final images, SmoothGrad's clean images), and the
-peak resident memory of the process during the row. A maximization
-row warms up on other filters than it times: a fresh call on an already-used model, which must
-trace nothing. The occlusion rows of VGG16 and ResNet50 time each occluder of `SETTINGS` in
-each of `OCCLUSION_WAYS`, and record the inference kvis ran, its fallback layer and the error
-of its sensitivity map against the full recomputation's
-(`kvis.attribution.occlusion.measured_error`).
+peak resident memory of the process during the row. A maximization row warms up on other
+filters than it times: a fresh call on an already-used model, which must trace nothing. The
+occlusion rows of VGG16 and ResNet50 time each occluder of `SETTINGS` in each of
+`OCCLUSION_WAYS`, and record the inference kvis ran, its fallback layer and the error of its
+sensitivity map against the full recomputation's (`kvis.attribution.occlusion.measured_error`).
 
 With `--memory TECHNIQUE` the process does that one thing once and reports its peak resident
 memory (VmHWM, the kernel's high-water mark, so one process per measurement): "model" (the
