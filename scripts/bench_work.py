@@ -6,18 +6,19 @@ the tf-keras package for the peers that need Keras 2. It imports no kvis outside
 rows, and builds every model with `tf.keras` and random weights, so each library times the
 same network on the same inputs.
 
-Each row: the fastest of `repeats` timed calls after one warm-up call (more while they add
-up to under `SHORT` seconds; 2 calls where one call took over `LONG` seconds, 1 where one took
+Each row: the fastest of `repeats` timed calls after one warm-up call (more while they add up
+to under `SHORT` seconds; 2 calls where one call took over `LONG` seconds, 1 where one took
 over `VERY_LONG`), the work done (images, optimization steps, or occluder positions), the time
 the model itself needs for that work (its "limit": forward or forward+backward passes at the
-same batch size, compiled; a run of passes as long as the call, timed after each call, so
-that the machine's drift cancels from the ratio; a result's scores that need a pass of their
-own count one forward pass: maximization's final images, SmoothGrad's clean images), and the
-peak resident memory of the process during the row. A maximization row warms up on other
-filters than it times: a fresh call on an already-used model, which must trace nothing. The
-occlusion rows of VGG16 and ResNet50 time each occluder of `SETTINGS` in each of
-`OCCLUSION_WAYS`, and record the inference kvis ran, its fallback layer and the error of its
-sensitivity map against the full recomputation's (`kvis.attribution.occlusion.measured_error`).
+same batch size, compiled; a run of passes as long as the call, timed after each call, so that
+the machine's drift cancels from the ratio; scores that need a pass of their own count one
+forward pass where the library computes them: kvis's maximization scores its final images and
+its SmoothGrad the clean images, the peers score neither), and the peak resident memory of the
+process during the row. A maximization row warms up on other filters than it times: a fresh
+call on an already-used model, which must trace nothing. The occlusion rows of VGG16 and
+ResNet50 time each occluder of `SETTINGS` in each of `OCCLUSION_WAYS`, and record the inference
+kvis ran, its fallback layer and the error of its sensitivity map against the full
+recomputation's (`kvis.attribution.occlusion.measured_error`).
 
 With `--memory TECHNIQUE` the process does that one thing once and reports its peak resident
 memory (VmHWM, the kernel's high-water mark, so one process per measurement): "model" (the
@@ -254,17 +255,18 @@ def trunk(model, layer):
     return keras.Model(model.input, model.get_layer(layer).output, name=f"to_{layer}")
 
 
-def maximization_work(limits, count, steps, to_layer):
+def maximization_work(limits, count, steps, to_layer, scored=True):
     """Maximizing `count` filters: forward+backward passes of the model cut at the layer, one
-    per step, and one forward pass that scores the final images."""
-    return limits.work(count, backward=steps, forward=1, model=to_layer)
+    per step, and, where the library scores the final images (`scored`), one forward pass."""
+    return limits.work(count, backward=steps, forward=int(scored), model=to_layer)
 
 
-def attribution_work(limits, method, settings):
+def attribution_work(limits, method, settings, scored=True):
     """A gradient method on a batch: one forward+backward pass (SmoothGrad: one per sample,
-    and one forward pass that scores the clean images)."""
+    and, where the library scores the clean images (`scored`), one forward pass)."""
     if method == "smoothgrad":
-        return limits.work(settings["batch"], backward=settings["samples"], forward=1)
+        return limits.work(settings["batch"], backward=settings["samples"],
+                           forward=int(scored))
     return limits.work(settings["batch"], backward=1)
 
 
@@ -481,7 +483,8 @@ def tf_keras_vis_rows(model, name, settings, limits, repeats, jit, only=None):
         seed = tf.random.uniform((count, *model.input_shape[1:]), 0, 255, seed=0)
         seconds, peak, limit = timed(repeats, maximizer, CategoricalScore(list(range(count))),
                                      seed_input=seed, steps=steps, callbacks=[],
-                                     limit=maximization_work(limits, count, steps, to_layer))
+                                     limit=maximization_work(limits, count, steps, to_layer,
+                                                            scored=False))
         rows.append(row(f"maximize {count} filter{'s' * (count > 1)}", "tf-keras-vis",
                         f"{steps} steps", seconds, peak, limit))
     score = CategoricalScore([0] * batch)
@@ -490,8 +493,9 @@ def tf_keras_vis_rows(model, name, settings, limits, repeats, jit, only=None):
         if not wanted(only, method):
             continue
         saliency = Saliency(model, model_modifier=ReplaceToLinear(), clone=True)
-        seconds, peak, limit = timed(repeats, saliency, score, x,
-                                     limit=attribution_work(limits, method, settings), **options)
+        seconds, peak, limit = timed(repeats, saliency, score, x, **options,
+                                     limit=attribution_work(limits, method, settings,
+                                                            scored=False))
         rows.append(row(method, "tf-keras-vis", f"{batch} images", seconds, peak, limit))
     if wanted(only, "grad-cam"):
         gradcam = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
@@ -524,8 +528,9 @@ def tf_explain_rows(model, name, settings, limits, repeats, jit, only=None):
             ("grad-cam", GradCAM(), {"layer_name": last_conv(model)})):
         if not wanted(only, method):
             continue
-        seconds, peak, limit = timed(repeats, explainer.explain, (x, None), model, 0,
-                                     limit=attribution_work(limits, method, settings), **options)
+        seconds, peak, limit = timed(repeats, explainer.explain, (x, None), model, 0, **options,
+                                     limit=attribution_work(limits, method, settings,
+                                                            scored=False))
         rows.append(row(method, "tf-explain", f"{batch} images", seconds, peak, limit))
     patch = settings["patch"]
     if wanted(only, _occlusion_name(patch, patch, "auto")):
@@ -553,6 +558,8 @@ def main():
                         "of these, e.g. 'maximize 1 filter'")
     parser.add_argument("--memory", choices=("model", "smoothgrad", "integrated-gradients"),
                         help="only this one's peak resident memory (VmHWM)")
+    parser.add_argument("--rounds", type=int, default=1, help="time the rows this many times, "
+                        "library after library (each row gains its `round`)")
     args = parser.parse_args()
 
     model = build(args.model)
@@ -567,13 +574,15 @@ def main():
                 for kind, technique in (("forward", "forward pass"),
                                         ("backward", "forward+backward pass"))
                 if wanted(args.only, technique)]
-    for library in args.libraries:
+    for turn, library in ((turn, library) for turn in range(args.rounds)
+                          for library in args.libraries):
         try:  # each library skips the rows --only leaves out
-            rows += LIBRARIES[library](model, args.model, settings, limits, args.repeats,
-                                       args.jit, args.only)
+            done = LIBRARIES[library](model, args.model, settings, limits, args.repeats,
+                                      args.jit, args.only)
         except Exception as error:  # a peer that does not run here: reported, not dropped
             message = f"{type(error).__name__}: {error}".splitlines()[0][:200]
-            rows.append(row("(all)", library, "", None, None, None, f"fails: {message}"))
+            done = [row("(all)", library, "", None, None, None, f"fails: {message}")]
+        rows += [dict(entry, round=turn) for entry in done]
     for entry in rows:
         entry.update(model=args.model, keras=keras_version, jit=args.jit,
                      device=tf.config.list_logical_devices()[-1].device_type)

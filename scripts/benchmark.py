@@ -2,20 +2,22 @@
 
 For the demo model, VGG16 and ResNet50 (random weights), at fixed settings, each technique is
 timed (the fastest of repeats after a warm-up) next to the time the model itself needs for the
-same work, compiled forward or forward+backward passes at the same batch size ("limit", one
-pass timed after each call of the technique, so that the machine's drift cancels), and
-next to keract, tf-keras-vis and tf-explain on the same model, inputs and settings. The peers
-live in their own virtual environment (`--setup` makes it, `.bench-peers/`): each runs first
-on Keras 3; one that fails there is reported with its error and run again on tf-keras
+work it does, compiled forward or forward+backward passes at the same batch size ("limit",
+timed as runs of passes after each call of the technique, so that the machine's drift cancels),
+and next to keract, tf-keras-vis and tf-explain on the same model, inputs and settings. The
+peers live in their own virtual environment (`--setup` makes it, `.bench-peers/`): each runs
+first on Keras 3; one that fails there is reported with its error and run again on tf-keras
 (`TF_USE_LEGACY_KERAS=1`). Occlusion on VGG16 and ResNet50 is also timed full against
 incremental inference (exact, and Krypton's two approximations), in a table with the speedups
 over the full recomputation and over tf-explain and the approximations' error. Then the peak
 resident memory (VmHWM) of SmoothGrad (32 VGG16 images x 50 samples) and Integrated Gradients
 (32 images x 128 steps), each in a fresh process, beside the model's own footprint and the
-`memory_mb` budget they were given; and a summary line per model: the rows where kvis is
-behind a peer (a smaller fraction of the limit) or below `TARGET` of the limit. Then the
-commands users run: `kvis report` with no arguments and `kvis features resnet50 IMAGE --all`,
-with compute and drawing separately.
+`memory_mb` budget they were given; and a summary line per model: the rows where kvis is behind
+a peer (a smaller fraction of the limit) or below `TARGET` of the limit. A row behind a peer is
+timed again with that peer in one process (the paired check, kvis imported from this checkout
+in the peers' environment), row after row for `PAIRED_ROUNDS` rounds, and stays behind only if
+the peer is ahead in every round. Then the commands users run: `kvis report` with no arguments
+and `kvis features resnet50 IMAGE --all`, with compute and drawing separately.
 
 Usage (from the repository root, kvis installed in the running Python):
     python scripts/benchmark.py --setup            # once: the peers' environment, then exit
@@ -42,6 +44,10 @@ PEERS = HERE.parent / ".bench-peers"
 PEER_PACKAGES = ("keract==4.5.2", "tf-keras-vis==0.8.7", "tf-explain==0.3.1",
                  "opencv-python-headless")  # tf-explain needs OpenCV but does not require it
 PEER_LIBRARIES = ("keract", "tf-keras-vis", "tf-explain")
+# kvis's own dependencies for the paired check, which imports kvis from this checkout in the
+# peers' environment (its OpenCV is the headless one above).
+PAIRED_PACKAGES = ("matplotlib", "click", "tqdm")
+PAIRED_ROUNDS = 5  # a peer ahead in every round by chance alone: 1 in 2**5
 MODELS = ("demo", "vgg16", "resnet50")
 MEMORY_TECHNIQUES = ("model", "smoothgrad", "integrated-gradients")
 MEMORY_MODEL = "vgg16"
@@ -55,20 +61,26 @@ def setup():
     version = ".".join(tf.__version__.split(".")[:2])
     subprocess.run([sys.executable, "-m", "venv", PEERS], check=True)
     subprocess.run([PEERS / "bin" / "pip", "install", "-q", f"tensorflow=={version}.*",
-                    f"tf-keras=={version}.*", *PEER_PACKAGES], check=True)
+                    f"tf-keras=={version}.*", *PEER_PACKAGES, *PAIRED_PACKAGES], check=True)
 
 
-def work(python, model, libraries, repeats, jit=False, legacy=False, only=None, memory=None):
-    """The rows of one benchmark process (`bench_work.py`)."""
+def work(python, model, libraries, repeats, jit=False, legacy=False, only=None, memory=None,
+         rounds=1):
+    """The rows of one benchmark process (`bench_work.py`); `rounds` > 1 times the libraries'
+    rows that many times, library after library. In the peers' environment kvis is imported
+    from this checkout."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if legacy:
         env["TF_USE_LEGACY_KERAS"] = "1"
+    if "kvis" in libraries and python != sys.executable:
+        env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "rows.json"
         command = [python, HERE / "bench_work.py", "--model", model, "--libraries",
                    *libraries, "--repeats", str(repeats), "--out", out,
                    *(["--jit"] if jit else []), *(["--only", *only] if only else []),
-                   *(["--memory", memory] if memory else [])]
+                   *(["--memory", memory] if memory else []),
+                   *(["--rounds", str(rounds)] if rounds > 1 else [])]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode or not out.exists():
             message = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
@@ -121,6 +133,33 @@ def peer_rows(model, repeats, only=None):
             entry["library"] += " (tf-keras)"
         rows += legacy
     return rows
+
+
+def paired_rows(model, found):
+    """The paired check of the kvis rows `found` behind a peer that runs on Keras 3: kvis and
+    those peers in one process of the peers' environment, row after row for `PAIRED_ROUNDS`
+    rounds (one timed call each), so that the machine's load hits both sides alike."""
+    behind = [b for b in found["behind"] if b["peer"] in PEER_LIBRARIES and not b["jit"]]
+    if not behind:
+        return []
+    rows = work(PEERS / "bin" / "python", model,
+                ["kvis", *sorted({b["peer"] for b in behind})], 1,
+                only=sorted({b["technique"] for b in behind}), rounds=PAIRED_ROUNDS)
+    return [dict(r, paired=True) for r in rows if r["library"] != "model"]
+
+
+def paired_table(rows):
+    """A markdown table of the paired check: each library's fraction of its own limit, round
+    by round."""
+    lines = ["| model | technique | library | of the limit, round by round |",
+             "|---|---|---|---|"]
+    rounds = {}
+    for r in rows:
+        rounds.setdefault((r["model"], r["technique"], r["library"]), []).append(
+            f"{_of_limit(r):.0%}" if r.get("limit_seconds") else r.get("note", ""))
+    lines += [f"| {model} | {technique} | {library} | {' '.join(fractions)} |"
+              for (model, technique, library), fractions in rounds.items()]
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def command_rows(image):
@@ -197,30 +236,54 @@ def occlusion_table(rows):
 
 def summary(rows, models):
     """Per model, the kvis rows behind a peer and those below `TARGET` of the limit, with a
-    line. A row is behind when a peer doing the same work reaches a larger fraction of its own
-    limit: each fraction is timed in one process, the row interleaved with its limit, so the
-    machine's drift cancels, where the seconds of two processes run minutes apart do not."""
+    line. A row is behind when a peer's row of the same technique reaches a larger fraction of
+    its own limit (the passes that library runs): each fraction is timed in one process, the
+    row interleaved with its limit, so the machine's drift cancels, where the seconds of two
+    processes run minutes apart do not. Where the paired check ran (`paired_rows`), it
+    decides: the row is behind only if the peer reached the larger fraction in every round."""
     found = {model: dict(behind=[], below=[]) for model in models}
     timed = [r for r in rows if r.get("seconds") and r.get("limit_seconds")]
-    for r in timed:
+    once = [r for r in timed if not r.get("paired")]
+    for r in once:
         if r["library"] != "kvis":
             continue
         name, mine = r["technique"] + (" (XLA)" if r["jit"] else ""), _of_limit(r)
-        found[r["model"]]["behind"] += [
-            dict(technique=name, peer=p["library"], peer_of_limit=_of_limit(p), of_limit=mine)
-            for p in timed if p["model"] == r["model"] and p["technique"] == r["technique"]
-            and p["library"] not in ("kvis", "model") and _of_limit(p) > mine]
+        for p in once:
+            if p["model"] != r["model"] or p["technique"] != r["technique"] \
+                    or p["library"] in ("kvis", "model") or _of_limit(p) <= mine:
+                continue
+            rounds = _rounds(timed, r, p["library"])
+            if not rounds or all(peer > kvis for kvis, peer in rounds):
+                found[r["model"]]["behind"].append(dict(
+                    technique=r["technique"], jit=r["jit"], name=name, peer=p["library"],
+                    peer_of_limit=_of_limit(p), of_limit=mine, rounds=len(rounds)))
         if mine < TARGET:
-            found[r["model"]]["below"].append(dict(technique=name, of_limit=mine))
+            found[r["model"]]["below"].append(dict(name=name, of_limit=mine))
     for model, entry in found.items():
-        parts = [f"{what}: " + ", ".join(
-            f"{b['technique']} ({b['peer']} {b['peer_of_limit']:.0%} vs kvis "
-            f"{b['of_limit']:.0%} of the limit)"
-            if "peer" in b else f"{b['technique']} ({b['of_limit']:.0%})" for b in entry[key])
-            for key, what in (("behind", "behind a peer"),
-                              ("below", f"below {TARGET} of the limit")) if entry[key]]
+        parts = [f"{what}: " + ", ".join(_flagged(b) for b in entry[key])
+                 for key, what in (("behind", "behind a peer"),
+                                   ("below", f"below {TARGET} of the limit")) if entry[key]]
         entry["line"] = f"{model}: " + ("; ".join(parts) or "none")
     return found
+
+
+def _flagged(entry):
+    """One row of a summary line: its fraction of the limit, and the peer's where behind."""
+    if "peer" not in entry:
+        return f"{entry['name']} ({entry['of_limit']:.0%})"
+    paired = (f"; {entry['peer']} ahead in all {entry['rounds']} paired rounds"
+              if entry["rounds"] else "")
+    return (f"{entry['name']} ({entry['peer']} {entry['peer_of_limit']:.0%} vs kvis "
+            f"{entry['of_limit']:.0%} of the limit{paired})")
+
+
+def _rounds(timed, mine, peer):
+    """The paired check of kvis's row `mine` against `peer`: [(kvis's fraction of its limit,
+    the peer's)] round by round (empty where it did not run)."""
+    paired = {(r["library"], r["round"]): _of_limit(r) for r in timed if r.get("paired")
+              and r["model"] == mine["model"] and r["technique"] == mine["technique"]}
+    return [(fraction, paired[peer, turn]) for (library, turn), fraction in paired.items()
+            if library == "kvis" and (peer, turn) in paired]
 
 
 def _of_limit(r):
@@ -279,9 +342,16 @@ def main():
         print(f"{model} done, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     add_speedups(rows)
     found = summary(rows, args.models)
+    paired = [] if args.no_peers or not (PEERS / "bin" / "python").exists() else [
+        entry for model in args.models for entry in paired_rows(model, found[model])]
+    if paired:
+        found = summary(rows + paired, args.models)
     print(table(rows))
     if occlusion_table(rows):
         print(f"\n{occlusion_table(rows)}")
+    if paired:
+        print(f"\nThe paired check, {PAIRED_ROUNDS} rounds:\n{paired_table(paired)}")
+        rows += paired
     if not args.no_memory and MEMORY_MODEL in args.models:
         memory = memory_rows(MEMORY_MODEL, jit=args.jit == "on")
         print(f"\n{memory_table(memory)}")
