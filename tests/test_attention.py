@@ -10,7 +10,7 @@ from kvis.attribution.attention import (
     plot_attention,
     sign_maps,
 )
-from kvis.attribution.explanation import Explanation, unit_maps
+from kvis.attribution.explanation import Explanation, channel_peak, unit_maps
 from kvis.core.demo import demo_images
 from kvis.core.errors import KvisError
 from kvis.core.images import load_image
@@ -116,6 +116,14 @@ def _signed(values):
     return Explanation("saliency", unit_maps(np.abs(channels).max(axis=-1)), channels, None,
                        None, np.array([0]), ["a"], np.ones(1, np.float32), "logit",
                        np.zeros((1, 2, 3, 1), np.uint8), ["x"])
+
+
+@pytest.mark.parametrize("channels", [1, 3, 5])
+def test_the_channel_peak_is_the_largest_absolute_value_over_the_channels(channels):
+    values = np.random.default_rng(channels).standard_normal((2, 6, 7, channels))
+    peak = channel_peak(values)
+    assert peak.dtype == np.float32 and peak.shape == (2, 6, 7)
+    np.testing.assert_array_equal(peak, np.abs(values.astype(np.float32)).max(axis=-1))
 
 
 def test_sign_modes_are_captums_on_the_channel_sum():

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from kvis.attribution.explanation import make_explanation, unit_maps
+from kvis.attribution.explanation import channel_peak, make_explanation, unit_maps
 from kvis.attribution.gradients import guided_backprop
 from kvis.core.anatomy import last_conv_layer, spatial_node
 from kvis.core.errors import KvisError
@@ -208,7 +208,7 @@ def guided_grad_cam(model, images, *, classes=None, score="logit", target=None, 
                            batch_size=batch_size, memory_mb=memory_mb, progress=progress)
     values = fine.values * coarse.maps[..., None]
     return dataclasses.replace(coarse, method="guided-grad-cam", values=values,
-                               maps=unit_maps(np.abs(values).max(axis=-1)))
+                               maps=unit_maps(channel_peak(values)))
 
 
 def upsample(image, size, interpolation=cv2.INTER_LINEAR):

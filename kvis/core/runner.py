@@ -27,6 +27,7 @@ from kvis.core.graph import model_graph
 from kvis.core.progress import progress_bar
 
 _compiled = weakref.WeakKeyDictionary()
+_floats_per_row = weakref.WeakKeyDictionary()
 _lock = threading.RLock()
 _jit = False  # the switch, process-wide as Keras's own settings are
 # How TensorFlow says that XLA cannot compile an op of a graph (errors of the computation itself,
@@ -173,7 +174,14 @@ def floats_per_row(model):
     keeps (a rectifier's output; both sides of any other nonlinear layer; nothing for a
     layer whose input gradient is a fixed linear map at inference, such as a convolution
     without activation, batch normalization or an addition), plus the largest output (the
-    gradient in flight). A forward-only pass holds less."""
+    gradient in flight). A forward-only pass holds less. Counted once per model, as its graph
+    is replayed once."""
+    if model not in _floats_per_row:
+        _floats_per_row[model] = _count_floats(model)
+    return _floats_per_row[model]
+
+
+def _count_floats(model):
     kept, largest = {}, 0
     for node in model_graph(model).nodes.values():
         if not node.is_container and hasattr(node.output, "shape"):
