@@ -452,6 +452,21 @@ def test_topk_writes_the_index_and_a_figure_per_layer_and_resumes(tmp_path):
     assert json.loads((out / "index.json").read_text())["layers"] == index["layers"]
 
 
+def test_topk_without_statistics_writes_an_index_kvis_stats_will_not_resume(tmp_path):
+    import json
+
+    out = tmp_path / "scan"
+    result = run("topk", "demo", "demo", "--layers", "block3_conv1", "--keep", 2, "--count", 2,
+                 "--no-statistics", "--out", out)
+    assert result.exit_code == 0, result.output
+    layer = json.loads((out / "index.json").read_text())["layers"]["block3_conv1"]
+    assert np.array(layer["values"]).shape == (128, 2) and "total" not in layer
+    refused = run("stats", "demo", "demo", "--layers", "block3_conv1", "--keep", 2,
+                  "--out", out, "--resume")
+    assert refused.exit_code != 0 and "Traceback" not in refused.output
+    assert "statistics: checkpoint False, this run True" in refused.output, refused.output
+
+
 def test_stats_lists_dead_and_rare_channels_and_the_first_layer_spectrum(tmp_path):
     result = run("stats", "demo", "demo", "--layers", "block1_conv1,block3_conv1",
                  "--out", tmp_path)

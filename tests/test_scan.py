@@ -112,6 +112,39 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_good_state(tiny, data, t
     np.testing.assert_array_equal(resumed.top["conv2"].images, whole.top["conv2"].images)
 
 
+@pytest.mark.parametrize("strongest", ["images", "positions"])
+def test_a_scan_without_statistics_finds_the_same_strongest_and_resumes(tiny, data, tmp_path,
+                                                                       monkeypatch, strongest):
+    from kvis.dataset.examples import read_index, write_index
+    from kvis.dataset.statistics import plot_statistics
+
+    whole = scan(tiny, data, ["conv1", "conv2"], count=5, strongest=strongest, batch_size=4,
+                 progress=False)
+    _interrupt_after(5, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        scan(tiny, data, ["conv1", "conv2"], count=5, strongest=strongest, statistics=False,
+             batch_size=4, checkpoint=tmp_path / "s.npz", every=2, progress=False)
+    monkeypatch.undo()
+    with pytest.raises(KvisError, match=r"statistics differ: statistics: checkpoint False, "
+                                        r"this run True"):
+        scan(tiny, data, ["conv1", "conv2"], count=5, strongest=strongest, batch_size=4,
+             checkpoint=tmp_path / "s.npz", resume=True, progress=False)
+    bare = scan(tiny, data, ["conv1", "conv2"], count=5, strongest=strongest, statistics=False,
+                batch_size=4, checkpoint=tmp_path / "s.npz", resume=True, progress=False)
+    write_index(bare, tmp_path / "index.json")
+    for found in (bare, read_index(tmp_path / "index.json")):
+        assert found.stats == {} and found.images == 37
+        for path in whole.layers:
+            for field in ("values", "images", "positions"):
+                np.testing.assert_array_equal(getattr(found.top[path], field),
+                                              getattr(whole.top[path], field))
+    with pytest.raises(KvisError, match="the statistics figure needs the scan's statistics, "
+                                        "and this scan gathered none"):
+        plot_statistics(bare)
+    with pytest.raises(KvisError, match="cannot merge scans of different .* statistics"):
+        merge_scans(bare, whole)
+
+
 def test_bad_scans_are_one_line_errors(tiny, data):
     with pytest.raises(KvisError, match="count must be at least 1"):
         scan(tiny, data, "conv2", count=0)

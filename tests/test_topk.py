@@ -4,7 +4,7 @@ from conftest import brute_force_top_images, brute_force_top_k
 from helpers import update
 
 from kvis.core.errors import KvisError
-from kvis.dataset.topk import TopK, merge
+from kvis.dataset.topk import TopK, admit, merge
 
 
 def _dataset(seed=0, count=23):
@@ -42,6 +42,23 @@ def test_merging_shards_of_any_split_equals_one_pass(seed):
     merged = merge(*shards[::-1])  # in any order
     for field in ("values", "images", "positions"):
         np.testing.assert_array_equal(getattr(merged, field), getattr(whole, field))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_admitting_a_shard_equals_merging_it_in_every_channel(seed):
+    # Ties with the state's k-th value, earlier ids, channels the shard cannot enter: all
+    # exactly as merge orders them, in either order of the shards.
+    activations = _dataset(seed, 40)
+    ids = np.arange(len(activations))
+    part = np.isin(ids, np.random.default_rng(seed).choice(ids, 30, replace=False))
+    activations[..., :2] = np.abs(np.random.default_rng(seed).normal(size=(40, 3, 4, 2)))
+    activations[~part, ..., :2] *= 0.01  # channels 0 and 1: the second shard cannot enter
+    first, second = (_scan(activations[mask], ids[mask], 9, 6) for mask in (part, ~part))
+    for state, found in ((first, second), (second, first)):
+        admitted, merged = admit(state, found), merge(state, found)
+        for field in ("values", "images", "positions"):
+            np.testing.assert_array_equal(getattr(admitted, field), getattr(merged, field))
+    assert not (second.values[:2] >= first.values[:2, -1:]).any()
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -43,7 +43,7 @@ def topk_figure(folder, keep, layer):
 
 
 def run_scan(model, weights, labels, preprocess, *, data, layers, keep, strongest, batch_size,
-             out, resume, overwrite):
+             out, resume, overwrite, statistics=True):
     """Load the model, scan DATA with a checkpoint in OUT, write OUT/index.json. A scan
     already in OUT is continued (--resume) or replaced (--overwrite), never silently
     overwritten; an interrupted scan says how to continue it."""
@@ -59,7 +59,7 @@ def run_scan(model, weights, labels, preprocess, *, data, layers, keep, stronges
     if resume and checkpoint.is_file():
         click.echo(f"resuming at {_scanned_so_far(folder)}", err=True)
     try:
-        found = scan(net, data, layers, count=keep, strongest=strongest,
+        found = scan(net, data, layers, count=keep, strongest=strongest, statistics=statistics,
                      batch_size=batch_size, checkpoint=checkpoint, resume=resume)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted at {_scanned_so_far(folder)}; to continue, run the same "

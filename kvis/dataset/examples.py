@@ -209,17 +209,20 @@ def write_index(found, path, *, names=None, data=None):
     """
     layers = {}
     for layer in found.layers:
-        top, stats = found.top[layer], found.stats[layer]
+        top = found.top[layer]
         layers[layer] = {
             "values": np.where(np.isfinite(top.values), top.values, None).tolist(),
             "images": top.images.tolist(), "positions": top.positions.tolist(),
             "names": None if names is None else [[names[i] if i >= 0 else None for i in row]
-                                                 for row in top.images.tolist()],
-            "positions_seen": stats.positions, "total": stats.total.tolist(),
-            "peak": np.where(np.isfinite(stats.peak), stats.peak, None).tolist(),
-            "active": stats.active.tolist(), "mean": stats.mean.tolist(),
-            "fraction_active": stats.fraction_active.tolist(),
-            "dead": stats.dead.tolist(), "rare": stats.rare.tolist()}
+                                                 for row in top.images.tolist()]}
+        if found.stats:
+            stats = found.stats[layer]
+            layers[layer].update({
+                "positions_seen": stats.positions, "total": stats.total.tolist(),
+                "peak": np.where(np.isfinite(stats.peak), stats.peak, None).tolist(),
+                "active": stats.active.tolist(), "mean": stats.mean.tolist(),
+                "fraction_active": stats.fraction_active.tolist(),
+                "dead": stats.dead.tolist(), "rare": stats.rare.tolist()})
     if isinstance(data, (str, Path)) and data != "demo":
         data = str(Path(data).resolve())
     index = {"model": found.model, "count": found.count, "strongest": found.strongest,
@@ -242,6 +245,7 @@ def read_index(path):
             index = json.load(file)
         layers = tuple(index["layers"])
         count = index["count"] if "count" in index else index["k"]  # older indexes: "k"
+        gathered = all("total" in index["layers"][p] for p in layers)
         return Scan(index["model"], layers, count,
                     {p: TopK(_floats(index["layers"][p]["values"], -np.inf),
                              np.int64(index["layers"][p]["images"]),
@@ -249,7 +253,8 @@ def read_index(path):
                     {p: LayerStats(index["layers"][p]["positions_seen"],
                                    np.float64(index["layers"][p]["total"]),
                                    _floats(index["layers"][p]["peak"], -np.inf),
-                                   np.int64(index["layers"][p]["active"])) for p in layers},
+                                   np.int64(index["layers"][p]["active"])) for p in layers}
+                    if gathered else {},
                     index["source"], index["images"], [tuple(e) for e in index["skipped"]],
                     index["batches"], index.get("strongest", "positions"))  # older: positions
     except FileNotFoundError:

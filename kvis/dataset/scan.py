@@ -4,11 +4,12 @@ that diagnose a model (dead and rarely active channels).
 
 Each batch goes through one compiled pass that returns, per layer, the batch's top `count` per
 channel (`tf.math.top_k` on the device; a position is searched only where a value reaches the
-state's `count`-th, so late in a scan only a few maps are) and the per-channel sums, maxima and
-active counts; the host merges them into states whose size depends on layers x channels x
-count, never on the dataset. The states merge exactly for any split of the data
-(`kvis.dataset.topk`), so a scan can be checkpointed every few batches and resumed, with
-exactly the result of an uninterrupted run.
+state's `count`-th, so late in a scan only a few maps are) and, unless the statistics are not
+asked for, the per-channel sums, maxima and active counts; the host merges them into states
+whose size depends on layers x channels x count, never on the dataset (a channel is merged only
+where the batch reaches its state: `kvis.dataset.topk.admit`). The states merge exactly for any
+split of the data (`kvis.dataset.topk`), so a scan can be checkpointed every few batches and
+resumed, with exactly the result of an uninterrupted run.
 """
 
 import dataclasses
@@ -29,7 +30,7 @@ from kvis.core.models import weights_digest
 from kvis.core.progress import progress_bar
 from kvis.core.runner import compiled
 from kvis.dataset.sources import image_source, skipped_note
-from kvis.dataset.topk import TopK, checked_strongest, merge
+from kvis.dataset.topk import TopK, admit, checked_strongest, merge
 
 RARE = 0.01  # a channel active at fewer than 1% of the positions it saw is "rarely active"
 
@@ -91,7 +92,7 @@ class Scan:
         top: `{path: kvis.dataset.topk.TopK}`, the `count` strongest activations of each channel.
         strongest: "images" (`count` distinct images, each at its strongest position) or
             "positions" (an image can repeat); see `kvis.dataset.topk.STRONGEST`.
-        stats: `{path: LayerStats}`.
+        stats: `{path: LayerStats}`; empty where the scan gathered none (`statistics=False`).
         source: what was scanned (`ImageSource.description`).
         images: how many images were scanned (skipped files not counted).
         skipped: `[(image id, name, reason)]` files that could not be read.
@@ -109,9 +110,22 @@ class Scan:
     batches: int = 0
     strongest: str = "images"
 
+    def checked_stats(self, what):
+        """`stats`, for `what` (e.g. "the statistics figure") to draw.
 
-def scan(model, data, layers=None, *, count=9, strongest="images", batch_size=32,
-         checkpoint=None, every=50, resume=False, labels=None, strategy=None, progress=True):
+        Raises:
+            KvisError: the scan gathered no statistics.
+        """
+        if not self.stats:
+            raise KvisError(f"{what} needs the scan's statistics, and this scan gathered none "
+                            "(statistics=False, or kvis topk --no-statistics): scan again "
+                            "with them")
+        return self.stats
+
+
+def scan(model, data, layers=None, *, count=9, strongest="images", statistics=True,
+         batch_size=32, checkpoint=None, every=50, resume=False, labels=None, strategy=None,
+         progress=True):
     """Scan a dataset for the strongest activations of every channel, and its statistics.
 
     Args:
@@ -124,6 +138,11 @@ def scan(model, data, layers=None, *, count=9, strongest="images", batch_size=32
         strongest: "images": the `count` strongest images of each channel, each at its
             strongest position (as in the paper); "positions": the `count` strongest
             positions, where one image can hold several.
+        statistics: also gather every channel's statistics (`LayerStats`: mean, peak,
+            fraction active; dead and rare channels), two more reductions of every map a
+            batch; False for the strongest activations alone (`Scan.stats` empty), a faster
+            scan where the model does little work per activation (the demo model's scan: 70%
+            to 86% of its forward passes' speed).
         batch_size: images per compiled pass (split over the replicas of `strategy`).
         checkpoint: a file to save the state to every `every` batches and when the scan is
             interrupted (atomically: an interrupted write leaves the previous state); None for
@@ -156,13 +175,13 @@ def scan(model, data, layers=None, *, count=9, strongest="images", batch_size=32
         raise KvisError(f"checkpoints come every 1 batch or more; got {every}")
     source = image_source(data, labels=labels)
     state = empty_scan(model, scan_layers(model, layers), source, count=count,
-                       strongest=strongest)
+                       strongest=strongest, statistics=statistics)
     total = _length(source)
     fingerprint = None if checkpoint is None else _fingerprint(model, state, batch_size)
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint, fingerprint)
     run = batch_runner(model, state.layers, count=count, strongest=strongest,
-                       strategy=strategy)
+                       statistics=statistics, strategy=strategy)
     with progress_bar(total, "scanning", unit="image", progress=progress) as bar:
         bar.update(min(state.images + len(state.skipped), total or 0))
         try:
@@ -197,8 +216,9 @@ def scan_layers(model, layers=None):
     return tuple(spatial_node(graph, layer, "the dataset scan").path for layer in chosen)
 
 
-def empty_scan(model, paths, source, *, count, strongest="images"):
-    """The state of a scan of `count` activations per channel that has seen nothing.
+def empty_scan(model, paths, source, *, count, strongest="images", statistics=True):
+    """The state of a scan of `count` activations per channel (and `statistics`) that has seen
+    nothing.
 
     Raises:
         KvisError: count below 1, or an unknown `strongest`.
@@ -209,11 +229,13 @@ def empty_scan(model, paths, source, *, count, strongest="images"):
     channels = {p: graph.nodes[p].output.shape[-1] for p in paths}
     return Scan(model.name, tuple(paths), count,
                 {p: TopK.empty(channels[p], count) for p in paths},
-                {p: LayerStats.empty(channels[p]) for p in paths}, source.description,
+                {p: LayerStats.empty(channels[p]) for p in paths} if statistics else {},
+                source.description,
                 strongest=checked_strongest(strongest))
 
 
-def batch_runner(model, paths, *, count, strongest="images", strategy=None, on_peaks=None):
+def batch_runner(model, paths, *, count, strongest="images", statistics=True, strategy=None,
+                 on_peaks=None):
     """`run(state, batch) -> state`: one batch through the compiled scan step (split over the
     replicas of `strategy`, if any), merged into the state. The one per-batch function of
     every way to scan: in process, on a `tf.distribute` strategy, in an Apache Beam worker.
@@ -221,8 +243,9 @@ def batch_runner(model, paths, *, count, strongest="images", strategy=None, on_p
     C)})` for every part of a batch: each image's largest activation of each channel."""
     per_image = checked_strongest(strongest) == "images"
     peaks = on_peaks is not None
-    step = compiled(model, ("scan", tuple(paths), count, strongest, peaks),
-                    lambda jit: _scan_step(model, paths, count, per_image, peaks, jit))
+    step = compiled(model, ("scan", tuple(paths), count, strongest, statistics, peaks),
+                    lambda jit: _scan_step(model, paths, count, per_image, statistics, peaks,
+                                           jit))
 
     def run(state, batch):
         floors = tuple(tf.constant(state.top[path].values[:, -1]) for path in paths)
@@ -241,7 +264,7 @@ def batch_runner(model, paths, *, count, strongest="images", strategy=None, on_p
                      if len(shard)]
         if peaks:
             for ids, outputs in parts:
-                on_peaks(ids, {path: outputs[path][-1].numpy().T for path in paths})
+                on_peaks(ids, {path: outputs[path]["peaks"].numpy().T for path in paths})
         return _merge_batch(state, batch, parts)
 
     return run
@@ -251,15 +274,17 @@ def merge_scans(*scans):
     """The scan of the union of what each scan saw (disjoint image ids: shards of one source).
 
     Raises:
-        KvisError: scans of different models, layers, counts or `strongest`.
+        KvisError: scans of different models, layers, counts or `strongest`, or scans with
+            statistics and without.
     """
     first = scans[0]
-    if len({(s.model, s.layers, s.count, s.strongest) for s in scans}) != 1:
-        raise KvisError("cannot merge scans of different models, layers, counts or strongest")
+    if len({(s.model, s.layers, s.count, s.strongest, bool(s.stats)) for s in scans}) != 1:
+        raise KvisError("cannot merge scans of different models, layers, counts, strongest or "
+                        "statistics")
     return dataclasses.replace(
         first,
         top={p: merge(*(s.top[p] for s in scans)) for p in first.layers},
-        stats={p: sum((s.stats[p] for s in scans[1:]), first.stats[p]) for p in first.layers},
+        stats={p: sum((s.stats[p] for s in scans[1:]), first.stats[p]) for p in first.stats},
         images=sum(s.images for s in scans),
         skipped=sorted(sum((s.skipped for s in scans), []), key=lambda entry: entry[0]),
         batches=sum(s.batches for s in scans))
@@ -276,11 +301,13 @@ def save_checkpoint(path, state, fingerprint, *, total=None):
               "progress": np.array(json.dumps({"images": state.images, "batches": state.batches,
                                                "skipped": state.skipped, "total": total}))}
     for i, path_ in enumerate(state.layers):
-        top, stats = state.top[path_], state.stats[path_]
+        top = state.top[path_]
         arrays.update({f"{i}_values": top.values, f"{i}_images": top.images,
-                       f"{i}_positions": top.positions, f"{i}_positions_seen": stats.positions,
-                       f"{i}_total": stats.total, f"{i}_peak": stats.peak,
-                       f"{i}_active": stats.active})
+                       f"{i}_positions": top.positions})
+        if state.stats:
+            stats = state.stats[path_]
+            arrays.update({f"{i}_positions_seen": stats.positions, f"{i}_total": stats.total,
+                           f"{i}_peak": stats.peak, f"{i}_active": stats.active})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_atomically(path, lambda temporary: Path(temporary).write_bytes(buffer.getvalue()))
@@ -294,7 +321,7 @@ def load_checkpoint(path, fingerprint):
             strongest, batch size or data (named, with the checkpoint's value and this run's).
     """
     arrays = _checkpoint_arrays(path)
-    found = json.loads(str(arrays["fingerprint"]))
+    found = {"statistics": True, **json.loads(str(arrays["fingerprint"]))}  # older: statistics
     if found != fingerprint:
         differ = [key for key in fingerprint if found.get(key) != fingerprint[key]]
         values = "; ".join(f"{key}: checkpoint {found.get(key)!r}, this run {fingerprint[key]!r}"
@@ -308,7 +335,7 @@ def load_checkpoint(path, fingerprint):
                  for i, p in enumerate(layers)},
                 {p: LayerStats(int(arrays[f"{i}_positions_seen"]), arrays[f"{i}_total"],
                                arrays[f"{i}_peak"], arrays[f"{i}_active"])
-                 for i, p in enumerate(layers)},
+                 for i, p in enumerate(layers)} if fingerprint["statistics"] else {},
                 fingerprint["source"], progress["images"],
                 [tuple(entry) for entry in progress["skipped"]], progress["batches"],
                 fingerprint["strongest"])
@@ -336,8 +363,8 @@ def _checkpoint_arrays(path):
 def _fingerprint(model, state, batch_size):
     """What a checkpoint must match: the model (name, layers, weights), the scan, the data."""
     return {"model": state.model, "weights": weights_digest(model), "layers": list(state.layers),
-            "count": state.count, "strongest": state.strongest, "batch_size": batch_size,
-            "source": state.source}
+            "count": state.count, "strongest": state.strongest,
+            "statistics": bool(state.stats), "batch_size": batch_size, "source": state.source}
 
 
 def _length(source):
@@ -352,19 +379,21 @@ def _merge_batch(state, batch, parts):
     top, stats = dict(state.top), dict(state.stats)
     for ids, outputs in parts:
         for path in state.layers:
-            values, image, where, total, peak, active, size = (t.numpy()
-                                                                for t in outputs[path][:7])
+            summary = {name: t.numpy() for name, t in outputs[path].items()}
+            where, size = summary["where"], summary["size"]
             position = np.stack(np.divmod(where, size[1]), -1).astype(np.int32)
-            top[path] = merge(top[path], TopK(values, ids[image],
+            top[path] = admit(top[path], TopK(summary["values"], ids[summary["images"]],
                                               np.where(where[..., None] < 0, -1, position)))
-            stats[path] = stats[path] + LayerStats(len(ids) * int(np.prod(size)),
-                                                   total.astype(np.float64), peak, active)
+            if stats:
+                stats[path] = stats[path] + LayerStats(
+                    len(ids) * int(np.prod(size)), summary["total"].astype(np.float64),
+                    summary["peak"], summary["active"])
     return dataclasses.replace(state, top=top, stats=stats, images=state.images + len(batch.x),
                                skipped=state.skipped + [tuple(s) for s in batch.skipped],
                                batches=state.batches + 1)
 
 
-def _scan_step(model, paths, k, per_image, peaks, jit):
+def _scan_step(model, paths, k, per_image, statistics, peaks, jit):
     outputs_of = probe(model, list(paths))
     graph = model_graph(model)
     floors = tuple(tf.TensorSpec((graph.nodes[path].output.shape[-1],)) for path in paths)
@@ -373,20 +402,21 @@ def _scan_step(model, paths, k, per_image, peaks, jit):
                  jit_compile=jit)
     def step(images, floors):
         outputs = outputs_of(images, training=False)
-        return {path: _batch_summary(outputs[path], k, per_image, floor, peaks)
+        return {path: _batch_summary(outputs[path], k, per_image, floor, statistics, peaks)
                 for path, floor in zip(paths, floors)}
 
     return step
 
 
-def _batch_summary(maps, k, per_image, floor, with_peaks=False):
-    """What one batch adds to a layer's state: per channel, the batch's k strongest images (each
-    at its strongest position) or positions (values, images and flat positions into (h, w),
-    (C, k'), in the total order of `kvis.dataset.topk`), the sum (float32), the maximum, the
-    count of activations above 0 (int64, exact: counted per image in float32, exact below 2**24
-    positions), and the map size; `with_peaks`: then each image's maximum, (C, N). `floor` (C,)
-    is the state's k-th value per channel (what is below it can never enter the state); the
-    search for distinct images uses it."""
+def _batch_summary(maps, k, per_image, floor, statistics, with_peaks=False):
+    """What one batch adds to a layer's state, by name: per channel, the batch's k strongest
+    images (each at its strongest position) or positions ("values", "images" and flat
+    positions "where" into the map of "size" (h, w), (C, k'), in the total order of
+    `kvis.dataset.topk`); with `statistics`, the "total" (float32), the "peak" and the count of
+    activations above 0 ("active", int64, exact: counted per image in float32, exact below
+    2**24 positions); `with_peaks`: each image's maximum, "peaks" (C, N). `floor` (C,) is the
+    state's k-th value per channel (what is below it can never enter the state); the search
+    for distinct images uses it."""
     count, height, width, channels = (tf.shape(maps)[0], tf.shape(maps)[1],
                                       tf.shape(maps)[2], maps.shape[-1])
     peaks = tf.transpose(tf.reduce_max(maps, axis=(1, 2)))  # (C, N)
@@ -395,12 +425,18 @@ def _batch_summary(maps, k, per_image, floor, with_peaks=False):
         values, image, where = _strongest_images(flat, peaks, k, floor)
     else:
         values, image, where = _strongest_positions(tf.transpose(flat, (2, 0, 1)), peaks, k)
-    active = tf.reduce_sum(tf.cast(tf.reduce_sum(tf.cast(maps > 0, tf.float32), (1, 2)),
-                                   tf.int64), 0)
-    rows = tf.reshape(flat, (-1, channels))  # a product with ones: faster than reduce_sum here
-    total = tf.matmul(tf.ones((1, tf.shape(rows)[0])), rows)[0]
-    summary = (values, image, where, total, tf.reduce_max(peaks, 1), active, tf.shape(maps)[1:3])
-    return (*summary, peaks) if with_peaks else summary
+    summary = {"values": values, "images": image, "where": where,
+               "size": tf.shape(maps)[1:3]}
+    if statistics:
+        rows = tf.reshape(flat, (-1, channels))  # a product with ones: faster than reduce_sum
+        summary.update(
+            total=tf.matmul(tf.ones((1, tf.shape(rows)[0])), rows)[0],
+            peak=tf.reduce_max(peaks, 1),
+            active=tf.reduce_sum(tf.cast(tf.reduce_sum(tf.cast(maps > 0, tf.float32), (1, 2)),
+                                         tf.int64), 0))
+    if with_peaks:
+        summary["peaks"] = peaks
+    return summary
 
 
 def _strongest_images(flat, peaks, k, floor):

@@ -93,7 +93,12 @@ def plot_statistics(result, *, fig=None, title=None):
     Returns:
         The Figure (or SubFigure) drawn in: per layer two Axes, the fraction active (bars)
         above the mean (bars) and peak (dots) activation of the same channels.
+
+
+    Raises:
+        KvisError: a scan without statistics (`kvis.scan(..., statistics=False)`).
     """
+    stats = result.checked_stats("the statistics figure")
     count = len(result.layers)
     cols = per_row(count, PANEL_INCHES)
     rows = -(-count // cols)
@@ -105,7 +110,7 @@ def plot_statistics(result, *, fig=None, title=None):
         row, col = divmod(i, cols)
         top, bottom = axes[2 * row, col], axes[2 * row + 1, col]
         if i < count:
-            _layer_panel(top, bottom, result.layers[i], result.stats[result.layers[i]])
+            _layer_panel(top, bottom, result.layers[i], stats[result.layers[i]])
         else:
             top.set_axis_off()
             bottom.set_axis_off()

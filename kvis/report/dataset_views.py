@@ -33,8 +33,9 @@ def top_examples(job):
 
 def statistics(job):
     found = job.found()
-    rows = [(layer, str(len(stats.active)), _listed(stats.dead), _listed(stats.rare))
-            for layer, stats in ((layer, found.stats[layer]) for layer in found.layers)]
+    stats = found.checked_stats("the statistics section")
+    rows = [(layer, str(len(stats[layer].active)), _listed(stats[layer].dead),
+             _listed(stats[layer].rare)) for layer in found.layers]
     parts = [
         Part(f"Per channel over {found.images:,} images ({found.source}): dead channels are "
              f"never positive; rare ones are positive at under {RARE:.0%} of positions.",
