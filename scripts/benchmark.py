@@ -217,6 +217,33 @@ def add_speedups(rows):
                                    if peer else None)
 
 
+def overview(rows, models):
+    """The README's markdown table: per technique and model, kvis's fraction of its limit and
+    the best peer's, as each was timed once (the paired rounds are in `paired_table`)."""
+    cells = {}
+    for r in rows:
+        if r.get("paired") or r.get("jit") or r["library"] == "model" \
+                or not (r.get("seconds") and r.get("limit_seconds")) \
+                or r.get("way", "auto") != "auto":
+            continue
+        cell = cells.setdefault(r["technique"], {}).setdefault(r["model"], {})
+        if r["library"] == "kvis":
+            cell["kvis"] = f"{_of_limit(r):.0%}" + ("" if r.get("judged", True) else
+                                                    " (more work)")
+        elif _of_limit(r) > cell.get("peer", ("", 0))[1]:
+            cell["peer"] = (r["library"], _of_limit(r))
+    lines = [f"| technique | {' | '.join(models)} |", "|---|" + "---:|" * len(models)]
+    for technique, by_model in cells.items():
+        lines.append(f"| {technique} | " + " | ".join(
+            _overview_cell(by_model.get(model, {})) for model in models) + " |")
+    return "\n".join(lines)
+
+
+def _overview_cell(cell):
+    peer = f" ({cell['peer'][0]} {cell['peer'][1]:.0%})" if "peer" in cell else ""
+    return f"{cell.get('kvis', '-')}{peer}" if cell else ""
+
+
 def occlusion_table(rows):
     """A markdown table of kvis's occlusion rows: time, the speedups, the error, the fallback."""
     lines = ["| model | occluder (positions) | inference | time | of the limit | over full | "
@@ -327,10 +354,16 @@ def main():
                         "of these (kvis, the limits and the peers), e.g. 'maximize 1 filter'")
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"),
                         help="the rows as JSON")
+    parser.add_argument("--tables", type=Path, metavar="JSON",
+                        help="print the tables of an earlier run's JSON, running nothing")
     args = parser.parse_args()
 
     if args.setup:
         return setup()
+    if args.tables:
+        saved = json.loads(args.tables.read_text())
+        print(saved["machine"])
+        return tables(saved["rows"], saved["summary"])
     start = time.perf_counter()
     about = machine()
     print(about, flush=True)
@@ -347,23 +380,34 @@ def main():
         entry for model in args.models for entry in paired_rows(model, found[model])]
     if paired:
         found = summary(rows + paired, args.models)
-    print(table(rows))
-    if occlusion_table(rows):
-        print(f"\n{occlusion_table(rows)}")
-    if paired:
-        print(f"\nThe paired check, {PAIRED_ROUNDS} rounds:\n{paired_table(paired)}")
-        rows += paired
+    rows += paired
     if not args.no_memory and MEMORY_MODEL in args.models:
-        memory = memory_rows(MEMORY_MODEL, jit=args.jit == "on")
-        print(f"\n{memory_table(memory)}")
-        rows += memory
-    print("", *(entry["line"] for entry in found.values()), sep="\n")
+        rows += memory_rows(MEMORY_MODEL, jit=args.jit == "on")
+    tables(rows, found)
     if not args.no_commands:
         image = _demo_like_image()
         for name, seconds, detail in command_rows(image):
             print(f"{name}: {seconds:.1f} s ({detail})")
     args.out.write_text(json.dumps(dict(machine=about, rows=rows, summary=found), indent=1))
     print(f"benchmark: {time.perf_counter() - start:.0f} s in all; rows in {args.out}")
+
+
+def tables(rows, found):
+    """Print a run's tables (the rows, occlusion, the paired check, memory, the overview) and
+    its summary lines."""
+    memory = [r for r in rows if r.get("note") == "VmHWM"]  # the rows of `memory_rows`
+    timed = [r for r in rows if not r.get("paired") and r not in memory]
+    paired = [r for r in rows if r.get("paired")]
+    print(table(timed))
+    for title, text in (("", occlusion_table(timed)),
+                        (f"The paired check, {PAIRED_ROUNDS} rounds:\n",
+                         paired_table(paired)),
+                        ("", memory_table(memory) if memory else ""),
+                        ("Of the limit, kvis (the best peer):\n",
+                         overview(timed, list(found)))):
+        if text:
+            print(f"\n{title}{text}")
+    print("", *(entry["line"] for entry in found.values()), sep="\n")
 
 
 def _demo_like_image():
