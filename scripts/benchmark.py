@@ -219,14 +219,15 @@ def add_speedups(rows):
 
 def overview(rows, models):
     """The README's markdown table: per technique and model, kvis's fraction of its limit and
-    the best peer's, as each was timed once (the paired rounds are in `paired_table`)."""
+    the best peer's, as each was timed once (the paired rounds are in `paired_table`). A
+    technique is named without its settings ("score-cam, 64 channels": "score-cam")."""
     cells = {}
     for r in rows:
         if r.get("paired") or r.get("jit") or r["library"] == "model" \
                 or not (r.get("seconds") and r.get("limit_seconds")) \
                 or r.get("way", "auto") != "auto":
             continue
-        cell = cells.setdefault(r["technique"], {}).setdefault(r["model"], {})
+        cell = cells.setdefault(r["technique"].split(",")[0], {}).setdefault(r["model"], {})
         if r["library"] == "kvis":
             cell["kvis"] = f"{_of_limit(r):.0%}" + ("" if r.get("judged", True) else
                                                     " (more work)")
