@@ -4,8 +4,8 @@ that diagnose a model (dead and rarely active channels).
 
 Each batch goes through one compiled pass that returns, per layer, the batch's top `count` per
 channel (`tf.math.top_k` on the device; a position is searched only where a value reaches the
-state's `count`-th, so late in a scan only a few maps are) and, unless the statistics are not
-asked for, the per-channel sums, maxima and active counts; the host merges them into states
+state's `count`-th, so late in a scan only a few maps are) and, where the statistics are asked
+for (the default), the per-channel sums, maxima and active counts; the host merges them into states
 whose size depends on layers x channels x count, never on the dataset (a channel is merged only
 where the batch reaches its state: `kvis.dataset.topk.admit`). The states merge exactly for any
 split of the data (`kvis.dataset.topk`), so a scan can be checkpointed every few batches and
